@@ -1,0 +1,41 @@
+"""l0jax: L0 regularisation with hard-concrete gates in JAX (Louizos, Welling & Kingma 2018).
+
+The public surface: pure, jittable gate functions; temperature schedules and their optax
+transform. Flax NNX layers live in ``l0jax.nn``.
+"""
+
+from l0jax._src.hard_concrete import hard_concrete
+from l0jax._src.hard_concrete import hard_concrete_eval
+from l0jax._src.hard_concrete import hard_concrete_from_uniform
+from l0jax._src.hard_concrete import keep_prob_to_log_alpha
+from l0jax._src.hard_concrete import l0_penalty
+from l0jax._src.hard_concrete import l0l2_penalty
+from l0jax._src.hard_concrete import prob_nonzero
+from l0jax._src.hard_concrete import prob_one
+from l0jax._src.hard_concrete import prob_zero
+from l0jax._src.hard_concrete import uniform_noise
+from l0jax._src.schedules import AnnealTemperatureState
+from l0jax._src.schedules import anneal_temperature
+from l0jax._src.schedules import constant_temperature
+from l0jax._src.schedules import current_temperature
+from l0jax._src.schedules import temperature_schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnnealTemperatureState",
+    "anneal_temperature",
+    "constant_temperature",
+    "current_temperature",
+    "hard_concrete",
+    "hard_concrete_eval",
+    "hard_concrete_from_uniform",
+    "keep_prob_to_log_alpha",
+    "l0_penalty",
+    "l0l2_penalty",
+    "prob_nonzero",
+    "prob_one",
+    "prob_zero",
+    "temperature_schedule",
+    "uniform_noise",
+]

@@ -1,0 +1,114 @@
+"""Argument checks shared by every layer of the library.
+
+Checks run only on concrete values (Python scalars, NumPy arrays, concrete JAX arrays). Under
+``jit`` the same arguments arrive as tracers and are passed through unchecked: raising there would
+need a host round trip on every call, and the checks have already run once where the values were
+chosen (the schedule, the constructor, the fit call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def concrete(value: Any) -> np.ndarray | None:
+    """Returns ``value`` as a NumPy array, or None when it is a tracer (unknown at trace time)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        return np.asarray(value)
+    except Exception:  # an abstract value of some other kind: treat as unknown
+        return None
+
+
+def _describe(arr: np.ndarray) -> str:
+    if arr.size == 1:
+        return repr(arr.reshape(()).item())
+    return f"an array with min {np.nanmin(arr)!r} and max {np.nanmax(arr)!r}"
+
+
+def check_finite(name: str, value: Any) -> None:
+    """Raises ValueError when a concrete ``value`` holds NaN or infinity."""
+    arr = concrete(value)
+    if arr is None or arr.dtype.kind not in "fc":
+        return
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(
+            f"{name} must be finite, but it has {bad} NaN or infinite value(s); "
+            f"remove or impute them before calling."
+        )
+
+
+def check_positive(name: str, value: Any, *, hint: str = "") -> None:
+    """Raises ValueError unless every element of a concrete ``value`` is finite and > 0."""
+    arr = concrete(value)
+    if arr is None:
+        return
+    check_finite(name, arr)
+    if not np.all(arr > 0):
+        raise ValueError(f"{name} must be > 0, got {_describe(arr)}.{(' ' + hint) if hint else ''}")
+
+
+def check_nonnegative(name: str, value: Any, *, hint: str = "") -> None:
+    """Raises ValueError unless every element of a concrete ``value`` is finite and >= 0."""
+    arr = concrete(value)
+    if arr is None:
+        return
+    check_finite(name, arr)
+    if not np.all(arr >= 0):
+        raise ValueError(f"{name} must be >= 0, got {_describe(arr)}.{(' ' + hint) if hint else ''}")
+
+
+def check_stretch(gamma: Any, zeta: Any) -> None:
+    """Raises ValueError unless gamma < 0 and zeta > 1 (the stretch interval must contain [0, 1])."""
+    g = concrete(gamma)
+    if g is not None:
+        check_finite("gamma", g)
+        if not np.all(g < 0):
+            raise ValueError(
+                f"gamma must be < 0 (the stretched interval (gamma, zeta) must contain 0 so that "
+                f"gates can be exactly zero), got {_describe(g)}; the usual value is -0.1."
+            )
+    z = concrete(zeta)
+    if z is not None:
+        check_finite("zeta", z)
+        if not np.all(z > 1):
+            raise ValueError(
+                f"zeta must be > 1 (the stretched interval (gamma, zeta) must contain 1 so that "
+                f"gates can be exactly one), got {_describe(z)}; the usual value is 1.1."
+            )
+
+
+def check_open_unit(name: str, value: Any) -> None:
+    """Raises ValueError unless every element of a concrete ``value`` lies strictly in (0, 1)."""
+    arr = concrete(value)
+    if arr is None:
+        return
+    check_finite(name, arr)
+    if not np.all((arr > 0) & (arr < 1)):
+        raise ValueError(
+            f"{name} must lie strictly between 0 and 1 (a probability of keeping a gate open), "
+            f"got {_describe(arr)}; use e.g. 1e-6 or 1 - 1e-6 for (almost) closed or open gates."
+        )
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    """Raises ValueError naming the valid choices when ``value`` is not one of them."""
+    choices = tuple(choices)
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"unknown {name} {value!r}; choose one of {listed}.")
+
+
+def check_int_at_least(name: str, value: Any, minimum: int) -> int:
+    """Returns ``value`` as an int, raising ValueError unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)

@@ -1,0 +1,349 @@
+"""The hard-concrete distribution of Louizos, Welling & Kingma (2018), arXiv:1712.01312.
+
+One function per equation of the paper. Notation:
+
+* ``log_alpha`` -- the location parameter log(alpha) of each gate (trainable).
+* ``temperature`` -- beta, the concrete relaxation's temperature (2/3 in the paper).
+* ``gamma < 0`` and ``zeta > 1`` -- the stretch interval (-0.1 and 1.1 in the paper).
+
+A gate is drawn as (eqs. 9-10 of section 2.2)::
+
+    u ~ U(0, 1)
+    s = sigmoid((log u - log(1 - u) + log_alpha) / temperature)
+    s_bar = s * (zeta - gamma) + gamma
+    z = min(1, max(0, s_bar))
+
+so z has point masses at 0 and 1 and a continuous density in between.
+
+Every function here is pure and safe under ``jit``, ``vmap`` and ``grad``; ``temperature``,
+``gamma`` and ``zeta`` may be traced arrays. Low-precision inputs (bfloat16, float16) are computed
+in float32 and cast back, so uniform noise never rounds to 0 or 1 and extreme ``log_alpha`` values
+(+-1e3) give finite gates, penalties and gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from l0jax._src import checks
+
+Array = jax.Array
+ArrayLike = Any
+
+GAMMA = -0.1
+ZETA = 1.1
+EVAL_RULES = ("median", "paper")
+
+
+def _compute_dtype(dtype: Any) -> Any:
+    """At least float32: half precision is too coarse for the noise and the logits."""
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return jnp.result_type(float)
+    return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
+
+
+def _prepare(log_alpha: ArrayLike, temperature: ArrayLike, gamma: ArrayLike, zeta: ArrayLike):
+    """Validates concrete hyperparameters and casts everything to one compute dtype."""
+    checks.check_positive("temperature", temperature, hint="It is the concrete temperature beta, e.g. 2/3.")
+    checks.check_stretch(gamma, zeta)
+    log_alpha = jnp.asarray(log_alpha)
+    out_dtype = log_alpha.dtype if jnp.issubdtype(log_alpha.dtype, jnp.floating) else _compute_dtype(log_alpha.dtype)
+    dtype = _compute_dtype(out_dtype)
+    cast = lambda x: jnp.asarray(x).astype(dtype)  # noqa: E731 - explicit casts keep strict promotion happy
+    return cast(log_alpha), cast(temperature), cast(gamma), cast(zeta), out_dtype
+
+
+def _stretch_and_clip(s: Array, gamma: Array, zeta: Array) -> Array:
+    """Eq. 10's last two steps: s_bar = s (zeta - gamma) + gamma, z = min(1, max(0, s_bar))."""
+    return jnp.clip(s * (zeta - gamma) + gamma, 0.0, 1.0)
+
+
+def uniform_noise(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+    """Draws the uniform noise u of eq. 10, strictly inside (0, 1).
+
+    Args:
+      key: a JAX PRNG key.
+      shape: shape of the noise, the shape of ``log_alpha``.
+      dtype: compute dtype; half precisions are drawn in float32.
+
+    Returns:
+      An array of ``shape`` in the open interval (0, 1): the smallest value is the dtype's smallest
+      normal number, the largest ``1 - 2**-24`` (float32) so both logs below stay finite.
+    """
+    dtype = _compute_dtype(dtype)
+    return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+
+
+def hard_concrete_from_uniform(
+    u: ArrayLike,
+    log_alpha: ArrayLike,
+    temperature: ArrayLike,
+    *,
+    gamma: ArrayLike = GAMMA,
+    zeta: ArrayLike = ZETA,
+) -> Array:
+    """Maps given uniform noise to hard-concrete gates (the reparameterisation, eqs. 9-10).
+
+    ``z = clip(sigmoid((log u - log(1 - u) + log_alpha) / temperature) * (zeta - gamma) + gamma, 0, 1)``.
+    The gradient flows to ``log_alpha`` (and to ``temperature``, ``gamma``, ``zeta``) through
+    the deterministic map, which is what makes the expected L0 objective trainable.
+
+    Args:
+      u: uniform noise in (0, 1), broadcastable to ``log_alpha``'s shape.
+      log_alpha: gate locations, any shape.
+      temperature: concrete temperature beta > 0 (scalar or broadcastable).
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+
+    Returns:
+      Gates in [0, 1] with the shape and floating dtype of ``log_alpha``.
+    """
+    log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
+    u = jnp.asarray(u).astype(log_alpha.dtype)
+    logistic = jnp.log(u) - jnp.log1p(-u)
+    s = jax.nn.sigmoid((logistic + log_alpha) / temperature)
+    return _stretch_and_clip(s, gamma, zeta).astype(out_dtype)
+
+
+def hard_concrete(
+    key: Array,
+    log_alpha: ArrayLike,
+    temperature: ArrayLike,
+    *,
+    gamma: ArrayLike = GAMMA,
+    zeta: ArrayLike = ZETA,
+) -> Array:
+    """Samples hard-concrete gates (Louizos et al. 2018, eqs. 9-10), differentiable in log_alpha.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, l0jax
+      >>> z = l0jax.hard_concrete(jax.random.key(0), jnp.zeros(4), 2 / 3)
+      >>> bool(((z >= 0) & (z <= 1)).all())
+      True
+
+    Args:
+      key: a JAX PRNG key; the same key gives the same gates.
+      log_alpha: gate locations, any shape. bfloat16/float16 are computed in float32.
+      temperature: concrete temperature beta > 0; may be a traced array (no recompilation when
+        it changes).
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+
+    Returns:
+      Gates in [0, 1], shape and floating dtype of ``log_alpha``. Exactly 0 with probability
+      ``prob_zero`` and exactly 1 with probability ``prob_one``.
+    """
+    log_alpha = jnp.asarray(log_alpha)
+    u = uniform_noise(key, log_alpha.shape, log_alpha.dtype)
+    return hard_concrete_from_uniform(u, log_alpha, temperature, gamma=gamma, zeta=zeta)
+
+
+def hard_concrete_eval(
+    log_alpha: ArrayLike,
+    temperature: ArrayLike,
+    *,
+    gamma: ArrayLike = GAMMA,
+    zeta: ArrayLike = ZETA,
+    rule: str = "median",
+) -> Array:
+    """Deterministic test-time gates.
+
+    * ``rule="median"`` (the default everywhere in l0jax, and l0-python >= 0.6):
+      ``clip(sigmoid(log_alpha / temperature) * (zeta - gamma) + gamma, 0, 1)``, the gate at the
+      median of the noise (u = 1/2), consistent with the temperature used in training.
+    * ``rule="paper"``: Louizos et al. eq. 13,
+      ``clip(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``, without the temperature.
+
+    Args:
+      log_alpha: gate locations, any shape.
+      temperature: concrete temperature beta > 0 (ignored by ``rule="paper"`` but still checked).
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+      rule: ``"median"`` or ``"paper"``.
+
+    Returns:
+      Gates in [0, 1] with the shape and floating dtype of ``log_alpha``.
+    """
+    checks.check_choice("rule", rule, EVAL_RULES)
+    log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
+    logits = log_alpha / temperature if rule == "median" else log_alpha
+    return _stretch_and_clip(jax.nn.sigmoid(logits), gamma, zeta).astype(out_dtype)
+
+
+def prob_nonzero(
+    log_alpha: ArrayLike,
+    temperature: ArrayLike,
+    *,
+    gamma: ArrayLike = GAMMA,
+    zeta: ArrayLike = ZETA,
+) -> Array:
+    """P(z != 0) of each gate, eq. 12: ``sigmoid(log_alpha - temperature * log(-gamma / zeta))``.
+
+    Args:
+      log_alpha: gate locations, any shape.
+      temperature: concrete temperature beta > 0.
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+
+    Returns:
+      Probabilities in [0, 1], shape and floating dtype of ``log_alpha``.
+    """
+    log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
+    return jax.nn.sigmoid(log_alpha - temperature * jnp.log(-gamma / zeta)).astype(out_dtype)
+
+
+def prob_zero(
+    log_alpha: ArrayLike,
+    temperature: ArrayLike,
+    *,
+    gamma: ArrayLike = GAMMA,
+    zeta: ArrayLike = ZETA,
+) -> Array:
+    """P(z = 0) of each gate: the mass the clip puts at 0, ``1 - prob_nonzero`` (computed stably).
+
+    Args:
+      log_alpha: gate locations, any shape.
+      temperature: concrete temperature beta > 0.
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+
+    Returns:
+      Probabilities in [0, 1], shape and floating dtype of ``log_alpha``.
+    """
+    log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
+    return jax.nn.sigmoid(temperature * jnp.log(-gamma / zeta) - log_alpha).astype(out_dtype)
+
+
+def prob_one(
+    log_alpha: ArrayLike,
+    temperature: ArrayLike,
+    *,
+    gamma: ArrayLike = GAMMA,
+    zeta: ArrayLike = ZETA,
+) -> Array:
+    """P(z = 1) of each gate: the mass the clip puts at 1.
+
+    z = 1 when s >= (1 - gamma) / (zeta - gamma); since logit(s) = (L + log_alpha) / temperature
+    with L standard logistic, this is ``sigmoid(log_alpha - temperature * log((1 - gamma) / (zeta - 1)))``
+    (the mirror image of eq. 12).
+
+    Args:
+      log_alpha: gate locations, any shape.
+      temperature: concrete temperature beta > 0.
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+
+    Returns:
+      Probabilities in [0, 1], shape and floating dtype of ``log_alpha``.
+    """
+    log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
+    return jax.nn.sigmoid(log_alpha - temperature * jnp.log((1.0 - gamma) / (zeta - 1.0))).astype(out_dtype)
+
+
+def l0_penalty(
+    log_alpha: ArrayLike,
+    temperature: ArrayLike,
+    *,
+    gamma: ArrayLike = GAMMA,
+    zeta: ArrayLike = ZETA,
+    group_size: ArrayLike = 1,
+) -> Array:
+    """Expected L0 norm, eq. 12: ``sum_g |g| * P(z_g != 0)``.
+
+    Args:
+      log_alpha: gate locations, any shape; one gate per group of parameters.
+      temperature: concrete temperature beta > 0.
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+      group_size: number of parameters each gate switches (section 4's group sparsity), a scalar
+        or an array broadcastable to ``log_alpha``; 1 counts gates.
+
+    Returns:
+      A scalar: the expected number of non-zero parameters, in float32 (or float64) even for
+      half-precision ``log_alpha``, because a sum of many gates needs the precision.
+    """
+    checks.check_nonnegative("group_size", group_size)
+    p = prob_nonzero(jnp.asarray(log_alpha), temperature, gamma=gamma, zeta=zeta)
+    p = p.astype(_compute_dtype(p.dtype))
+    return jnp.sum(p * jnp.asarray(group_size).astype(p.dtype))
+
+
+def l0l2_penalty(
+    theta: ArrayLike,
+    log_alpha: ArrayLike,
+    temperature: ArrayLike,
+    *,
+    gamma: ArrayLike = GAMMA,
+    zeta: ArrayLike = ZETA,
+    lambda_l0: ArrayLike = 1.0,
+    lambda_l2: ArrayLike = 1.0,
+) -> Array:
+    """Expected L0 plus expected L2 cost of gated parameters (Louizos et al. eq. 14).
+
+    With ``theta = theta_tilde * z``, the L2 norm is paid only when a gate is open::
+
+        R = sum_g P(z_g != 0) * sum_{j in g} (lambda_l2 / 2 * theta_j**2 + lambda_l0)
+
+    Groups come from broadcasting: ``log_alpha`` must broadcast to ``theta``'s shape, and each gate
+    covers the entries of ``theta`` it is broadcast over. A kernel of shape (in, out) with
+    ``log_alpha`` of shape (in, 1) has one gate per input neuron, a group of ``out`` weights, so its
+    L0 cost is ``out * lambda_l0 * P(z != 0)`` as in the paper's group sparsity.
+
+    Args:
+      theta: the parameters before gating (theta tilde), any shape.
+      log_alpha: gate locations, broadcastable to ``theta.shape``.
+      temperature: concrete temperature beta > 0.
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+      lambda_l0: cost of each expected non-zero parameter, >= 0.
+      lambda_l2: L2 strength (the paper's lambda; 1/prior precision convention left to the
+        caller), >= 0.
+
+    Returns:
+      A scalar penalty in float32 (or float64).
+    """
+    checks.check_nonnegative("lambda_l0", lambda_l0)
+    checks.check_nonnegative("lambda_l2", lambda_l2)
+    theta = jnp.asarray(theta)
+    log_alpha = jnp.asarray(log_alpha)
+    try:
+        jnp.broadcast_shapes(log_alpha.shape, theta.shape)
+        compatible = jnp.broadcast_shapes(log_alpha.shape, theta.shape) == theta.shape
+    except ValueError:
+        compatible = False
+    if not compatible:
+        raise ValueError(
+            f"log_alpha of shape {log_alpha.shape} must broadcast to theta's shape {theta.shape}: "
+            f"give one gate per group, e.g. shape (in, 1) for input-neuron groups of an (in, out) kernel."
+        )
+    p = prob_nonzero(log_alpha, temperature, gamma=gamma, zeta=zeta)
+    dtype = _compute_dtype(p.dtype if p.dtype.itemsize >= theta.dtype.itemsize else theta.dtype)
+    p = jnp.broadcast_to(p.astype(dtype), theta.shape)
+    cost = 0.5 * jnp.asarray(lambda_l2).astype(dtype) * jnp.square(theta.astype(dtype))
+    return jnp.sum(p * (cost + jnp.asarray(lambda_l0).astype(dtype)))
+
+
+def keep_prob_to_log_alpha(keep_prob: ArrayLike) -> Array:
+    """Converts a probability of keeping a gate open into log_alpha: ``log(p / (1 - p))``.
+
+    This is the initialisation l0-python uses (``init_keep_prob`` / ``init_mean``). Note that the
+    resulting gate's exact P(z != 0) is ``prob_nonzero(logit(p), temperature)``, slightly above p
+    because of the stretch.
+
+    Args:
+      keep_prob: probabilities strictly inside (0, 1), any shape. Concrete values outside raise
+        ValueError; traced values are clipped to the open interval by the float epsilon.
+
+    Returns:
+      log_alpha with the shape of ``keep_prob`` (float32 unless float64 is enabled and given).
+    """
+    checks.check_open_unit("keep_prob", keep_prob)
+    p = jnp.asarray(keep_prob)
+    p = p.astype(_compute_dtype(p.dtype))
+    eps = jnp.finfo(p.dtype).eps
+    p = jnp.clip(p, eps, 1.0 - eps)
+    return jnp.log(p) - jnp.log1p(-p)

@@ -1,0 +1,23 @@
+"""Test configuration: strict dtype and rank promotion, so silent upcasts and broadcasts fail.
+
+optax's Adam computes ``decay ** count`` with an int32 count, which strict dtype promotion rejects
+inside optax itself. Tests that run an optax optimizer use the ``optax_promotion`` fixture, which
+relaxes dtype promotion (only) to "standard" for that test; rank promotion stays "raise".
+"""
+
+import jax
+import pytest
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+
+
+@pytest.fixture
+def optax_promotion():
+    with jax.numpy_dtype_promotion("standard"):
+        yield

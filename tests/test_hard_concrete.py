@@ -1,0 +1,234 @@
+"""The pure hard-concrete core against its closed forms (Louizos et al. 2018, eqs. 9-14)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate
+
+import l0jax
+
+GAMMA, ZETA = -0.1, 1.1
+N_DRAWS = 2**20
+
+
+def _survival(t, log_alpha, beta, gamma=GAMMA, zeta=ZETA):
+    """P(s_bar > t) for t in (gamma, zeta): s = sigmoid((L + log_alpha) / beta), L ~ Logistic."""
+    s = (t - gamma) / (zeta - gamma)
+    return 1.0 / (1.0 + np.exp(-(log_alpha - beta * np.log(s / (1.0 - s)))))
+
+
+def _density(t, log_alpha, beta, gamma=GAMMA, zeta=ZETA):
+    """Closed-form density of the stretched concrete s_bar at t (derivative of 1 - survival)."""
+    s = (t - gamma) / (zeta - gamma)
+    q = _survival(t, log_alpha, beta, gamma, zeta)
+    return q * (1.0 - q) * beta / (s * (1.0 - s)) / (zeta - gamma)
+
+
+def _exact_mean(log_alpha, beta):
+    """E[z] = P(z = 1) + integral over (0, 1) of t * density(t)."""
+    inner, _ = integrate.quad(lambda t: t * _density(t, log_alpha, beta), 0.0, 1.0, limit=200,
+                              epsabs=1e-12, epsrel=1e-10)
+    return _survival(1.0, log_alpha, beta) + inner
+
+
+@pytest.mark.parametrize("log_alpha", [-3.0, 0.0, 0.7, 3.0])
+@pytest.mark.parametrize("beta", [0.25, 2 / 3, 2.0])
+def test_monte_carlo_matches_closed_forms(log_alpha, beta):
+    key = jax.random.key(1234)
+    z = np.asarray(l0jax.hard_concrete(key, jnp.full((N_DRAWS,), log_alpha, jnp.float32), beta))
+    p0 = float(l0jax.prob_zero(jnp.float32(log_alpha), beta))
+    p1 = float(l0jax.prob_one(jnp.float32(log_alpha), beta))
+    mean = _exact_mean(log_alpha, beta)
+
+    for empirical, exact in [(np.mean(z == 0.0), p0), (np.mean(z == 1.0), p1)]:
+        se = np.sqrt(exact * (1 - exact) / N_DRAWS)
+        assert abs(empirical - exact) <= 4 * se, (empirical, exact, se)
+    se_mean = np.std(z) / np.sqrt(N_DRAWS)
+    assert abs(np.mean(z) - mean) <= 4 * se_mean, (np.mean(z), mean, se_mean)
+
+
+def test_closed_forms_are_consistent_with_the_density():
+    # P(z = 0) and P(z = 1) from integrating the density over the clipped tails.
+    for log_alpha, beta in [(-1.0, 0.5), (0.5, 2 / 3), (2.0, 1.5)]:
+        low, _ = integrate.quad(_density, GAMMA, 0.0, args=(log_alpha, beta), epsabs=1e-12)
+        high, _ = integrate.quad(_density, 1.0, ZETA, args=(log_alpha, beta), epsabs=1e-12)
+        np.testing.assert_allclose(float(l0jax.prob_zero(log_alpha, beta)), low, rtol=1e-5)
+        np.testing.assert_allclose(float(l0jax.prob_one(log_alpha, beta)), high, rtol=1e-5)
+
+
+def test_sampling_equals_reference_formula_given_the_noise(key):
+    log_alpha = jax.random.normal(key, (1000,)) * 3
+    u = l0jax.uniform_noise(jax.random.key(7), (1000,))
+    beta, gamma, zeta = 0.4, -0.2, 1.3
+    got = l0jax.hard_concrete_from_uniform(u, log_alpha, beta, gamma=gamma, zeta=zeta)
+    un, la = np.asarray(u, np.float64), np.asarray(log_alpha, np.float64)
+    ref = np.clip(1 / (1 + np.exp(-(np.log(un) - np.log(1 - un) + la) / beta)) * (zeta - gamma) + gamma, 0, 1)
+    np.testing.assert_allclose(np.asarray(got), ref, atol=1e-6)
+    # hard_concrete draws exactly that noise from its key.
+    np.testing.assert_array_equal(
+        np.asarray(l0jax.hard_concrete(jax.random.key(7), log_alpha, beta, gamma=gamma, zeta=zeta)),
+        np.asarray(got),
+    )
+    assert float(u.min()) > 0 and float(u.max()) < 1
+
+
+def test_eval_rules_equal_their_formulas():
+    log_alpha = np.linspace(-8, 8, 301).astype(np.float32)
+    beta = 0.5
+    sig = lambda x: 1 / (1 + np.exp(-x.astype(np.float64)))  # noqa: E731
+    median = np.clip(sig(log_alpha / beta) * (ZETA - GAMMA) + GAMMA, 0, 1)
+    paper = np.clip(sig(log_alpha) * (ZETA - GAMMA) + GAMMA, 0, 1)
+    np.testing.assert_allclose(np.asarray(l0jax.hard_concrete_eval(log_alpha, beta)), median, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(l0jax.hard_concrete_eval(log_alpha, beta, rule="paper")), paper,
+                               atol=1e-6)
+    # The median gate is the gate at u = 1/2.
+    np.testing.assert_allclose(
+        np.asarray(l0jax.hard_concrete_from_uniform(jnp.full(log_alpha.shape, 0.5), log_alpha, beta)),
+        median, atol=1e-6)
+    with pytest.raises(ValueError, match="rule.*'median', 'paper'"):
+        l0jax.hard_concrete_eval(log_alpha, beta, rule="mean")
+
+
+def test_probabilities_sum_and_formula():
+    log_alpha = jnp.linspace(-10, 10, 101)
+    for beta in [0.1, 2 / 3, 3.0]:
+        p_nz = np.asarray(l0jax.prob_nonzero(log_alpha, beta), np.float64)
+        p_z = np.asarray(l0jax.prob_zero(log_alpha, beta), np.float64)
+        np.testing.assert_allclose(p_nz + p_z, 1.0, atol=1e-6)
+        ref = 1 / (1 + np.exp(-(np.asarray(log_alpha, np.float64) - beta * np.log(-GAMMA / ZETA))))
+        np.testing.assert_allclose(p_nz, ref, atol=1e-6)
+        assert np.all(np.asarray(l0jax.prob_one(log_alpha, beta)) <= p_nz)
+
+
+def test_l0_penalty_gradient_matches_finite_differences():
+    jax.config.update("jax_enable_x64", True)
+    try:
+        log_alpha = jnp.array([-2.0, -0.3, 0.0, 0.8, 2.5], jnp.float64)
+        beta, sizes = jnp.float64(0.7), jnp.array([1.0, 3.0, 2.0, 5.0, 1.0], jnp.float64)
+        f = lambda la: l0jax.l0_penalty(la, beta, group_size=sizes)  # noqa: E731
+        grad = np.asarray(jax.grad(f)(log_alpha))
+        h = 1e-6
+        fd = [(f(log_alpha.at[i].add(h)) - f(log_alpha.at[i].add(-h))) / (2 * h) for i in range(5)]
+        np.testing.assert_allclose(grad, np.asarray(fd), rtol=1e-6)
+        # The penalty is the expected number of non-zero parameters.
+        expected = np.sum(np.asarray(l0jax.prob_nonzero(log_alpha, beta)) * np.asarray(sizes))
+        np.testing.assert_allclose(float(f(log_alpha)), expected, rtol=1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_l0l2_penalty_groups_follow_eq_14(key):
+    theta = jax.random.normal(key, (4, 3))
+    log_alpha = jnp.array([[-1.0], [0.0], [1.0], [2.0]])  # one gate per row: groups of 3
+    beta, lam0, lam2 = 2 / 3, 0.3, 0.05
+    got = float(l0jax.l0l2_penalty(theta, log_alpha, beta, lambda_l0=lam0, lambda_l2=lam2))
+    p = np.asarray(l0jax.prob_nonzero(log_alpha[:, 0], beta), np.float64)
+    th = np.asarray(theta, np.float64)
+    ref = np.sum(p * (lam2 / 2 * np.sum(th**2, axis=1) + 3 * lam0))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    # Its L0 part equals l0_penalty with group size 3.
+    np.testing.assert_allclose(
+        float(l0jax.l0l2_penalty(theta, log_alpha, beta, lambda_l0=1.0, lambda_l2=0.0)),
+        float(l0jax.l0_penalty(log_alpha, beta, group_size=3)), rtol=1e-6)
+    with pytest.raises(ValueError, match="log_alpha of shape \\(4,\\) must broadcast"):
+        l0jax.l0l2_penalty(theta, jnp.zeros(4), beta)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("beta", [0.1, 2 / 3])
+def test_extreme_log_alpha_is_finite(dtype, beta, key):
+    _check_extremes(dtype, beta, key)
+
+
+def test_extreme_log_alpha_is_finite_in_float64(key):
+    jax.config.update("jax_enable_x64", True)
+    try:
+        for beta in [0.1, 2 / 3]:
+            _check_extremes(jnp.float64, beta, key)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def _check_extremes(dtype, beta, key):
+    log_alpha = jnp.array([-1e3, -30.0, 0.0, 30.0, 1e3], dtype)
+    z = l0jax.hard_concrete(key, log_alpha, beta)
+    assert z.dtype == dtype
+    zf = np.asarray(z, np.float64)
+    assert np.all(np.isfinite(zf)) and np.all((zf >= 0) & (zf <= 1))
+    assert zf[0] == 0.0 and zf[-1] == 1.0
+    ze = np.asarray(l0jax.hard_concrete_eval(log_alpha, beta), np.float64)
+    np.testing.assert_array_equal(ze[[0, -1]], [0.0, 1.0])
+    assert np.isfinite(float(l0jax.l0_penalty(log_alpha, beta)))
+    assert np.isfinite(float(l0jax.l0l2_penalty(jnp.ones(5, dtype), log_alpha, beta)))
+    grads = [
+        jax.grad(lambda la: l0jax.l0_penalty(la, beta))(log_alpha),
+        jax.grad(lambda la: jnp.sum(l0jax.hard_concrete(key, la, beta).astype(jnp.float32)))(log_alpha),
+        jax.grad(lambda la: jnp.sum(l0jax.hard_concrete_eval(la, beta).astype(jnp.float32)))(log_alpha),
+        jax.grad(lambda la: l0jax.l0l2_penalty(jnp.ones(5, dtype), la, beta))(log_alpha),
+    ]
+    for g in grads:
+        assert np.all(np.isfinite(np.asarray(g, np.float64)))
+    # Gradient of the penalty is largest where the gate is uncertain.
+    g = np.asarray(grads[0], np.float64)
+    assert g[2] > 0 and g[0] == 0.0 and g[-1] == 0.0
+
+
+def test_same_key_same_sample_and_vmap_equals_loop():
+    log_alpha = jnp.linspace(-2, 2, 64)
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    a = l0jax.hard_concrete(k1, log_alpha, 0.5)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(l0jax.hard_concrete(k1, log_alpha, 0.5)))
+    assert not np.array_equal(np.asarray(a), np.asarray(l0jax.hard_concrete(k2, log_alpha, 0.5)))
+    keys = jax.random.split(jax.random.key(3), 6)
+    batched = jax.vmap(lambda k: l0jax.hard_concrete(k, log_alpha, 0.5))(keys)
+    looped = jnp.stack([l0jax.hard_concrete(k, log_alpha, 0.5) for k in keys])
+    np.testing.assert_array_equal(np.asarray(batched), np.asarray(looped))
+
+
+def test_traced_hyperparameters_trace_once(key):
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(key, log_alpha, temperature, gamma, zeta):
+        z = l0jax.hard_concrete(key, log_alpha, temperature, gamma=gamma, zeta=zeta)
+        ze = l0jax.hard_concrete_eval(log_alpha, temperature, gamma=gamma, zeta=zeta)
+        return jnp.sum(z) + jnp.sum(ze) + l0jax.l0_penalty(log_alpha, temperature, gamma=gamma, zeta=zeta)
+
+    log_alpha = jnp.zeros(8)
+    for t in [0.1, 0.3, 2 / 3, 1.0, 2.0]:
+        out = step(key, log_alpha, jnp.float32(t), jnp.float32(-0.1), jnp.float32(1.1))
+        assert np.isfinite(float(out))
+    # A jitted gradient through all of them also works with traced hyperparameters.
+    g = jax.jit(jax.grad(lambda la, t: l0jax.l0_penalty(la, t)))(log_alpha, jnp.float32(0.5))
+    np.testing.assert_allclose(np.asarray(g), np.asarray(l0jax.prob_nonzero(log_alpha, 0.5)
+                                                          * l0jax.prob_zero(log_alpha, 0.5)), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: l0jax.hard_concrete(jax.random.key(0), jnp.zeros(3), 0.0), "temperature"),
+        (lambda: l0jax.hard_concrete(jax.random.key(0), jnp.zeros(3), np.float32(-1.0)), "temperature"),
+        (lambda: l0jax.hard_concrete_eval(jnp.zeros(3), float("nan")), "temperature"),
+        (lambda: l0jax.prob_nonzero(jnp.zeros(3), 0.5, gamma=0.0), "gamma"),
+        (lambda: l0jax.prob_zero(jnp.zeros(3), 0.5, gamma=np.array(0.1)), "gamma"),
+        (lambda: l0jax.prob_one(jnp.zeros(3), 0.5, zeta=1.0), "zeta"),
+        (lambda: l0jax.l0_penalty(jnp.zeros(3), 0.5, zeta=0.9), "zeta"),
+        (lambda: l0jax.keep_prob_to_log_alpha(0.0), "keep_prob"),
+        (lambda: l0jax.keep_prob_to_log_alpha(np.array([0.5, 1.0])), "keep_prob"),
+        (lambda: l0jax.keep_prob_to_log_alpha(1.5), "keep_prob"),
+        (lambda: l0jax.l0l2_penalty(jnp.zeros(3), jnp.zeros(3), 0.5, lambda_l2=-1.0), "lambda_l2"),
+    ],
+)
+def test_bad_input_names_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_keep_prob_to_log_alpha_is_the_logit():
+    p = np.array([0.01, 0.2, 0.5, 0.9, 0.999])
+    np.testing.assert_allclose(np.asarray(l0jax.keep_prob_to_log_alpha(p)), np.log(p / (1 - p)), rtol=1e-5)
+    # Under jit (traced), values at the edges are clipped instead of raising.
+    out = jax.jit(l0jax.keep_prob_to_log_alpha)(jnp.array([0.0, 1.0]))
+    assert np.all(np.isfinite(np.asarray(out))) and float(out[0]) < -15 and float(out[1]) > 15
