@@ -227,11 +227,17 @@ def _channel_view(consumer: L0Layer, producer: L0Layer, need_in: np.ndarray) -> 
     )
 
 
-def _compress_chain(chain: list[tuple[tuple, L0Layer]], remove_dead_outputs: bool) -> list[nnx.Module]:
+@nnx.jit
+def _all_eval_params(model: nnx.Module) -> dict[str, tuple[Array, Array | None]]:
+    """Every L0 layer's kernel and bias with eval gates folded in, in one compiled call."""
+    return {path_name(p): layer.eval_params() for p, layer in l0_layers(model)}
+
+
+def _compress_chain(chain: list[tuple[tuple, L0Layer]], folded: dict, remove_dead_outputs: bool) -> list[nnx.Module]:
     layers = [m for _, m in chain]
     params = []
-    for layer in layers:
-        k, b = layer.eval_params()
+    for path, _ in chain:
+        k, b = folded[path_name(path)]
         params.append((np.asarray(k), None if b is None else np.asarray(b)))
     n = len(layers)
     kept_out: list[np.ndarray | None] = [None] * n  # kept output units of layer j
@@ -334,9 +340,10 @@ def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool 
     if not layers:
         raise ValueError("compress: the model holds no L0 layers (L0Linear, L0Conv, L0DepthwiseConv).")
     chains = _resolve_chains(model, chain, layers)
+    folded = jax.device_get(_all_eval_params(model))
     replacements: list[tuple[tuple, nnx.Module]] = []
     for c in chains:
-        replacements += list(zip([p for p, _ in c], _compress_chain(c, remove_dead_outputs)))
+        replacements += list(zip([p for p, _ in c], _compress_chain(c, folded, remove_dead_outputs)))
     if len(replacements) == 1 and replacements[0][0] == ():
         return replacements[0][1]
     out = nnx.clone(model)

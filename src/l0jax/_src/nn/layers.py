@@ -546,6 +546,7 @@ class SparseMLP(nnx.Module):
       kernel_init: kernel initializer of every layer.
       dtype: computation dtype.
       param_dtype: dtype of the parameters.
+      precision: ``jax.lax.Precision`` of the matrix products.
       rngs: ``nnx.Rngs`` for initialisation and gate noise.
     """
 
@@ -566,6 +567,7 @@ class SparseMLP(nnx.Module):
         kernel_init: Callable = default_kernel_init,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
+        precision: Any = None,
         rngs: nnx.Rngs,
     ):
         features = tuple(features)
@@ -581,7 +583,7 @@ class SparseMLP(nnx.Module):
                 features[i], features[i + 1], gate=gates[i], use_bias=use_bias, init_keep_prob=keeps[i],
                 init_jitter=init_jitter, temperature=temperature, gamma=gamma, zeta=zeta, eval_rule=eval_rule,
                 deterministic=deterministic, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype,
-                rngs=rngs,
+                precision=precision, rngs=rngs,
             )
             for i in range(n)
         ])

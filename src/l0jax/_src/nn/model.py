@@ -143,8 +143,24 @@ def set_temperature(model: nnx.Module, temperature: Any) -> None:
         raise ValueError("set_temperature: the model holds no hard-concrete gates.")
 
 
-def _to_int(x: Any) -> int:
-    return int(np.asarray(x))
+@nnx.jit
+def _layer_summaries(model: nnx.Module) -> dict[str, Any]:
+    """Everything the statistics need, computed in one compiled call (eager op-by-op dispatch would
+    compile each small operation separately, which is slow for a many-layer model)."""
+    out = {}
+    for path, layer in l0_layers(model):
+        kernel, _ = layer.eval_params()
+        out[path_name(path)] = {
+            "expected_active": layer.penalty(),
+            "active": jnp.count_nonzero(kernel),
+            "open_gates": jnp.count_nonzero(layer.gate.eval_gates()),
+            "expected_open_gates": layer.gate.penalty(),
+        }
+    for path, gate in free_gates(model):
+        n_open = jnp.count_nonzero(gate.eval_gates())
+        out[path_name(path)] = {"expected_active": gate.penalty(), "active": n_open, "open_gates": n_open,
+                                "expected_open_gates": gate.penalty()}
+    return out
 
 
 def sparsity_stats(model: nnx.Module) -> dict[str, dict[str, Any]]:
@@ -163,32 +179,25 @@ def sparsity_stats(model: nnx.Module) -> dict[str, dict[str, Any]]:
       ``expected_open_gates``.
     """
     layers, gates = _require_gates(model, "sparsity_stats")
+    values = jax.device_get(_layer_summaries(model))
     stats: dict[str, dict[str, Any]] = {}
-    for path, layer in layers:
-        kernel, _ = layer.eval_params()
-        total = int(np.prod(kernel.shape))
-        expected = float(layer.penalty())
-        active = _to_int(jnp.count_nonzero(kernel))
-        stats[path_name(path)] = _entry(layer, total, expected, active, layer.gate)
-    for path, gate in gates:
-        total = int(np.prod(gate.shape))
-        stats[path_name(path)] = _entry(gate, total, float(gate.penalty()),
-                                        _to_int(jnp.count_nonzero(gate.eval_gates())), gate)
+    for path, module in layers + gates:
+        gate = module.gate if isinstance(module, L0Layer) else module
+        total = int(np.prod(module.kernel.shape if isinstance(module, L0Layer) else gate.shape))
+        v = values[path_name(path)]
+        expected, active = float(v["expected_active"]), int(v["active"])
+        stats[path_name(path)] = {
+            "kind": type(module).__name__,
+            "total": total,
+            "expected_active": expected,
+            "active": active,
+            "expected_sparsity": 1.0 - expected / total,
+            "sparsity": 1.0 - active / total,
+            "gates": int(np.prod(gate.shape)),
+            "open_gates": int(v["open_gates"]),
+            "expected_open_gates": float(v["expected_open_gates"]),
+        }
     return stats
-
-
-def _entry(module: Any, total: int, expected: float, active: int, gate: HardConcreteGate) -> dict[str, Any]:
-    return {
-        "kind": type(module).__name__,
-        "total": total,
-        "expected_active": expected,
-        "active": active,
-        "expected_sparsity": 1.0 - expected / total,
-        "sparsity": 1.0 - active / total,
-        "gates": int(np.prod(gate.shape)),
-        "open_gates": _to_int(jnp.count_nonzero(gate.eval_gates())),
-        "expected_open_gates": float(gate.penalty()),
-    }
 
 
 def active_parameter_count(model: nnx.Module) -> int:
@@ -204,7 +213,21 @@ def active_parameter_count(model: nnx.Module) -> int:
       An exact integer (l0-python returned a truncated expected count).
     """
     layers, _ = _require_gates(model, "active_parameter_count")
-    return sum(_to_int(jnp.count_nonzero(layer.eval_params()[0])) for _, layer in layers)
+    values = jax.device_get(_layer_summaries(model))
+    return sum(int(values[path_name(path)]["active"]) for path, _ in layers)
+
+
+@nnx.jit
+def _prune(model: nnx.Module, threshold: Array) -> None:
+    for _, layer in l0_layers(model):
+        keep = layer.gate.prob_nonzero() > threshold
+        kernel = layer.kernel[...]
+        layer.kernel[...] = jnp.where(jnp.broadcast_to(layer._kernel_view(keep), kernel.shape), kernel,
+                                      jnp.zeros_like(kernel))
+        keep_bias = layer._bias_view(keep)
+        if layer.bias is not None and keep_bias is not None:
+            bias = layer.bias[...]
+            layer.bias[...] = jnp.where(keep_bias, bias, jnp.zeros_like(bias))
 
 
 def prune(model: nnx.Module, threshold: float = 0.05) -> nnx.Module:
@@ -223,14 +246,7 @@ def prune(model: nnx.Module, threshold: float = 0.05) -> nnx.Module:
       ``model`` (modified in place), for chaining.
     """
     _check_threshold(threshold)
-    layers, _ = _require_gates(model, "prune")
-    for _, layer in layers:
-        keep = layer.gate.prob_nonzero() > threshold
-        kernel = layer.kernel[...]
-        layer.kernel[...] = jnp.where(jnp.broadcast_to(layer._kernel_view(keep), kernel.shape), kernel,
-                                      jnp.zeros_like(kernel))
-        keep_bias = layer._bias_view(keep)
-        if layer.bias is not None and keep_bias is not None:
-            bias = layer.bias[...]
-            layer.bias[...] = jnp.where(keep_bias, bias, jnp.zeros_like(bias))
+    _require_gates(model, "prune")
+    # The threshold is rounded to the gates' float32 so that "at or below" compares like with like.
+    _prune(model, jnp.asarray(threshold, jnp.float32))
     return model
