@@ -41,9 +41,12 @@ def test_sampled_gates_equal_the_core_with_the_same_key(key):
 
 @pytest.mark.parametrize("rule", ["median", "paper"])
 def test_eval_gates_equal_hard_concrete_eval(rule):
-    gate = HardConcreteGate((6,), init_keep_prob=np.linspace(0.05, 0.95, 6), temperature=0.5, eval_rule=rule,
-                            deterministic=True)
-    np.testing.assert_allclose(gate(), l0jax.hard_concrete_eval(gate.log_alpha[...], 0.5, rule=rule), atol=1e-7)
+    gate = HardConcreteGate(
+        (6,), init_keep_prob=np.linspace(0.05, 0.95, 6), temperature=0.5, eval_rule=rule, deterministic=True
+    )
+    np.testing.assert_allclose(
+        gate(), l0jax.hard_concrete_eval(gate.log_alpha[...], 0.5, rule=rule), atol=1e-7
+    )
 
 
 def test_penalty_prob_nonzero_and_active():
@@ -87,7 +90,9 @@ def test_modes_follow_dropout_conventions():
     assert view.gate.deterministic is True and net.gate.deterministic is False
     np.testing.assert_array_equal(view.gate(), view.gate())
     paper = nnx.view(net, deterministic=True, eval_rule="paper")
-    np.testing.assert_allclose(paper.gate(), l0jax.hard_concrete_eval(net.gate.log_alpha[...], 2 / 3, rule="paper"))
+    np.testing.assert_allclose(
+        paper.gate(), l0jax.hard_concrete_eval(net.gate.log_alpha[...], 2 / 3, rule="paper")
+    )
     net.eval()
     assert net.gate.deterministic is True
     net.train()

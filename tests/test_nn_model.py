@@ -12,6 +12,11 @@ from l0jax import nn as ln
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def _normal(seed, shape):
+    """Test inputs from NumPy (a jax.random draw would compile once per shape)."""
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
 def np_init(key, shape, dtype=jnp.float32):
     """N(0, 1/fan_in) weights drawn by NumPy from a fixed seed: unlike jax.random initialisers it
     compiles nothing per shape, which keeps these tests fast."""
@@ -31,9 +36,15 @@ class Net(nnx.Module):
     """A LeNet-like chain: structured conv -> depthwise -> structured conv -> flatten -> dense x2."""
 
     def __init__(self, rngs):
-        self.conv1 = ln.L0Conv(1, 4, (3, 3), padding="VALID", structured=True, precision=HIGHEST, kernel_init=np_init, rngs=rngs)
-        self.dw = ln.L0DepthwiseConv(4, (3, 3), channel_multiplier=2, precision=HIGHEST, kernel_init=np_init, rngs=rngs)
-        self.conv2 = ln.L0Conv(8, 6, (3, 3), padding="VALID", structured=True, precision=HIGHEST, kernel_init=np_init, rngs=rngs)
+        self.conv1 = ln.L0Conv(
+            1, 4, (3, 3), padding="VALID", structured=True, precision=HIGHEST, kernel_init=np_init, rngs=rngs
+        )
+        self.dw = ln.L0DepthwiseConv(
+            4, (3, 3), channel_multiplier=2, precision=HIGHEST, kernel_init=np_init, rngs=rngs
+        )
+        self.conv2 = ln.L0Conv(
+            8, 6, (3, 3), padding="VALID", structured=True, precision=HIGHEST, kernel_init=np_init, rngs=rngs
+        )
         self.fc1 = ln.L0Linear(2 * 2 * 6, 12, gate="input", precision=HIGHEST, kernel_init=np_init, rngs=rngs)
         self.fc2 = ln.L0Linear(12, 3, gate="input", precision=HIGHEST, kernel_init=np_init, rngs=rngs)
         self.free = ln.L0Gate(5)  # a data gate in the model: counted by penalties, untouched by compress
@@ -125,11 +136,18 @@ def test_prune_zeroes_exactly_the_entries_at_or_below_the_threshold(threshold):
         keep_b = m._bias_view(jnp.asarray(keep))
         np.testing.assert_array_equal(m.bias[...], b0 if keep_b is None else np.where(keep_b, b0, 0.0))
     assert np.any(np.asarray(net.fc1.kernel[...])[0]) == (threshold < probs[id(net.fc1)][0])
-    assert 0 < sum(int(np.count_nonzero(m.kernel[...])) for m in layers) < sum(k.size for k, _ in before.values())
+    assert (
+        0
+        < sum(int(np.count_nonzero(m.kernel[...])) for m in layers)
+        < sum(k.size for k, _ in before.values())
+    )
+
+
+_call = nnx.jit(lambda m, x: m(x))  # one compiled program per model instead of one per operation
 
 
 def _eval_out(model, x):
-    return nnx.view(model, deterministic=True)(x)
+    return _call(nnx.view(model, deterministic=True), x)
 
 
 @pytest.mark.parametrize("gate", ["input", "output", "weight"])
@@ -139,10 +157,10 @@ def test_compress_mlp_gives_the_shapes_of_the_open_gates_and_the_same_outputs(ga
     for layer in mlp.layers:
         _set_logits(layer.gate, rng, 0.3 if gate != "weight" else 0.9)
         layer.bias[...] = jnp.asarray(rng.normal(size=layer.bias.shape), jnp.float32)
-    x = jax.random.normal(jax.random.key(3), (6, 12))
+    x = _normal(3, (6, 12))
     before = np.asarray(mlp.layers[0].kernel[...])
     small = ln.compress(mlp)
-    np.testing.assert_allclose(small(x), _eval_out(mlp, x), atol=1e-5)
+    np.testing.assert_allclose(_call(small, x), _eval_out(mlp, x), atol=1e-5)
     np.testing.assert_array_equal(mlp.layers[0].kernel[...], before)  # the gated model is untouched
     opened = [np.asarray(layer.gate.eval_gates()) > 0 for layer in mlp.layers]
     shapes = [tuple(layer.kernel.shape) for layer in small.layers]
@@ -176,9 +194,9 @@ def test_compress_a_conv_chain_with_depthwise_and_flatten():
     fc2 = np.full(12, 2.0)
     fc2[[0, 7, 11]] = closed
     net.fc2.gate.log_alpha[...] = jnp.asarray(fc2, jnp.float32)
-    x = jax.random.normal(jax.random.key(5), (2, 8, 8, 1))
+    x = _normal(5, (2, 8, 8, 1))
     small = ln.compress(net)
-    np.testing.assert_allclose(small(x), _eval_out(net, x), atol=1e-5)
+    np.testing.assert_allclose(_call(small, x), _eval_out(net, x), atol=1e-5)
     # conv1 keeps 0, 2, 3 (its closed channel 1 also closes dw's channel 1 input; dw keeps 0, 1, 3 by
     # its own gates, so the chain keeps conv1 outputs needed by dw: 0, 1, 3 minus conv1-dead 1 -> dw
     # still needs channel 1 because it emits its bias; see below).
@@ -186,7 +204,7 @@ def test_compress_a_conv_chain_with_depthwise_and_flatten():
     assert small.conv1.kernel.shape == (3, 3, 1, 3)  # the channels dw keeps: 0, 1, 3
     assert small.conv2.kernel.shape == (3, 3, 6, 3)  # in: dw's 6 outputs; out: channels 1, 2, 4
     kept = np.array([1, 2, 4])
-    feats = (np.arange(24) % 6)
+    feats = np.arange(24) % 6
     used = np.isin(feats, kept) & (fc1 > 0)
     assert small.fc1.kernel.shape == (int(used.sum()), 9) and len(small.fc1.input_index) == int(used.sum())
     assert small.fc2.kernel.shape == (9, 3)
@@ -196,24 +214,26 @@ def test_compress_a_conv_chain_with_depthwise_and_flatten():
 def test_compress_sequential_explicit_chains_and_isolated_layers():
     rngs = nnx.Rngs(0)
     seq = nnx.Sequential(
-        ln.L0Linear(6, 5, gate="output", kernel_init=np_init, rngs=rngs), nnx.relu,
-        ln.L0Linear(5, 4, gate="input", kernel_init=np_init, rngs=rngs), nnx.relu,
+        ln.L0Linear(6, 5, gate="output", kernel_init=np_init, rngs=rngs),
+        nnx.relu,
+        ln.L0Linear(5, 4, gate="input", kernel_init=np_init, rngs=rngs),
+        nnx.relu,
         ln.L0Linear(4, 2, gate="input", kernel_init=np_init, rngs=rngs),
     )
     rng = np.random.default_rng(6)
     for layer in (seq.layers[0], seq.layers[2], seq.layers[4]):
         _set_logits(layer.gate, rng, 0.4)
         layer.bias[...] = jnp.asarray(rng.normal(size=layer.bias.shape), jnp.float32)
-    x = jax.random.normal(jax.random.key(7), (3, 6))
+    x = _normal(7, (3, 6))
     auto = ln.compress(seq)
     explicit = ln.compress(seq, chain=["layers.0", "layers.2", "layers.4"])
-    np.testing.assert_allclose(auto(x), _eval_out(seq, x), atol=1e-5)
+    np.testing.assert_allclose(_call(auto, x), _eval_out(seq, x), atol=1e-5)
     for a, b in zip(auto.layers, explicit.layers):
         if isinstance(a, nnx.Linear):
             assert a.kernel.shape == b.kernel.shape
     # Without chains each layer only gathers its own inputs and keeps all outputs.
     alone = ln.compress(seq, chain=[])
-    np.testing.assert_allclose(alone(x), _eval_out(seq, x), atol=1e-5)
+    np.testing.assert_allclose(_call(alone, x), _eval_out(seq, x), atol=1e-5)
     assert [alone.layers[i].kernel.shape[1] for i in (0, 2, 4)] == [5, 4, 2]
     assert auto.layers[0].kernel.shape[1] <= 5
 
@@ -221,8 +241,8 @@ def test_compress_sequential_explicit_chains_and_isolated_layers():
 def test_compress_after_prune_and_errors():
     mlp = ln.SparseMLP((8, 6, 2), gate="weight", kernel_init=np_init, rngs=nnx.Rngs(0))
     ln.prune(mlp, 0.5)
-    x = jax.random.normal(jax.random.key(8), (2, 8))
-    np.testing.assert_allclose(ln.compress(mlp)(x), _eval_out(mlp, x), atol=1e-5)
+    x = _normal(8, (2, 8))
+    np.testing.assert_allclose(_call(ln.compress(mlp), x), _eval_out(mlp, x), atol=1e-5)
     with pytest.raises(ValueError, match="no L0 layers"):
         ln.compress(nnx.Linear(2, 2, kernel_init=np_init, rngs=nnx.Rngs(0)))
     net = _net()

@@ -53,13 +53,26 @@ class CompressedLinear(nnx.Linear):
       precision: ``jax.lax.Precision`` of the product.
     """
 
-    def __init__(self, kernel: Array, bias: Array | None, *, input_index: Sequence[int] | None = None,
-                 dtype: Any = None, precision: Any = None):
+    def __init__(
+        self,
+        kernel: Array,
+        bias: Array | None,
+        *,
+        input_index: Sequence[int] | None = None,
+        dtype: Any = None,
+        precision: Any = None,
+    ):
         kernel = jnp.asarray(kernel)
         super().__init__(
-            kernel.shape[0], kernel.shape[1], use_bias=bias is not None, dtype=dtype, param_dtype=kernel.dtype,
-            precision=precision, kernel_init=nnx.initializers.zeros_init(),
-            bias_init=nnx.initializers.zeros_init(), rngs=nnx.Rngs(0),
+            kernel.shape[0],
+            kernel.shape[1],
+            use_bias=bias is not None,
+            dtype=dtype,
+            param_dtype=kernel.dtype,
+            precision=precision,
+            kernel_init=nnx.initializers.zeros_init(),
+            bias_init=nnx.initializers.zeros_init(),
+            rngs=nnx.Rngs(0),
         )
         self.kernel[...] = kernel
         if bias is not None:
@@ -92,16 +105,35 @@ class CompressedConv(nnx.Conv):
       precision: ``jax.lax.Precision`` of the convolution.
     """
 
-    def __init__(self, kernel: Array, bias: Array | None, *, strides: Sequence[int], padding: Any,
-                 kernel_dilation: Sequence[int], feature_group_count: int = 1,
-                 input_index: Sequence[int] | None = None, dtype: Any = None, precision: Any = None):
+    def __init__(
+        self,
+        kernel: Array,
+        bias: Array | None,
+        *,
+        strides: Sequence[int],
+        padding: Any,
+        kernel_dilation: Sequence[int],
+        feature_group_count: int = 1,
+        input_index: Sequence[int] | None = None,
+        dtype: Any = None,
+        precision: Any = None,
+    ):
         kernel = jnp.asarray(kernel)
         super().__init__(
-            kernel.shape[-2] * feature_group_count, kernel.shape[-1], tuple(kernel.shape[:-2]),
-            strides=tuple(strides), padding=padding, kernel_dilation=tuple(kernel_dilation),
-            feature_group_count=feature_group_count, use_bias=bias is not None, dtype=dtype,
-            param_dtype=kernel.dtype, precision=precision, kernel_init=nnx.initializers.zeros_init(),
-            bias_init=nnx.initializers.zeros_init(), rngs=nnx.Rngs(0),
+            kernel.shape[-2] * feature_group_count,
+            kernel.shape[-1],
+            tuple(kernel.shape[:-2]),
+            strides=tuple(strides),
+            padding=padding,
+            kernel_dilation=tuple(kernel_dilation),
+            feature_group_count=feature_group_count,
+            use_bias=bias is not None,
+            dtype=dtype,
+            param_dtype=kernel.dtype,
+            precision=precision,
+            kernel_init=nnx.initializers.zeros_init(),
+            bias_init=nnx.initializers.zeros_init(),
+            rngs=nnx.Rngs(0),
         )
         self.kernel[...] = kernel
         if bias is not None:
@@ -146,14 +178,19 @@ def _default_chains(model: Any) -> list[list[Any]]:
     return []
 
 
-def _resolve_chains(model: Any, chain: Any, layers: list[tuple[tuple, L0Layer]]) -> list[list[tuple[tuple, L0Layer]]]:
+def _resolve_chains(
+    model: Any, chain: Any, layers: list[tuple[tuple, L0Layer]]
+) -> list[list[tuple[tuple, L0Layer]]]:
     path_of = {id(m): p for p, m in layers}
     if chain is None:
         raw = _default_chains(model)
     else:
         items = list(chain)
-        raw = [list(c) for c in items] if items and all(isinstance(c, (list, tuple)) and not _is_path_tuple(c)
-                                                        for c in items) else [items]
+        raw = (
+            [list(c) for c in items]
+            if items and all(isinstance(c, (list, tuple)) and not _is_path_tuple(c) for c in items)
+            else [items]
+        )
     chains: list[list[tuple[tuple, L0Layer]]] = []
     seen: set[int] = set()
     for c in raw:
@@ -182,8 +219,10 @@ def _resolve_chains(model: Any, chain: Any, layers: list[tuple[tuple, L0Layer]])
 
 
 def _is_path_tuple(c: Any) -> bool:
-    return isinstance(c, tuple) and all(isinstance(k, (str, int)) for k in c) and not any(
-        isinstance(k, L0Layer) for k in c
+    return (
+        isinstance(c, tuple)
+        and all(isinstance(k, (str, int)) for k in c)
+        and not any(isinstance(k, L0Layer) for k in c)
     )
 
 
@@ -233,7 +272,9 @@ def _all_eval_params(model: nnx.Module) -> dict[str, tuple[Array, Array | None]]
     return {path_name(p): layer.eval_params() for p, layer in l0_layers(model)}
 
 
-def _compress_chain(chain: list[tuple[tuple, L0Layer]], folded: dict, remove_dead_outputs: bool) -> list[nnx.Module]:
+def _compress_chain(
+    chain: list[tuple[tuple, L0Layer]], folded: dict, remove_dead_outputs: bool
+) -> list[nnx.Module]:
     layers = [m for _, m in chain]
     params = []
     for path, _ in chain:
@@ -271,11 +312,19 @@ def _compress_chain(chain: list[tuple[tuple, L0Layer]], folded: dict, remove_dea
             if in_kept is None and not chans.all():
                 input_index = np.flatnonzero(chans)
             k2, b2 = k[..., out], None if b is None else b[out]
-            modules.append(CompressedConv(
-                k2, b2, strides=layer.strides, padding=layer.padding, kernel_dilation=layer.kernel_dilation,
-                feature_group_count=int(chans.sum()), input_index=input_index, dtype=layer.dtype,
-                precision=layer.precision,
-            ))
+            modules.append(
+                CompressedConv(
+                    k2,
+                    b2,
+                    strides=layer.strides,
+                    padding=layer.padding,
+                    kernel_dilation=layer.kernel_dilation,
+                    feature_group_count=int(chans.sum()),
+                    input_index=input_index,
+                    dtype=layer.dtype,
+                    precision=layer.precision,
+                )
+            )
             continue
         if in_kept is None:  # first layer of the chain: gather the inputs it uses
             rows = _at_least_one(need_in[j])
@@ -294,13 +343,24 @@ def _compress_chain(chain: list[tuple[tuple, L0Layer]], folded: dict, remove_dea
                 k2 = k2[alive]
         k2, b2 = k2[..., out], None if b is None else b[out]
         if isinstance(layer, L0Linear):
-            modules.append(CompressedLinear(k2, b2, input_index=input_index, dtype=layer.dtype,
-                                            precision=layer.precision))
+            modules.append(
+                CompressedLinear(
+                    k2, b2, input_index=input_index, dtype=layer.dtype, precision=layer.precision
+                )
+            )
         else:
-            modules.append(CompressedConv(
-                k2, b2, strides=layer.strides, padding=layer.padding, kernel_dilation=layer.kernel_dilation,
-                input_index=input_index, dtype=layer.dtype, precision=layer.precision,
-            ))
+            modules.append(
+                CompressedConv(
+                    k2,
+                    b2,
+                    strides=layer.strides,
+                    padding=layer.padding,
+                    kernel_dilation=layer.kernel_dilation,
+                    input_index=input_index,
+                    dtype=layer.dtype,
+                    precision=layer.precision,
+                )
+            )
     return modules
 
 

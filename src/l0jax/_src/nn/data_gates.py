@@ -87,9 +87,16 @@ class L0Gate(HardConcreteGate):
     ):
         self.size = _count("size", size)
         super().__init__(
-            (self.size,), init_keep_prob=init_keep_prob, init_jitter=init_jitter, temperature=temperature,
-            gamma=gamma, zeta=zeta, eval_rule=eval_rule, deterministic=deterministic,
-            rng_collection=rng_collection, rngs=rngs,
+            (self.size,),
+            init_keep_prob=init_keep_prob,
+            init_jitter=init_jitter,
+            temperature=temperature,
+            gamma=gamma,
+            zeta=zeta,
+            eval_rule=eval_rule,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+            rngs=rngs,
         )
 
     def apply(
@@ -140,8 +147,9 @@ class L0Gate(HardConcreteGate):
         """Alias of ``__call__`` (l0-python's name)."""
         return self(deterministic=deterministic, rngs=rngs)
 
-    def apply_gates(self, x: Array, dim: int = 0, *, deterministic: bool | None = None,
-                    rngs: RngsLike = None) -> Array:
+    def apply_gates(
+        self, x: Array, dim: int = 0, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> Array:
         """Alias of ``apply(x, axis=dim)`` (l0-python's name)."""
         return self.apply(x, dim, deterministic=deterministic, rngs=rngs)
 
@@ -149,8 +157,9 @@ class L0Gate(HardConcreteGate):
         """Alias of ``penalty()`` (l0-python's name): expected number of open gates."""
         return self.penalty()
 
-    def get_active_indices(self, threshold: float = 0.5, *, deterministic: bool | None = None,
-                           rngs: RngsLike = None) -> Array:
+    def get_active_indices(
+        self, threshold: float = 0.5, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> Array:
         """Alias of ``active_indices`` (l0-python's name)."""
         return self.active_indices(threshold, deterministic=deterministic, rngs=rngs)
 
@@ -207,9 +216,16 @@ class SampleGate(L0Gate):
             )
         self.n_samples, self.target_samples = n, int(target_samples)
         super().__init__(
-            n, temperature=temperature, init_keep_prob=float(np.clip(target_samples / n, 1e-6, 1 - 1e-6)),
-            init_jitter=init_jitter, gamma=gamma, zeta=zeta, eval_rule=eval_rule, deterministic=deterministic,
-            rng_collection=rng_collection, rngs=rngs,
+            n,
+            temperature=temperature,
+            init_keep_prob=float(np.clip(target_samples / n, 1e-6, 1 - 1e-6)),
+            init_jitter=init_jitter,
+            gamma=gamma,
+            zeta=zeta,
+            eval_rule=eval_rule,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+            rngs=rngs,
         )
 
     def count_loss(self, z: Array) -> Array:
@@ -328,8 +344,16 @@ class FeatureGate(L0Gate):
         m = _count("max_features", max_features)
         self.n_features, self.max_features = n, m
         super().__init__(
-            n, temperature=temperature, init_keep_prob=min(m / n, 0.99), init_jitter=init_jitter, gamma=gamma,
-            zeta=zeta, eval_rule=eval_rule, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs,
+            n,
+            temperature=temperature,
+            init_keep_prob=min(m / n, 0.99),
+            init_jitter=init_jitter,
+            gamma=gamma,
+            zeta=zeta,
+            eval_rule=eval_rule,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+            rngs=rngs,
         )
 
     def active_indices(
@@ -350,7 +374,9 @@ class FeatureGate(L0Gate):
         idx = np.flatnonzero(z > threshold)
         if idx.size > self.max_features:
             la = np.asarray(self.log_alpha[...])[idx]
-            order = np.lexsort((idx, -la, -z[idx]))  # last key is primary: gate, then log_alpha, then position
+            order = np.lexsort(
+                (idx, -la, -z[idx])
+            )  # last key is primary: gate, then log_alpha, then position
             idx = np.sort(idx[order[: self.max_features]])
         return jnp.asarray(idx, jnp.int32)
 
@@ -395,8 +421,12 @@ class FeatureGate(L0Gate):
         """
         names = list(feature_names)
         if len(names) != self.n_features:
-            raise ValueError(f"feature_names has {len(names)} names but the gate has {self.n_features} features.")
-        selected, idx = self.select_features(data, threshold=threshold, deterministic=deterministic, rngs=rngs)
+            raise ValueError(
+                f"feature_names has {len(names)} names but the gate has {self.n_features} features."
+            )
+        selected, idx = self.select_features(
+            data, threshold=threshold, deterministic=deterministic, rngs=rngs
+        )
         return selected, [names[i] for i in np.asarray(idx)]
 
     def feature_importance(self) -> Array:
@@ -470,9 +500,16 @@ class HybridGate(nnx.Module):
         self.n_random = int(target * self.random_fraction)
         # With no L0 share there is nothing to train: no gate rather than l0-python's log(0) crash.
         self.l0_gate = (
-            SampleGate(n, self.n_l0, temperature=temperature, init_jitter=init_jitter,
-                       deterministic=deterministic, rngs=rngs)
-            if self.n_l0 >= 1 else nnx.data(None)
+            SampleGate(
+                n,
+                self.n_l0,
+                temperature=temperature,
+                init_jitter=init_jitter,
+                deterministic=deterministic,
+                rngs=rngs,
+            )
+            if self.n_l0 >= 1
+            else nnx.data(None)
         )
 
     def penalty(self) -> Array:

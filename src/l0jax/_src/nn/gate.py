@@ -26,6 +26,15 @@ Shape = tuple[int, ...]
 RngsLike = nnx.Rngs | rnglib.RngStream | jax.Array | None
 
 
+# Compiled once per gate shape: called eagerly (selections, statistics) the pure core would
+# otherwise dispatch, and compile, each of its small operations separately. Under an outer jit
+# these simply inline.
+_sample = jax.jit(hc.hard_concrete, static_argnames=("gamma", "zeta"))
+_eval = jax.jit(hc.hard_concrete_eval, static_argnames=("gamma", "zeta", "rule"))
+_prob_nonzero = jax.jit(hc.prob_nonzero, static_argnames=("gamma", "zeta"))
+_penalty = jax.jit(hc.l0_penalty, static_argnames=("gamma", "zeta", "group_size"))
+
+
 class Temperature(nnx.Variable):
     """The concrete temperature of a gate: a float32 scalar that is state but not a parameter.
 
@@ -58,7 +67,9 @@ def key_from(rngs: Any, collection: str, owner: str) -> Array:
         return rngs()
     if isinstance(rngs, jax.Array):
         return rngs
-    raise TypeError(f"rngs of {owner} must be an nnx.Rngs, an nnx.RngStream or a key array, got {type(rngs)}.")
+    raise TypeError(
+        f"rngs of {owner} must be an nnx.Rngs, an nnx.RngStream or a key array, got {type(rngs)}."
+    )
 
 
 def _fork(rngs: Any, collection: str, owner: str) -> Any:
@@ -124,7 +135,9 @@ class HardConcreteGate(nnx.Module):
         shape = canonical_shape("shape", shape)
         checks.check_open_unit("init_keep_prob", init_keep_prob)
         checks.check_nonnegative("init_jitter", init_jitter)
-        checks.check_positive("temperature", temperature, hint="It is the concrete temperature beta, e.g. 2/3.")
+        checks.check_positive(
+            "temperature", temperature, hint="It is the concrete temperature beta, e.g. 2/3."
+        )
         checks.check_stretch(gamma, zeta)
         checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
         keep = np.asarray(init_keep_prob, dtype=np.float64)
@@ -188,21 +201,21 @@ class HardConcreteGate(nnx.Module):
                 f"deterministic=True)."
             )
         key = key_from(rngs, self.rng_collection, type(self).__name__)
-        return hc.hard_concrete(key, self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
+        return _sample(key, self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
 
     def eval_gates(self) -> Array:
         """The deterministic gates of ``eval_rule``, shape ``self.shape``, whatever the mode."""
-        return hc.hard_concrete_eval(
+        return _eval(
             self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta, rule=self.eval_rule
         )
 
     def prob_nonzero(self) -> Array:
         """P(z != 0) of each gate (eq. 12), shape ``self.shape``."""
-        return hc.prob_nonzero(self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
+        return _prob_nonzero(self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
 
     def penalty(self) -> Array:
         """Expected number of open gates, ``sum P(z != 0)`` (eq. 12): a float32 scalar."""
-        return hc.l0_penalty(self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
+        return _penalty(self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
 
     def active(self, threshold: float = 0.5) -> Array:
         """Boolean mask of the gates with ``P(z != 0) > threshold``, shape ``self.shape``.

@@ -37,7 +37,7 @@ from jax import lax
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
-from l0jax._src.nn.gate import HardConcreteGate, RngsLike
+from l0jax._src.nn.gate import HardConcreteGate, RngsLike, _penalty
 
 Array = jax.Array
 GRANULARITIES = ("weight", "input", "output")
@@ -135,7 +135,7 @@ class L0Layer(nnx.Module):
           A float32 scalar. Biases are not counted (as in the paper's code).
         """
         g = self.gate
-        return hc.l0_penalty(
+        return _penalty(
             g.log_alpha[...], g.temperature[...], gamma=g.gamma, zeta=g.zeta, group_size=self.group_size()
         )
 
@@ -214,17 +214,31 @@ class L0Linear(L0Layer):
         in_features = _check_features("in_features", in_features)
         out_features = _check_features("out_features", out_features)
         checks.check_choice("gate", gate, GRANULARITIES)
-        gate_shape = {"weight": (in_features, out_features), "input": (in_features,), "output": (out_features,)}
+        gate_shape = {
+            "weight": (in_features, out_features),
+            "input": (in_features,),
+            "output": (out_features,),
+        }
         self.in_features, self.out_features = in_features, out_features
         self.granularity = gate
         self.use_bias = use_bias
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
         self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else nnx.data(None)
+        self.bias = (
+            nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else nnx.data(None)
+        )
         self.gate = HardConcreteGate(
-            gate_shape[gate], init_keep_prob=init_keep_prob, init_jitter=init_jitter, temperature=temperature,
-            gamma=gamma, zeta=zeta, eval_rule=eval_rule, deterministic=deterministic,
-            rng_collection=rng_collection, param_dtype=param_dtype, rngs=rngs,
+            gate_shape[gate],
+            init_keep_prob=init_keep_prob,
+            init_jitter=init_jitter,
+            temperature=temperature,
+            gamma=gamma,
+            zeta=zeta,
+            eval_rule=eval_rule,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+            param_dtype=param_dtype,
+            rngs=rngs,
         )
 
     def _kernel_view(self, z: Array) -> Array:
@@ -249,7 +263,9 @@ def _tuple(name: str, value: Any, n: int) -> tuple[int, ...]:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (int(value),) * n
     value = tuple(value)
-    if len(value) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value):
+    if len(value) != n or any(
+        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value
+    ):
         raise ValueError(f"{name} must be a positive int or a sequence of {n} positive ints, got {value!r}.")
     return tuple(int(v) for v in value)
 
@@ -257,7 +273,9 @@ def _tuple(name: str, value: Any, n: int) -> tuple[int, ...]:
 def _padding(padding: Any, n: int) -> str | tuple[tuple[int, int], ...]:
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"unknown padding {padding!r}; choose 'SAME', 'VALID', an int or (low, high) pairs.")
+            raise ValueError(
+                f"unknown padding {padding!r}; choose 'SAME', 'VALID', an int or (low, high) pairs."
+            )
         return padding.upper()
     if isinstance(padding, (int, np.integer)):
         return ((int(padding), int(padding)),) * n
@@ -266,7 +284,9 @@ def _padding(padding: Any, n: int) -> str | tuple[tuple[int, int], ...]:
         return tuple((int(p), int(p)) for p in pads)
     if len(pads) == n and all(len(p) == 2 for p in pads):
         return tuple((int(lo), int(hi)) for lo, hi in pads)
-    raise ValueError(f"padding {padding!r} must be 'SAME', 'VALID', an int, {n} ints or {n} (low, high) pairs.")
+    raise ValueError(
+        f"padding {padding!r} must be 'SAME', 'VALID', an int, {n} ints or {n} (low, high) pairs."
+    )
 
 
 def conv_channels_last(
@@ -286,14 +306,20 @@ def conv_channels_last(
     """
     n = kernel.ndim - 2
     batch_shape = x.shape[: x.ndim - (n + 1)]
-    xb = x.reshape((-1,) + x.shape[x.ndim - (n + 1):])
+    xb = x.reshape((-1,) + x.shape[x.ndim - (n + 1) :])
     ndim = n + 2
     lhs = (0, ndim - 1) + tuple(range(1, ndim - 1))
-    rhs = (ndim - 1, ndim - 2) + tuple(range(0, ndim - 2))
+    rhs = (ndim - 1, ndim - 2) + tuple(range(ndim - 2))
     dn = lax.ConvDimensionNumbers(lhs, rhs, lhs)
     y = lax.conv_general_dilated(
-        xb, kernel, strides, padding, rhs_dilation=kernel_dilation, dimension_numbers=dn,
-        feature_group_count=feature_group_count, precision=precision,
+        xb,
+        kernel,
+        strides,
+        padding,
+        rhs_dilation=kernel_dilation,
+        dimension_numbers=dn,
+        feature_group_count=feature_group_count,
+        precision=precision,
     )
     return y.reshape(batch_shape + y.shape[1:])
 
@@ -308,7 +334,8 @@ class _ConvBase(L0Layer):
     def _init_conv(self, kernel_size, strides, padding, kernel_dilation, dtype, param_dtype, precision):
         if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
             raise ValueError(
-                f"kernel_size must be a tuple giving the spatial rank, e.g. (5, 5) for 2-D, got {kernel_size!r}."
+                f"kernel_size must be a tuple whose length is the spatial rank, e.g. (5, 5) for 2-D, "
+                f"got {kernel_size!r}."
             )
         self.kernel_size = _tuple("kernel_size", kernel_size, len(tuple(kernel_size)))
         n = len(self.kernel_size)
@@ -325,8 +352,12 @@ class _ConvBase(L0Layer):
         self._input_check(x, self.in_features, n + 1, f"(*batch, {n} spatial axes, channels)")
         dtype = compute_dtype(x.dtype, kernel.dtype, self.dtype)
         y = conv_channels_last(
-            x.astype(dtype), kernel.astype(dtype), strides=self.strides, padding=self.padding,
-            kernel_dilation=self.kernel_dilation, feature_group_count=self.feature_group_count,
+            x.astype(dtype),
+            kernel.astype(dtype),
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
+            feature_group_count=self.feature_group_count,
             precision=self.precision,
         )
         return y if bias is None else y + _last_axis(bias.astype(dtype), y.ndim)
@@ -402,12 +433,22 @@ class L0Conv(_ConvBase):
         kshape = self.kernel_size + (self.in_features, self.out_features)
         self.kernel = nnx.Param(kernel_init(rngs.params(), kshape, param_dtype))
         self.bias = (
-            nnx.Param(bias_init(rngs.params(), (self.out_features,), param_dtype)) if use_bias else nnx.data(None)
+            nnx.Param(bias_init(rngs.params(), (self.out_features,), param_dtype))
+            if use_bias
+            else nnx.data(None)
         )
         self.gate = HardConcreteGate(
-            (self.out_features,) if self.structured else kshape, init_keep_prob=init_keep_prob,
-            init_jitter=init_jitter, temperature=temperature, gamma=gamma, zeta=zeta, eval_rule=eval_rule,
-            deterministic=deterministic, rng_collection=rng_collection, param_dtype=param_dtype, rngs=rngs,
+            (self.out_features,) if self.structured else kshape,
+            init_keep_prob=init_keep_prob,
+            init_jitter=init_jitter,
+            temperature=temperature,
+            gamma=gamma,
+            zeta=zeta,
+            eval_rule=eval_rule,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+            param_dtype=param_dtype,
+            rngs=rngs,
         )
 
     def _kernel_view(self, z: Array) -> Array:
@@ -492,12 +533,22 @@ class L0DepthwiseConv(_ConvBase):
         kshape = self.kernel_size + (1, self.out_features)
         self.kernel = nnx.Param(kernel_init(rngs.params(), kshape, param_dtype))
         self.bias = (
-            nnx.Param(bias_init(rngs.params(), (self.out_features,), param_dtype)) if use_bias else nnx.data(None)
+            nnx.Param(bias_init(rngs.params(), (self.out_features,), param_dtype))
+            if use_bias
+            else nnx.data(None)
         )
         self.gate = HardConcreteGate(
-            (self.features,), init_keep_prob=init_keep_prob, init_jitter=init_jitter, temperature=temperature,
-            gamma=gamma, zeta=zeta, eval_rule=eval_rule, deterministic=deterministic,
-            rng_collection=rng_collection, param_dtype=param_dtype, rngs=rngs,
+            (self.features,),
+            init_keep_prob=init_keep_prob,
+            init_jitter=init_jitter,
+            temperature=temperature,
+            gamma=gamma,
+            zeta=zeta,
+            eval_rule=eval_rule,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+            param_dtype=param_dtype,
+            rngs=rngs,
         )
 
     def _kernel_view(self, z: Array) -> Array:
@@ -578,15 +629,29 @@ class SparseMLP(nnx.Module):
         keeps = _per_layer("init_keep_prob", init_keep_prob, n, (int, float, np.floating))
         self.features = tuple(_check_features("features", f) for f in features)
         self.activation = activation
-        self.layers = nnx.List([
-            L0Linear(
-                features[i], features[i + 1], gate=gates[i], use_bias=use_bias, init_keep_prob=keeps[i],
-                init_jitter=init_jitter, temperature=temperature, gamma=gamma, zeta=zeta, eval_rule=eval_rule,
-                deterministic=deterministic, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype,
-                precision=precision, rngs=rngs,
-            )
-            for i in range(n)
-        ])
+        self.layers = nnx.List(
+            [
+                L0Linear(
+                    features[i],
+                    features[i + 1],
+                    gate=gates[i],
+                    use_bias=use_bias,
+                    init_keep_prob=keeps[i],
+                    init_jitter=init_jitter,
+                    temperature=temperature,
+                    gamma=gamma,
+                    zeta=zeta,
+                    eval_rule=eval_rule,
+                    deterministic=deterministic,
+                    kernel_init=kernel_init,
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    precision=precision,
+                    rngs=rngs,
+                )
+                for i in range(n)
+            ]
+        )
 
     def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
         """Forward pass.
@@ -604,7 +669,9 @@ class SparseMLP(nnx.Module):
         if x.ndim > 2:
             x = x.reshape(x.shape[0], -1)
         if isinstance(rngs, jax.Array):
-            raise ValueError("SparseMLP needs an nnx.Rngs or RngStream (one key per layer), not a single key.")
+            raise ValueError(
+                "SparseMLP needs an nnx.Rngs or RngStream (one key per layer), not a single key."
+            )
         for i, layer in enumerate(self.layers):
             x = layer(x, deterministic=deterministic, rngs=rngs)
             if i < len(self.layers) - 1:

@@ -158,8 +158,12 @@ def _layer_summaries(model: nnx.Module) -> dict[str, Any]:
         }
     for path, gate in free_gates(model):
         n_open = jnp.count_nonzero(gate.eval_gates())
-        out[path_name(path)] = {"expected_active": gate.penalty(), "active": n_open, "open_gates": n_open,
-                                "expected_open_gates": gate.penalty()}
+        out[path_name(path)] = {
+            "expected_active": gate.penalty(),
+            "active": n_open,
+            "open_gates": n_open,
+            "expected_open_gates": gate.penalty(),
+        }
     return out
 
 
@@ -222,8 +226,9 @@ def _prune(model: nnx.Module, threshold: Array) -> None:
     for _, layer in l0_layers(model):
         keep = layer.gate.prob_nonzero() > threshold
         kernel = layer.kernel[...]
-        layer.kernel[...] = jnp.where(jnp.broadcast_to(layer._kernel_view(keep), kernel.shape), kernel,
-                                      jnp.zeros_like(kernel))
+        layer.kernel[...] = jnp.where(
+            jnp.broadcast_to(layer._kernel_view(keep), kernel.shape), kernel, jnp.zeros_like(kernel)
+        )
         keep_bias = layer._bias_view(keep)
         if layer.bias is not None and keep_bias is not None:
             bias = layer.bias[...]
