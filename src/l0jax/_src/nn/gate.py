@@ -1,0 +1,249 @@
+"""The hard-concrete gate as a Flax NNX module (Louizos, Welling & Kingma 2018, section 2.2).
+
+A gate owns one trainable array, ``log_alpha`` (an ``nnx.Param``), and one non-trainable scalar,
+the concrete temperature (a ``Temperature`` variable, which ``nnx.Optimizer(..., wrt=nnx.Param)``
+leaves out and which is state, not a constant, so changing it never recompiles a jitted step).
+Train and eval follow ``nnx.Dropout``: a ``deterministic`` flag set at construction, per call,
+by ``model.train()``/``model.eval()`` or by ``nnx.view(model, deterministic=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax.nnx import rnglib
+from flax.nnx.module import first_from
+
+from l0jax._src import checks
+from l0jax._src import hard_concrete as hc
+
+Array = jax.Array
+Shape = tuple[int, ...]
+RngsLike = nnx.Rngs | rnglib.RngStream | jax.Array | None
+
+
+# Compiled once per gate shape: called eagerly (selections, statistics) the pure core would
+# otherwise dispatch, and compile, each of its small operations separately. Under an outer jit
+# these simply inline.
+_sample = jax.jit(hc.hard_concrete, static_argnames=("gamma", "zeta"))
+_eval = jax.jit(hc.hard_concrete_eval, static_argnames=("gamma", "zeta", "rule"))
+_prob_nonzero = jax.jit(hc.prob_nonzero, static_argnames=("gamma", "zeta"))
+_penalty = jax.jit(hc.l0_penalty, static_argnames=("gamma", "zeta", "group_size"))
+
+
+class Temperature(nnx.Variable):
+    """The concrete temperature of a gate: a float32 scalar that is state but not a parameter.
+
+    Being an ``nnx.Variable`` (not an ``nnx.Param``) it is excluded from gradients and from
+    ``nnx.Optimizer(model, tx, wrt=nnx.Param)``; being state (not a Python float) it can change
+    between calls of a jitted step without recompiling it. Set it with
+    ``l0jax.nn.set_temperature(model, t)``.
+    """
+
+
+def canonical_shape(name: str, shape: Any) -> Shape:
+    """Returns ``shape`` as a tuple of positive ints, raising ValueError naming ``name`` otherwise."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{name} must be an int or a tuple of ints, got {shape!r}.") from None
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+            raise ValueError(f"{name} must contain positive integers (no empty gates), got {shape!r}.")
+    return tuple(int(d) for d in dims)
+
+
+def key_from(rngs: Any, collection: str, owner: str) -> Array:
+    """Draws one key from ``rngs`` (an ``nnx.Rngs``, an ``nnx.RngStream`` or a key array)."""
+    if isinstance(rngs, nnx.Rngs):
+        return rngs[collection]()
+    if isinstance(rngs, rnglib.RngStream):
+        return rngs()
+    if isinstance(rngs, jax.Array):
+        return rngs
+    raise TypeError(
+        f"rngs of {owner} must be an nnx.Rngs, an nnx.RngStream or a key array, got {type(rngs)}."
+    )
+
+
+def _fork(rngs: Any, collection: str, owner: str) -> Any:
+    if rngs is None:
+        return nnx.data(None)
+    if isinstance(rngs, nnx.Rngs):
+        return rngs[collection].fork()
+    if isinstance(rngs, rnglib.RngStream):
+        return rngs.fork()
+    raise TypeError(f"rngs of {owner} must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs)}.")
+
+
+class HardConcreteGate(nnx.Module):
+    """A block of hard-concrete gates z in [0, 1] with trainable locations log_alpha.
+
+    In training mode (``deterministic=False``) a call samples z by the reparameterisation of
+    eqs. 9-10, differentiable in ``log_alpha``; in eval mode it returns the deterministic
+    test-time gates of ``eval_rule`` (``"median"``: the gate at the noise median, consistent with
+    the temperature; ``"paper"``: eq. 13). ``penalty()`` is the expected number of open gates
+    (eq. 12).
+
+    Example:
+      >>> from flax import nnx
+      >>> gate = HardConcreteGate((3,), init_keep_prob=0.9, rngs=nnx.Rngs(0))
+      >>> z = gate()                          # sampled, shape (3,)
+      >>> z_eval = gate(deterministic=True)   # deterministic
+      >>> float(gate.penalty()) > 2.7         # expected open gates, about 3 x 0.92
+      True
+
+    Args:
+      shape: shape of the gate array (an int or a tuple of positive ints).
+      init_keep_prob: initial probability that a gate is kept, in (0, 1): a scalar or an array
+        broadcastable to ``shape``. ``log_alpha`` starts at its logit (l0-python's ``init_mean``).
+      init_jitter: standard deviation of Gaussian noise added to the initial ``log_alpha``
+        (the paper's code uses 0.01); > 0 needs ``rngs`` and breaks the symmetry between gates.
+      temperature: concrete temperature beta > 0 (2/3 in the paper).
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+      eval_rule: ``"median"`` (default) or ``"paper"``, the deterministic gate used in eval mode.
+      deterministic: default mode; ``False`` samples (needs a key), ``True`` evaluates.
+      rng_collection: name of the ``nnx.Rngs`` stream the gate draws noise from.
+      param_dtype: dtype of ``log_alpha``.
+      rngs: an ``nnx.Rngs`` (or ``RngStream``): the ``params`` stream draws the jitter and a fork
+        of ``rng_collection`` is kept for sampling. May be None when ``init_jitter == 0`` and
+        keys are passed at call time.
+    """
+
+    def __init__(
+        self,
+        shape: int | Shape,
+        *,
+        init_keep_prob: Any = 0.5,
+        init_jitter: float = 0.0,
+        temperature: float = 2 / 3,
+        gamma: float = hc.GAMMA,
+        zeta: float = hc.ZETA,
+        eval_rule: str = "median",
+        deterministic: bool | None = False,
+        rng_collection: str = "gates",
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs | rnglib.RngStream | None = None,
+    ):
+        shape = canonical_shape("shape", shape)
+        checks.check_open_unit("init_keep_prob", init_keep_prob)
+        checks.check_nonnegative("init_jitter", init_jitter)
+        checks.check_positive(
+            "temperature", temperature, hint="It is the concrete temperature beta, e.g. 2/3."
+        )
+        checks.check_stretch(gamma, zeta)
+        checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
+        keep = np.asarray(init_keep_prob, dtype=np.float64)
+        try:
+            keep = np.broadcast_to(keep, shape)
+        except ValueError:
+            raise ValueError(
+                f"init_keep_prob of shape {keep.shape} must broadcast to the gate shape {shape}."
+            ) from None
+        log_alpha = jnp.asarray(np.log(keep) - np.log1p(-keep), param_dtype)
+        if init_jitter > 0:
+            if rngs is None:
+                raise ValueError(
+                    "init_jitter > 0 draws noise, so rngs is needed: pass rngs=nnx.Rngs(seed) "
+                    "(or set init_jitter=0)."
+                )
+            key = key_from(rngs, "params", type(self).__name__)
+            log_alpha = log_alpha + jnp.asarray(init_jitter, param_dtype) * jax.random.normal(
+                key, shape, param_dtype
+            )
+        self.shape = shape
+        self.log_alpha = nnx.Param(log_alpha)
+        self.temperature = Temperature(jnp.asarray(temperature, jnp.float32))
+        self.gamma = float(gamma)
+        self.zeta = float(zeta)
+        self.eval_rule = eval_rule
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        self.rngs = _fork(rngs, rng_collection, type(self).__name__)
+
+    def _is_deterministic(self, deterministic: bool | None) -> bool:
+        return first_from(
+            deterministic,
+            self.deterministic,
+            error_msg=(
+                f"No `deterministic` argument was given to {type(self).__name__}. Pass "
+                f"deterministic=True/False to the constructor or to the call, or make a view of the "
+                f"model with nnx.view(model, deterministic=True/False) (or call model.eval()/train())."
+            ),
+        )
+
+    def __call__(self, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
+        """Returns the gates: sampled in training mode, deterministic in eval mode.
+
+        Args:
+          deterministic: overrides the module's mode for this call.
+          rngs: an ``nnx.Rngs``, ``nnx.RngStream`` or key for this call's noise; overrides the
+            stream kept at construction.
+
+        Returns:
+          Gates in [0, 1] of shape ``self.shape`` and the dtype of ``log_alpha``.
+        """
+        if self._is_deterministic(deterministic):
+            return self.eval_gates()
+        rngs = rngs if rngs is not None else self.rngs
+        if rngs is None:
+            raise ValueError(
+                f"{type(self).__name__} is in training mode (deterministic=False), so it samples "
+                f"gates and needs a key, but none was given: build it with rngs=nnx.Rngs(seed), or "
+                f"pass rngs=... to the call, or evaluate with deterministic=True / nnx.view(model, "
+                f"deterministic=True)."
+            )
+        key = key_from(rngs, self.rng_collection, type(self).__name__)
+        return _sample(key, self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
+
+    def eval_gates(self) -> Array:
+        """The deterministic gates of ``eval_rule``, shape ``self.shape``, whatever the mode."""
+        return _eval(
+            self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta, rule=self.eval_rule
+        )
+
+    def prob_nonzero(self) -> Array:
+        """P(z != 0) of each gate (eq. 12), shape ``self.shape``."""
+        return _prob_nonzero(self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
+
+    def penalty(self) -> Array:
+        """Expected number of open gates, ``sum P(z != 0)`` (eq. 12): a float32 scalar."""
+        return _penalty(self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
+
+    def active(self, threshold: float = 0.5) -> Array:
+        """Boolean mask of the gates with ``P(z != 0) > threshold``, shape ``self.shape``.
+
+        Args:
+          threshold: probability in [0, 1).
+        """
+        _check_threshold(threshold)
+        return self.prob_nonzero() > threshold
+
+    def set_view(self, deterministic: bool | None = None, eval_rule: str | None = None):
+        """Used by ``nnx.view``.
+
+        Args:
+          deterministic: if True, gates are deterministic (eval mode); if False, sampled.
+          eval_rule: ``"median"`` or ``"paper"``, the deterministic rule.
+        """
+        if deterministic is not None:
+            self.deterministic = deterministic
+        if eval_rule is not None:
+            checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
+            self.eval_rule = eval_rule
+
+
+def _check_threshold(threshold: Any) -> None:
+    arr = checks.concrete(threshold)
+    if arr is None:
+        return
+    checks.check_finite("threshold", arr)
+    if not np.all((arr >= 0) & (arr < 1)):
+        raise ValueError(f"threshold must be a probability in [0, 1), got {threshold!r}.")
