@@ -145,14 +145,16 @@ def l0_path(
     if model.device is not None:
         hyper = jax.device_put(hyper, model.device)
 
+    if X_val is not None:  # checked before the (long) training
+        design_val = dm.as_design(X_val, name="X_val", n_features=n_features, device=model.device)
+        y_val = model._encode_targets(y_val, design_val.shape[0], name="y_val", learn=False)
+        yv = jnp.asarray(y_val, design_val.matrix.dtype)
+
     batched, history = train.run_path(params, design, yj, hyper, model._train_key, epochs,
                                       kind=kind, eval_rule=eval_rule)
     train_loss, gates = train.evaluate_path(batched, design, yj, hyper, kind=kind, eval_rule=eval_rule)
     val_loss = None
     if X_val is not None:
-        design_val = dm.as_design(X_val, name="X_val", n_features=n_features, device=model.device)
-        y_val = model._encode_targets(y_val, design_val.shape[0], name="y_val", learn=False)
-        yv = jnp.asarray(y_val, design_val.matrix.dtype)
         val_loss = np.asarray(train.evaluate_path(batched, design_val, yv, hyper, kind=kind,
                                                   eval_rule=eval_rule)[0])
 
