@@ -3,6 +3,7 @@ equal single fits, and the selection rules."""
 
 import numpy as np
 import pytest
+from scipy import sparse as sp
 
 import l0jax
 from l0jax._src.regression import train
@@ -64,14 +65,20 @@ def test_losses_are_the_models_losses(data, path):
         assert model.intercept_ == pytest.approx(path.intercept[i])
 
 
-def test_path_entries_equal_single_fits(data):
-    X, y, _, _ = data
+def test_path_entries_equal_single_fits():
+    # The shape of test_regression.py's `small` data, so the single fits reuse its compiled loop.
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((120, 12))
+    y = X[:, 0] - 0.5 * X[:, 5] + 0.3 * rng.standard_normal(120)
     lambdas = np.array([0.01, 0.3])
-    path = l0jax.l0_path(X[:60, :6], y[:60], lambdas, epochs=200, lr=0.02, seed=5)
+    path = l0jax.l0_path(X, y, lambdas, epochs=200, lr=0.02, seed=5)
     for i, lam in enumerate(lambdas):
-        single = l0jax.SparseL0Linear(6, seed=5).fit(X[:60, :6], y[:60], lambda_reg=lam, lr=0.02, epochs=200)
+        single = l0jax.SparseL0Linear(12, seed=5).fit(X, y, lambda_reg=lam, lr=0.02, epochs=200)
         np.testing.assert_allclose(path.coef[i], single.coef_, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(path.history["loss"][i], single.history_["loss"], rtol=1e-4)
+    # The vmapped path through the host (scipy CSR) operator: one callback per epoch for all lambdas.
+    host = l0jax.l0_path(sp.csr_matrix(X), y, lambdas, epochs=200, lr=0.02, seed=5, backend="scipy")
+    np.testing.assert_allclose(host.coef, path.coef, rtol=1e-4, atol=1e-4)
 
 
 def test_select_lambda_by_validation_and_by_budget(path):

@@ -1,46 +1,24 @@
 """The design matrix X as a jit argument with ``matvec``, plus the input checks of the regression API.
 
-The regression code only ever computes ``X @ w`` (autodiff provides ``X.T @ r``), through an object
-with ``matvec`` and a static ``shape``. Such an object is a pytree passed to ``jit`` as an argument:
-closing over X would make XLA constant-fold it into the program and recompile for every new matrix.
-
-TODO(operators): the calibration engine's ``as_operator`` (``_src/operators.py``, issue 4) is the
-one shared sparse operator of the library. Until it lands, scipy sparse input is densified here.
+The regression code only ever computes ``X @ w`` (autodiff supplies ``X.T @ r`` through the
+operator's own ``rmatvec``). X is wrapped once by the library's shared matrix operators
+(``l0jax._src.operators.as_operator``: dense XLA, ``segment_sum`` sparse, or scipy CSR kernels behind
+a callback, chosen by measurement on CPU) into a pytree that jitted functions take as an argument.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import sparse as sp
 
 from l0jax._src import checks
+from l0jax._src import operators
 
 Array = jax.Array
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class DenseDesign:
-    """A dense (n_samples, n_features) design matrix behind the ``matvec`` seam.
-
-    Attributes:
-      matrix: the (n_samples, n_features) array.
-    """
-
-    matrix: Array
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.matrix.shape)
-
-    def matvec(self, w: Array) -> Array:
-        """``X @ w`` for w of shape (n_features,); returns shape (n_samples,)."""
-        return self.matrix @ w
+MatrixOperator = operators.MatrixOperator
 
 
 def compute_dtype(dtype: Any) -> Any:
@@ -55,57 +33,52 @@ def _check_numeric(name: str, dtype: Any) -> None:
         raise ValueError(f"{name} must hold real numbers, got dtype {np.dtype(dtype)}; convert it to float.")
 
 
-def as_design(X: Any, *, name: str = "X", n_features: int | None = None, device: Any = None) -> DenseDesign:
+def as_design(
+    X: Any,
+    *,
+    name: str = "X",
+    n_features: int | None = None,
+    device: Any = None,
+    backend: str = "auto",
+) -> MatrixOperator:
     """Validates X and wraps it for the compiled loop.
 
     Args:
-      X: (n_samples, n_features) dense array (NumPy or JAX) or scipy sparse matrix/array of any
-        format (``csr_matrix``, ``csr_array``, ``csc_matrix``, ...).
+      X: (n_samples, n_features) dense array (NumPy or JAX), scipy sparse matrix/array of any
+        format (``csr_matrix``, ``csr_array``, ``csc_matrix``, ...), or an operator from
+        ``as_operator`` (used as it is).
       name: the argument's name, used in error messages.
       n_features: the number of columns the model expects, or None to accept any.
       device: a ``jax.Device`` to place the data on, or None for the default device.
+      backend: the operator backend, "auto", "dense", "sparse" or "scipy" (see ``as_operator``).
 
     Returns:
-      An object with ``matvec`` and ``shape``, a pytree to pass to jitted functions.
+      A matrix operator (``matvec``, ``shape``, ``dtype``), a pytree to pass to jitted functions.
 
     Raises:
       ValueError: X is not 2-D, is empty, is not numeric, holds NaN/inf, or has the wrong number
         of columns.
     """
-    if isinstance(X, DenseDesign):  # already validated
-        dense = X.matrix
-    elif sp.issparse(X):
-        _check_numeric(name, X.dtype)
-        data = X.tocsr()
-        checks.check_finite(name, data.data)
-        # TODO(operators): switch to the shared sparse operator once it is on main.
-        dense = data.toarray()
-    elif isinstance(X, jax.Array):
-        dense = X
-    else:
-        try:
-            dense = np.asarray(X)
-        except Exception as err:  # ragged lists and the like
-            raise ValueError(f"{name} must be a 2-D array or a scipy sparse matrix: {err}") from None
-    if dense.ndim != 2:
+    if not isinstance(X, MatrixOperator):
+        ndim = getattr(X, "ndim", None)
+        if ndim is None and isinstance(X, (list, tuple)):
+            ndim = np.ndim(X)
+        if ndim == 1:
+            raise ValueError(
+                f"{name} must be 2-D (n_samples, n_features), got a 1-D array; "
+                f"reshape a single feature with X.reshape(-1, 1)."
+            )
+        dtype = getattr(X, "dtype", None)
+        X = operators.as_operator(X, backend=backend, name=name,
+                                  dtype=compute_dtype(dtype if dtype is not None else np.float32))
+    if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
-            f"{name} must be 2-D (n_samples, n_features), got shape {tuple(dense.shape)}; "
-            f"reshape a single feature with X.reshape(-1, 1)."
-        )
-    if dense.shape[0] == 0 or dense.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(dense.shape)}); it needs at least one row and column.")
-    _check_numeric(name, dense.dtype)
-    if not sp.issparse(X) and not isinstance(X, DenseDesign):
-        checks.check_finite(name, dense)
-    if n_features is not None and dense.shape[1] != n_features:
-        raise ValueError(
-            f"{name} has {dense.shape[1]} columns but the model was built with n_features={n_features}; "
+            f"{name} has {X.shape[1]} columns but the model was built with n_features={n_features}; "
             f"pass the same features it was built for."
         )
-    matrix = jnp.asarray(dense, compute_dtype(dense.dtype))
     if device is not None:
-        matrix = jax.device_put(matrix, device)
-    return DenseDesign(matrix)
+        X = jax.device_put(X, device)
+    return X
 
 
 def as_targets(y: Any, n_samples: int, *, name: str = "y", numeric: bool = True) -> np.ndarray:

@@ -64,6 +64,7 @@ class _SparseL0Model:
         *,
         key: Array | None = None,
         eval_rule: str = "median",
+        backend: str = "auto",
     ) -> None:
         self.n_features = checks.check_int_at_least("n_features", n_features, 1)
         if not isinstance(fit_intercept, (bool, np.bool_)):
@@ -72,20 +73,18 @@ class _SparseL0Model:
         checks.check_stretch(gamma, zeta)
         checks.check_open_unit("init_keep_prob", init_keep_prob)
         checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
+        checks.check_choice("backend", backend, dm.operators.BACKENDS)
+        self.backend = backend
         self.fit_intercept = bool(fit_intercept)
         self.beta, self.gamma, self.zeta = float(beta), float(gamma), float(zeta)
         self.init_keep_prob = float(init_keep_prob)
         self.eval_rule = eval_rule
         self.device = dm.resolve_device(device)
         self.seed = seed
-        self._init_key, self._train_key = jax.random.split(_root_key(seed, key))
+        self._key = _root_key(seed, key)
         self._fitted = False
+        self._params: obj.Params | None = None  # drawn on first use (fit draws the same values)
         self.history_: dict[str, np.ndarray] | None = None
-        # Before fit, as in l0-python: zero weights and intercept, log_alpha already drawn.
-        start = train.init_unfitted(self._init_key, np.float32(self.init_keep_prob), n_features=self.n_features)
-        if self.fit_intercept:
-            start["bias"] = jnp.zeros((), jnp.float32)
-        self._set_params(start)
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -95,22 +94,37 @@ class _SparseL0Model:
         self._params = params
 
     @property
+    def params(self) -> obj.Params:
+        """The parameter dict: ``weight``, ``log_alpha`` and (with an intercept) ``bias``.
+
+        Before ``fit`` (as in l0-python): zero weights and intercept, and ``log_alpha`` drawn from
+        the seed (the same draw ``fit`` starts from).
+        """
+        if self._params is None:
+            start = train.unfitted_params(self._key, self.init_keep_prob, n_features=self.n_features,
+                                          bias=0.0 if self.fit_intercept else None)
+            self._set_params(jax.tree.map(jnp.asarray, start))
+        return self._params
+
+    @property
     def weight(self) -> Array:
         """The ungated weights theta tilde, shape (n_features,)."""
-        return self._params["weight"]
+        return self.params["weight"]
 
     @property
     def log_alpha(self) -> Array:
         """The gate locations, shape (n_features,)."""
-        return self._params["log_alpha"]
+        return self.params["log_alpha"]
 
     @property
     def bias(self) -> Array | None:
         """The intercept (a scalar array), or None when ``fit_intercept=False``."""
-        return self._params.get("bias")
+        return self.params.get("bias")
 
     def _hyper(self, lambda_reg: float = 0.0, lr: float = 0.01) -> obj.GateHyper:
-        dtype = self._params["weight"].dtype
+        return self._hyper_for(self.params["weight"].dtype, lambda_reg, lr)
+
+    def _hyper_for(self, dtype: Any, lambda_reg: Any, lr: Any) -> obj.GateHyper:
         f = lambda v: jnp.asarray(v, dtype)  # noqa: E731
         return obj.GateHyper(f(lambda_reg), f(lr), f(self.beta), f(self.gamma), f(self.zeta))
 
@@ -129,15 +143,18 @@ class _SparseL0Model:
         checks.check_nonnegative("lambda_reg", lambda_reg, hint="It is the L0 strength, e.g. 0.01.")
         checks.check_positive("lr", lr, hint="It is Adam's learning rate, e.g. 0.01.")
         epochs = checks.check_int_at_least("epochs", epochs, 1)
-        design = dm.as_design(X, n_features=self.n_features, device=self.device)
+        design = dm.as_design(X, n_features=self.n_features, device=self.device, backend=self.backend)
         y = self._encode_targets(y, design.shape[0], learn=True)
-        yj = jnp.asarray(y, design.matrix.dtype)
+        yj = jnp.asarray(y, design.dtype)
         if self.device is not None:
             yj = jax.device_put(yj, self.device)
-        params = train.init_params(self._init_key, yj, self.n_features, np.float32(self.init_keep_prob),
-                                   kind=self._kind, fit_intercept=self.fit_intercept)
-        self._set_params(params)
-        return design, yj, params, self._hyper(lambda_reg, lr), epochs
+        hyper = self._hyper_for(design.dtype, lambda_reg, lr)
+        return design, y, yj, hyper, epochs
+
+    def _carry(self, y: np.ndarray, dtype: Any, n_lambdas: int | None = None) -> Any:
+        carry = train.initial_carry(self._key, y, self.init_keep_prob, n_features=self.n_features, kind=self._kind,
+                                    fit_intercept=self.fit_intercept, dtype=dtype, n_lambdas=n_lambdas)
+        return jax.device_put(carry, self.device)
 
     def fit(
         self,
@@ -177,7 +194,8 @@ class _SparseL0Model:
         if not isinstance(verbose, (bool, np.bool_)):
             raise ValueError(f"verbose must be True or False, got {verbose!r}.")
         verbose_freq = checks.check_int_at_least("verbose_freq", verbose_freq, 1)
-        design, yj, params, hyper, epochs = self._prepare(X_sparse, y, lambda_reg, lr, epochs)
+        design, y, yj, hyper, epochs = self._prepare(X_sparse, y, lambda_reg, lr, epochs)
+        carry = self._carry(y, design.dtype)
 
         on_chunk = None
         if verbose:
@@ -189,7 +207,7 @@ class _SparseL0Model:
                               f"{self._loss_name}={record.data_loss[i]:.4f}, "
                               f"l0={record.l0[i]:.2f}, active={record.n_active[i]}")
 
-        params, history = train.run_fit(params, design, yj, hyper, self._train_key, epochs,
+        params, history = train.run_fit(carry, design, yj, hyper, self._key, epochs,
                                         kind=self._kind, eval_rule=self.eval_rule, on_chunk=on_chunk)
         self._set_params(params)
         self.history_ = history._asdict()
@@ -209,7 +227,7 @@ class _SparseL0Model:
         Returns:
           Shape (n_samples,).
         """
-        design = dm.as_design(X, n_features=self.n_features, device=self.device)
+        design = dm.as_design(X, n_features=self.n_features, device=self.device, backend=self.backend)
         params = self._cast_params(design)
         if deterministic:
             return train.predict(params, design, self._hyper(), eval_rule=self.eval_rule)
@@ -220,9 +238,9 @@ class _SparseL0Model:
             )
         return train.sampled_predict(params, design, self._hyper(), key)
 
-    def _cast_params(self, design: dm.DenseDesign) -> obj.Params:
-        dtype = design.matrix.dtype
-        return jax.tree.map(lambda p: p.astype(dtype), self._params)
+    def _cast_params(self, design: dm.MatrixOperator) -> obj.Params:
+        dtype = design.dtype
+        return jax.tree.map(lambda p: p if p.dtype == dtype else p.astype(dtype), self.params)
 
     def _decision(self, X: Any) -> Array:
         self._require_fitted("predicting")
@@ -232,11 +250,11 @@ class _SparseL0Model:
 
     def get_deterministic_gates(self) -> Array:
         """Test-time gates (``eval_rule``, "median" by default as in l0-python), shape (n_features,)."""
-        return train.eval_gates(self._params, self._hyper(), rule=self.eval_rule)
+        return train.eval_gates(self.params, self._hyper(), rule=self.eval_rule)
 
     def get_l0_penalty(self) -> Array:
         """Expected number of open gates, ``sum_j P(z_j != 0)`` (eq. 12), a scalar."""
-        return train.expected_l0(self._params, self._hyper())
+        return train.expected_l0(self.params, self._hyper())
 
     def get_sparsity(self) -> float:
         """Fraction of features whose deterministic gate is below 0.01."""
@@ -295,6 +313,8 @@ class SparseL0Linear(_SparseL0Model):
         torch's global RNG; l0jax has none).
       key: a JAX PRNG key used instead of ``seed``.
       eval_rule: test-time gate rule, "median" (l0-python >= 0.6) or "paper" (eq. 13).
+      backend: how X is multiplied: "auto" (by measurement: dense XLA or, on CPU, scipy CSR
+        kernels; see ``as_operator``), "dense", "sparse" (``segment_sum``) or "scipy".
 
     Differences from l0-python (bugs fixed): see ``l0jax._src.regression.estimators``' module
     docstring: reproducible fits, scipy sparse arrays accepted, no stale cache, input checks.
@@ -334,6 +354,7 @@ class SparseL0Logistic(_SparseL0Model):
       seed: integer seed; None means 0.
       key: a JAX PRNG key used instead of ``seed``.
       eval_rule: test-time gate rule, "median" or "paper".
+      backend: "auto", "dense", "sparse" or "scipy" (see ``SparseL0Linear``).
     """
 
     _kind = "logistic"

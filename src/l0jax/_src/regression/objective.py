@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from l0jax._src import hard_concrete as hc
 
@@ -35,39 +36,39 @@ class GateHyper(NamedTuple):
 
 
 def init_params(
-    key: Array, n_features: int, bias: Array | None, init_keep_prob: Array, dtype: Any
-) -> Params:
+    rng: np.random.Generator, n_features: int, bias: float | None, init_keep_prob: float, dtype: Any
+) -> dict[str, np.ndarray]:
     """l0-python's initialisation: weight ~ N(0, 0.1^2), log_alpha = logit(keep) + N(0, 0.01^2).
 
+    Drawn on the host: a jitted draw would cost a compilation (seconds on a small CPU) per shape,
+    more than a whole fit of a small problem.
+
     Args:
-      key: PRNG key.
+      rng: NumPy generator seeded from the model's key.
       n_features: number of features p.
-      bias: the intercept's starting value (a scalar), or None for no intercept.
+      bias: the intercept's starting value, or None for no intercept.
       init_keep_prob: initial probability of keeping each feature, in (0, 1).
       dtype: floating dtype of the parameters.
 
     Returns:
-      The parameter dict.
+      The parameter dict (NumPy arrays).
     """
-    k_weight, k_alpha = jax.random.split(key)
-    mu = hc.keep_prob_to_log_alpha(jnp.asarray(init_keep_prob, dtype)).astype(dtype)
-    params = {
-        "weight": jnp.asarray(0.1, dtype) * jax.random.normal(k_weight, (n_features,), dtype),
-        "log_alpha": mu + jnp.asarray(0.01, dtype) * jax.random.normal(k_alpha, (n_features,), dtype),
-    }
+    weight = 0.1 * rng.standard_normal(n_features)
+    mu = np.log(init_keep_prob) - np.log1p(-init_keep_prob)
+    log_alpha = mu + 0.01 * rng.standard_normal(n_features)
+    params = {"weight": weight.astype(dtype), "log_alpha": log_alpha.astype(dtype)}
     if bias is not None:
-        params["bias"] = jnp.asarray(bias, dtype)
+        params["bias"] = np.asarray(bias, dtype)
     return params
 
 
-def initial_bias(y: Array, kind: str) -> Array:
+def initial_bias(y: np.ndarray, kind: str) -> float:
     """The intercept to start from: mean(y) (linear) or the log-odds of the positive rate (logistic)."""
-    mean = jnp.mean(y)
+    mean = float(np.mean(y))
     if kind == "linear":
         return mean
-    eps = jnp.asarray(1e-3, y.dtype)
-    p = jnp.clip(mean, eps, 1 - eps)
-    return jnp.log(p) - jnp.log1p(-p)
+    p = min(max(mean, 1e-3), 1 - 1e-3)
+    return float(np.log(p) - np.log1p(-p))
 
 
 def sample_gates(key: Array, params: Params, hyper: GateHyper) -> Array:

@@ -93,6 +93,7 @@ def l0_path(
     key: jax.Array | None = None,
     eval_rule: str = "median",
     device: Any = None,
+    backend: str = "auto",
 ) -> L0Path:
     """Fits an L0-regularised linear or logistic model for every lambda in one compiled run.
 
@@ -124,6 +125,7 @@ def l0_path(
       key: a JAX PRNG key used instead of ``seed``.
       eval_rule: test-time gate rule, "median" or "paper".
       device: None, a ``jax.Device`` or "cpu"/"cuda"/"gpu"/"tpu".
+      backend: how X is multiplied: "auto", "dense", "sparse" or "scipy" (see ``as_operator``).
 
     Returns:
       An ``L0Path``.
@@ -135,22 +137,26 @@ def l0_path(
     checks.check_nonnegative("lambdas", lambdas, hint="L0 strengths are >= 0.")
     if (X_val is None) != (y_val is None):
         raise ValueError("give both X_val and y_val for validation losses, or neither.")
-    design = dm.as_design(X, device=dm.resolve_device(device))
+    checks.check_choice("backend", backend, dm.operators.BACKENDS)
+    design = dm.as_design(X, device=dm.resolve_device(device), backend=backend)
     n_features = design.shape[1]
     settings = dict(n_features=n_features, fit_intercept=fit_intercept, beta=beta, gamma=gamma, zeta=zeta,
-                    init_keep_prob=init_keep_prob, device=device, seed=seed, key=key, eval_rule=eval_rule)
+                    init_keep_prob=init_keep_prob, device=device, seed=seed, key=key, eval_rule=eval_rule,
+                    backend=backend)
     model = _MODELS[kind](**settings)
-    design, yj, params, hyper, epochs = model._prepare(design, y, 0.0, lr, epochs)
+    design, y, yj, hyper, epochs = model._prepare(design, y, 0.0, lr, epochs)
     hyper = hyper._replace(lambda_reg=jnp.asarray(lambdas, hyper.lr.dtype))
     if model.device is not None:
         hyper = jax.device_put(hyper, model.device)
 
     if X_val is not None:  # checked before the (long) training
-        design_val = dm.as_design(X_val, name="X_val", n_features=n_features, device=model.device)
+        design_val = dm.as_design(X_val, name="X_val", n_features=n_features, device=model.device,
+                                   backend=backend)
         y_val = model._encode_targets(y_val, design_val.shape[0], name="y_val", learn=False)
-        yv = jnp.asarray(y_val, design_val.matrix.dtype)
+        yv = jnp.asarray(y_val, design_val.dtype)
 
-    batched, history = train.run_path(params, design, yj, hyper, model._train_key, epochs,
+    carry = model._carry(y, design.dtype, n_lambdas=lambdas.shape[0])
+    batched, history = train.run_path(carry, design, yj, hyper, model._key, epochs,
                                       kind=kind, eval_rule=eval_rule)
     train_loss, gates = train.evaluate_path(batched, design, yj, hyper, kind=kind, eval_rule=eval_rule)
     val_loss = None

@@ -105,14 +105,61 @@ _run_single_chunk = jax.jit(_single_chunk, static_argnames=_STATIC)
 _run_path_chunk = jax.jit(_path_chunk, static_argnames=_STATIC)
 
 
-def _init(key, y, n_features, init_keep_prob, *, kind, fit_intercept):
-    TRACES["init"] += 1
-    bias = obj.initial_bias(y, kind) if fit_intercept else None
-    params = obj.init_params(key, n_features, bias, init_keep_prob, y.dtype)
+def initial_carry(
+    root_key: Array,
+    y: np.ndarray,
+    init_keep_prob: float,
+    *,
+    n_features: int,
+    kind: str,
+    fit_intercept: bool,
+    dtype: Any,
+    n_lambdas: int | None = None,
+) -> tuple[obj.Params, Any]:
+    """``(params, opt_state)`` to start training from, built on the host (no compilation).
+
+    The initial draws come from a NumPy generator seeded with the key's data, so the same key
+    gives the same start; the training noise uses the key itself (``fold_in(key, epoch)``).
+
+    Args:
+      root_key: the model's PRNG key.
+      y: targets (NumPy), for the intercept's starting value.
+      init_keep_prob: initial keep probability.
+      n_features: number of features.
+      kind: "linear" or "logistic".
+      fit_intercept: include ``bias``.
+      dtype: parameter dtype.
+      n_lambdas: when given, every leaf gets a leading axis of this length (a path).
+
+    Returns:
+      The carry of the training loop, NumPy arrays.
+    """
+    params = unfitted_params(root_key, init_keep_prob, n_features=n_features, dtype=dtype, zero_weights=False,
+                             bias=obj.initial_bias(y, kind) if fit_intercept else None)
+    # Adam's initial state is all zeros (moments and step count); only its structure is needed.
+    shapes = jax.eval_shape(init_opt_state, params)
+    opt_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    carry = (params, opt_state)
+    if n_lambdas is not None:
+        carry = jax.tree.map(lambda x: np.repeat(np.asarray(x)[None], n_lambdas, axis=0), carry)
+    return carry
+
+
+def unfitted_params(
+    root_key: Array,
+    init_keep_prob: float,
+    *,
+    n_features: int,
+    dtype: Any = np.float32,
+    zero_weights: bool = True,
+    bias: float | None = None,
+) -> obj.Params:
+    """The seed's initial parameters; with ``zero_weights`` the state before ``fit`` (as l0-python)."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(root_key)).ravel())
+    params = obj.init_params(rng, n_features, bias, init_keep_prob, dtype)
+    if zero_weights:
+        params["weight"] = np.zeros_like(params["weight"])
     return params
-
-
-init_params = jax.jit(_init, static_argnames=("n_features", "kind", "fit_intercept"))
 
 
 def _run(
@@ -142,7 +189,7 @@ def _run(
 
 
 def run_fit(
-    params: obj.Params,
+    carry: Any,
     design: Any,
     y: Array,
     hyper: obj.GateHyper,
@@ -157,7 +204,7 @@ def run_fit(
     """Trains one model for ``epochs`` epochs of full-batch Adam.
 
     Args:
-      params: starting parameters (``init_params``).
+      carry: ``(params, opt_state)`` from ``initial_carry``.
       design: X behind the ``matvec`` seam, (n_samples, n_features).
       y: targets, (n_samples,), in the parameters' dtype.
       hyper: scalar hyperparameter arrays.
@@ -171,13 +218,12 @@ def run_fit(
     Returns:
       The trained parameters and the per-epoch History (NumPy arrays).
     """
-    carry = (params, init_opt_state(params))
     return _run(_run_single_chunk, carry, design, y, hyper, key, epochs, kind=kind, eval_rule=eval_rule,
                 on_chunk=on_chunk, chunk=chunk)
 
 
 def run_path(
-    params: obj.Params,
+    carry: Any,
     design: Any,
     y: Array,
     hyper: obj.GateHyper,
@@ -191,7 +237,7 @@ def run_path(
     """Trains one model per lambda in ``hyper.lambda_reg`` (shape (k,)) in one vmapped program.
 
     Args:
-      params: unbatched starting parameters, shared by every lambda.
+      carry: ``(params, opt_state)`` batched over lambdas, from ``initial_carry(..., n_lambdas=k)``.
       design: X behind the ``matvec`` seam.
       y: targets, (n_samples,).
       hyper: hyperparameters; ``lambda_reg`` has shape (k,), the rest are scalars.
@@ -204,9 +250,6 @@ def run_path(
     Returns:
       Parameters with a leading axis of length k, and the History with arrays of shape (k, epochs).
     """
-    k = hyper.lambda_reg.shape[0]
-    batched = jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), params)
-    carry = (batched, jax.vmap(init_opt_state)(batched))
     return _run(_run_path_chunk, carry, design, y, hyper, key, epochs, kind=kind, eval_rule=eval_rule,
                 on_chunk=None, chunk=chunk)
 
@@ -242,13 +285,6 @@ def _sampled_predict(params, design, hyper, key):
 sampled_predict = jax.jit(_sampled_predict)
 
 
-def _init_unfitted(key, init_keep_prob, *, n_features):
-    params = obj.init_params(key, n_features, None, init_keep_prob, jnp.float32)
-    # Before fit, as in l0-python: zero weights, log_alpha already drawn (the same draw fit uses).
-    return {"weight": jnp.zeros_like(params["weight"]), "log_alpha": params["log_alpha"]}
-
-
 # Jitted once per shape: eager JAX compiles every small op separately, which costs seconds.
-init_unfitted = jax.jit(_init_unfitted, static_argnames=("n_features",))
 eval_gates = jax.jit(obj.eval_gates, static_argnames=("rule",))
 expected_l0 = jax.jit(obj.expected_l0)
