@@ -281,3 +281,25 @@ def test_bad_fit_and_predict_inputs():
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
             model.fit(**kwargs)
+
+
+def test_float64_data_fits_in_float64_when_enabled(small):
+    X, y = small
+    with jax.enable_x64(True):
+        model = l0jax.SparseL0Linear(12).fit(X, y, epochs=100)
+        assert model.weight.dtype == jnp.float64 and model.predict(X).dtype == jnp.float64
+        # Predictions are X @ coef_ + intercept_ to float64 precision (float32 would give ~1e-6).
+        np.testing.assert_allclose(np.asarray(model.predict(X)), X @ model.coef_ + model.intercept_,
+                                   rtol=1e-12, atol=1e-12)
+        assert l0jax.SparseL0Linear(12).fit(X.astype(np.float32), y, epochs=5).weight.dtype == jnp.float32
+
+
+def test_device_argument():
+    cpu = jax.devices("cpu")[0]
+    assert l0jax.SparseL0Linear(3, device="cpu").device == cpu
+    assert l0jax.SparseL0Linear(3, device=cpu).device == cpu
+    model = l0jax.SparseL0Linear(3, device="cpu").fit(np.eye(3), np.ones(3), epochs=5)
+    assert model.weight.devices() == {cpu}
+    if jax.default_backend() == "cpu":
+        with pytest.raises(ValueError, match="no gpu backend"):
+            l0jax.SparseL0Linear(3, device="cuda")
