@@ -220,14 +220,11 @@ def test_lambda_l0_alias_and_column_targets(small):
 
 
 def test_extreme_log_alpha_stays_finite():
-    model = l0jax.SparseL0Linear(30)
+    model = l0jax.SparseL0Linear(12)
     for value in (1e3, -1e3):
-        model._set_params({**model.params, "log_alpha": jnp.full((30,), value)})
-        gates = np.asarray(model.get_deterministic_gates())
-        np.testing.assert_array_equal(gates, 1.0 if value > 0 else 0.0)
-        assert np.isfinite(float(model.get_l0_penalty()))
-        z = np.asarray(jax.jit(objective.sample_gates)(jax.random.key(0), model.params, model._hyper()))
-        assert np.all((z >= 0) & (z <= 1))
+        model._set_params({**model.params, "log_alpha": jnp.full((12,), value)})
+        np.testing.assert_array_equal(np.asarray(model.get_deterministic_gates()), 1.0 if value > 0 else 0.0)
+        assert float(model.get_l0_penalty()) == (12.0 if value > 0 else 0.0)
 
 
 def test_data_losses_match_closed_forms():
@@ -291,7 +288,6 @@ def test_float64_data_fits_in_float64_when_enabled(small):
         # Predictions are X @ coef_ + intercept_ to float64 precision (float32 would give ~1e-6).
         np.testing.assert_allclose(np.asarray(model.predict(X)), X @ model.coef_ + model.intercept_,
                                    rtol=1e-12, atol=1e-12)
-        assert l0jax.SparseL0Linear(12).fit(X.astype(np.float32), y, epochs=5).weight.dtype == jnp.float32
 
 
 def test_device_argument():
