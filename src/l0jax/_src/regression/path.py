@@ -97,8 +97,8 @@ def l0_path(
 ) -> L0Path:
     """Fits an L0-regularised linear or logistic model for every lambda in one compiled run.
 
-    The fits are vmapped over lambda: the program compiles once per data shape, and a new grid of
-    the same length, new epochs or new hyperparameters reuse it. Entry i equals
+    The fits are vmapped over lambda: the program compiles once per data shape and grid length, and
+    a new grid of the same length, new epochs or new hyperparameters reuse it. Entry i equals
     ``SparseL0Linear(...).fit(X, y, lambda_reg=lambdas[i], ...)`` with the same seed (up to float
     rounding: batched matrix products sum in another order).
 
@@ -131,7 +131,10 @@ def l0_path(
       An ``L0Path``.
     """
     checks.check_choice("kind", kind, tuple(_MODELS))
-    lambdas = np.asarray(lambdas, dtype=np.float64) if not isinstance(lambdas, jax.Array) else np.asarray(lambdas)
+    try:
+        lambdas = np.asarray(lambdas, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"lambdas must be a 1-D array of numbers, got {lambdas!r}.") from None
     if lambdas.ndim != 1 or lambdas.shape[0] == 0:
         raise ValueError(f"lambdas must be a non-empty 1-D array of L0 strengths, got shape {lambdas.shape}.")
     checks.check_nonnegative("lambdas", lambdas, hint="L0 strengths are >= 0.")
