@@ -134,6 +134,7 @@ def test_bad_path_inputs(data, path):
     X, y, Xv, yv = data
     cases = [
         (dict(lambdas=[]), "non-empty"),
+        (dict(lambdas=["a"]), "numbers"),
         (dict(lambdas=[[0.1]]), "1-D"),
         (dict(lambdas=[0.1, -1.0]), "lambdas"),
         (dict(lambdas=[0.1, np.nan]), "lambdas must be finite"),
