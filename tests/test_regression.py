@@ -142,8 +142,8 @@ def test_history_matches_the_objective(small):
     np.testing.assert_allclose(float(model.get_l0_penalty()), expected, rtol=1e-6)
     model.fit(X, y, lambda_reg=0.3, epochs=20)
     np.testing.assert_allclose(model.history_["l0"][0], expected, rtol=1e-6)
-    np.testing.assert_allclose(model.history_["loss"], model.history_["data_loss"] + 0.3 * model.history_["l0"],
-                               rtol=1e-5)
+    h = model.history_
+    np.testing.assert_allclose(h["loss"], h["data_loss"] + 0.3 * h["l0"], rtol=1e-5)
     np.testing.assert_array_equal(model.history_["n_active"][-1], len(model.get_selected_features()))
 
 
@@ -178,7 +178,8 @@ def test_deterministic_and_stochastic_predictions(small):
     X, y = small
     model = l0jax.SparseL0Linear(12).fit(X, y, epochs=100)
     np.testing.assert_array_equal(np.asarray(model.predict(X)), np.asarray(model.predict(X)))
-    np.testing.assert_array_equal(np.asarray(model.forward(X, deterministic=True)), np.asarray(model.predict(X)))
+    np.testing.assert_array_equal(np.asarray(model.forward(X, deterministic=True)),
+                                  np.asarray(model.predict(X)))
     a = model.forward(X, key=jax.random.key(1))
     b = model.forward(X, key=jax.random.key(2))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(model.forward(X, key=jax.random.key(1))))
@@ -233,7 +234,8 @@ def test_data_losses_match_closed_forms():
     p = 1 / (1 + np.exp(-np.asarray(eta, np.float64)))
     bce = -np.mean(np.asarray(y) * np.log(p) + (1 - np.asarray(y)) * np.log1p(-p))
     np.testing.assert_allclose(float(objective.data_loss(y, eta, "logistic")), bce, rtol=1e-6)
-    np.testing.assert_allclose(float(objective.data_loss(y, eta, "linear")), np.mean((y - eta) ** 2), rtol=1e-6)
+    mse = np.mean((y - eta) ** 2)
+    np.testing.assert_allclose(float(objective.data_loss(y, eta, "linear")), mse, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,8 @@ def test_path_of_20_lambdas_compiles_once_and_reruns_without_compiling(data, tra
     X, y, Xv, yv = data
     assert traced_path[1] == 1
     before = train.TRACES["path_chunk"]
-    other = l0jax.l0_path(X, y, LAMBDAS[::-1] * 0.5, X_val=Xv, y_val=yv, epochs=130, lr=0.05, beta=0.5, seed=4)
+    other = l0jax.l0_path(X, y, LAMBDAS[::-1] * 0.5, X_val=Xv, y_val=yv, epochs=130, lr=0.05, beta=0.5,
+                          seed=4)
     assert train.TRACES["path_chunk"] == before
     assert other.history["loss"].shape == (20, 130)
 
@@ -59,8 +60,10 @@ def test_losses_are_the_models_losses(data, path):
     X, y, Xv, yv = data
     for i in (0, 9, 19):
         model = path.model(i)
-        np.testing.assert_allclose(path.val_loss[i], np.mean((yv - np.asarray(model.predict(Xv))) ** 2), rtol=1e-4)
-        np.testing.assert_allclose(path.train_loss[i], np.mean((y - np.asarray(model.predict(X))) ** 2), rtol=1e-4)
+        val_mse = np.mean((yv - np.asarray(model.predict(Xv))) ** 2)
+        train_mse = np.mean((y - np.asarray(model.predict(X))) ** 2)
+        np.testing.assert_allclose(path.val_loss[i], val_mse, rtol=1e-4)
+        np.testing.assert_allclose(path.train_loss[i], train_mse, rtol=1e-4)
         np.testing.assert_allclose(model.coef_, path.coef[i], rtol=1e-6)
         assert model.intercept_ == pytest.approx(path.intercept[i])
 

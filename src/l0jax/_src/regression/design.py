@@ -125,7 +125,9 @@ def resolve_device(device: Any) -> Any:
     if device is None or isinstance(device, jax.Device):
         return device
     if not isinstance(device, str):
-        raise ValueError(f"device must be None, a jax.Device or a string like 'cpu' or 'cuda', got {device!r}.")
+        raise ValueError(
+            f"device must be None, a jax.Device or a string like 'cpu' or 'cuda', got {device!r}."
+        )
     kind, _, index = device.partition(":")
     platform = {"cuda": "gpu", "rocm": "gpu"}.get(kind.lower(), kind.lower())
     checks.check_choice("device", platform, ("cpu", "gpu", "tpu"))

@@ -32,7 +32,8 @@ Array = jax.Array
 
 def _root_key(seed: Any, key: Any) -> Array:
     if key is not None:
-        if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+        typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if typed and key.shape == ():
             return key
         arr = np.asarray(key) if not isinstance(key, jax.Array) else key
         if arr.dtype == np.uint32 and arr.shape == (2,):
@@ -152,8 +153,9 @@ class _SparseL0Model:
         return design, y, yj, hyper, epochs
 
     def _carry(self, y: np.ndarray, dtype: Any, n_lambdas: int | None = None) -> Any:
-        carry = train.initial_carry(self._key, y, self.init_keep_prob, n_features=self.n_features, kind=self._kind,
-                                    fit_intercept=self.fit_intercept, dtype=dtype, n_lambdas=n_lambdas)
+        carry = train.initial_carry(self._key, y, self.init_keep_prob, n_features=self.n_features,
+                                    kind=self._kind, fit_intercept=self.fit_intercept, dtype=dtype,
+                                    n_lambdas=n_lambdas)
         return jax.device_put(carry, self.device)
 
     def fit(

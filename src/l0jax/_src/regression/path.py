@@ -16,7 +16,6 @@ import numpy as np
 
 from l0jax._src import checks
 from l0jax._src.regression import design as dm
-from l0jax._src.regression import objective as obj
 from l0jax._src.regression import train
 from l0jax._src.regression.estimators import SparseL0Linear
 from l0jax._src.regression.estimators import SparseL0Logistic
@@ -64,7 +63,9 @@ class L0Path:
         """
         k = self.lambdas.shape[0]
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -k <= index < k:
-            raise ValueError(f"index must be an integer in [0, {k}) (the path has {k} lambdas), got {index!r}.")
+            raise ValueError(
+                f"index must be an integer in [0, {k}) (the path has {k} lambdas), got {index!r}."
+            )
         model = _MODELS[self.kind](**self._settings)
         model._set_params({name: jnp.asarray(value[index]) for name, value in self._params.items()})
         model._fitted = True
