@@ -14,6 +14,11 @@ from l0jax._src.hard_concrete import prob_nonzero
 from l0jax._src.hard_concrete import prob_one
 from l0jax._src.hard_concrete import prob_zero
 from l0jax._src.hard_concrete import uniform_noise
+from l0jax._src.regression.estimators import SparseL0Linear
+from l0jax._src.regression.estimators import SparseL0Logistic
+from l0jax._src.regression.path import L0Path
+from l0jax._src.regression.path import l0_path
+from l0jax._src.regression.path import select_lambda
 from l0jax._src.schedules import AnnealTemperatureState
 from l0jax._src.schedules import anneal_temperature
 from l0jax._src.schedules import constant_temperature
@@ -24,6 +29,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnnealTemperatureState",
+    "L0Path",
+    "SparseL0Linear",
+    "SparseL0Logistic",
     "anneal_temperature",
     "constant_temperature",
     "current_temperature",
@@ -31,11 +39,13 @@ __all__ = [
     "hard_concrete_eval",
     "hard_concrete_from_uniform",
     "keep_prob_to_log_alpha",
+    "l0_path",
     "l0_penalty",
     "l0l2_penalty",
     "prob_nonzero",
     "prob_one",
     "prob_zero",
+    "select_lambda",
     "temperature_schedule",
     "uniform_noise",
 ]
