@@ -38,22 +38,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import l0jax  # noqa: E402
-from _common import best_time, machine, run_reference  # noqa: E402
-from l0jax._src.operators import as_operator  # noqa: E402
+from _common import best_time, machine, run_reference
 
+import l0jax
+from l0jax._src.operators import as_operator
+
+_STRESS = {"beta": 0.66, "lambda_l0": 5e-5, "lr": 0.2, "loss_type": "relative", "init_keep_prob": 0.5,
+           "log_weight_jitter_sd": 0.5}
 SETTINGS = {
-    "A": dict(beta=0.35, lambda_l0=1e-6, lr=0.01, loss_type="relative", init_keep_prob=0.5, log_weight_jitter_sd=0.0),
-    "B": dict(beta=0.66, lambda_l0=5e-5, lr=0.2, loss_type="relative", init_keep_prob=0.5, log_weight_jitter_sd=0.5),
-    "C": dict(beta=0.66, lambda_l0=5e-5, lr=0.2, loss_type="relative", init_keep_prob=0.5, log_weight_jitter_sd=0.5),
-    "D": dict(beta=0.66, lambda_l0=5e-5, lr=0.2, loss_type="relative", init_keep_prob=0.999, log_weight_jitter_sd=0.5),
+    "A": {"beta": 0.35, "lambda_l0": 1e-6, "lr": 0.01, "loss_type": "relative", "init_keep_prob": 0.5,
+          "log_weight_jitter_sd": 0.0},
+    "B": _STRESS,
+    "C": _STRESS,
+    "D": {**_STRESS, "init_keep_prob": 0.999},
 }
 # Epochs timed per workload: (l0jax, l0-python).
 EPOCHS = {"A": (2000, 100), "B": (500, 20), "C": (300, 10), "D": (20, 3)}

@@ -1,24 +1,27 @@
 """The compiled fit: pure ``init -> step`` functions, a chunked loop, and the final polish.
 
 * ``init_state`` builds a ``CalibrationState`` (parameters, optax state, key, step, hyperparameters).
-* ``train_step`` is one epoch: sample gates from ``fold_in(key, step)``, take the gradient of
-  ``model.objective``, apply the optimizer. Pure; the state and the ``Problem`` are arguments.
+* ``train_step`` is one epoch: gates drawn with ``model.gate_noise(key, n, step)``, the gradient of
+  ``model.objective``, the optimizer's update. Pure; the state and the ``Problem`` are arguments.
 * ``run_chunk`` runs a traced number of epochs in one compiled loop (a ``lax.while_loop``: the step
-  count is an array, so no count recompiles), stops early if the loss or gradient turns
-  non-finite (keeping the last finite state), and returns the deterministic metrics of the end
-  state, so the host sees the run once per chunk (progress bar, history) and never in between.
-* ``polish`` freezes the active set chosen by the deterministic gates and refits the remaining
-  weights with those gates fixed, keeping the best iterate.
-* ``fit`` is the host driver: chunks, tqdm, history, the non-finite error.
+  count is an array, so no count recompiles), stops at the first non-finite loss, and returns the
+  deterministic metrics of the end state, so the host sees the run once per chunk (progress bar,
+  history) and never in between.
+* ``finish`` computes the returned weights: deterministic gates, then the polish, which freezes the
+  active set chosen by the gates and refits the remaining weights with those gates held fixed,
+  keeping the best iterate.
+* ``fit`` is the host driver: chunks, tqdm, history, and the non-finite error (the failed chunk is
+  replayed from its start up to the last state whose loss was finite).
 
 ``StepConfig`` holds what is static (the optax transformation and the eval rule); compiled
 functions are cached on it by JAX, so a second fit with the same optimizer object reuses them.
+Everything else (the lambdas, learning rate, temperature, stretch interval, step count, the matrix
+behind the operator) is an array argument: changing it never recompiles.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +31,6 @@ import numpy as np
 import optax
 
 from l0jax._src import checks
-from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import losses
 from l0jax._src.calibration.model import (
     CalibrationState,
@@ -114,12 +116,12 @@ def make_optimizer(optimizer: optax.GradientTransformation | None, temperature: 
       are reused.
     """
     base = _ADAM if optimizer is None else optimizer
-    temp_tx = anneal_temperature(temperature) if callable(temperature) else _HELD
     key = (id(base), id(temperature) if callable(temperature) else 0)
     hit = _TX_CACHE.get(key)
+    # Identity checks guard against a recycled id() of a collected object.
     if hit is not None and hit[0] is base and (hit[1] is temperature or not callable(temperature)):
         return hit[2]
-    tx = optax.chain(base, temp_tx)
+    tx = optax.chain(base, anneal_temperature(temperature) if callable(temperature) else _HELD)
     if len(_TX_CACHE) >= _TX_CACHE_SIZE:
         _TX_CACHE.pop(next(iter(_TX_CACHE)))
     _TX_CACHE[key] = (base, temperature if callable(temperature) else None, tx)
@@ -333,7 +335,7 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
 
     lw0 = state.params["log_weight"]
     start = loss_fn(lw0)
-    lw, opt, best_lw, best = jax.lax.fori_loop(0, num_steps, body, (lw0, opt_state, lw0, start))
+    lw, _opt, best_lw, best = jax.lax.fori_loop(0, num_steps, body, (lw0, opt_state, lw0, start))
     final = loss_fn(lw)
     better = final < best
     lw = jnp.where(better, lw, best_lw)
