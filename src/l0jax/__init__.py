@@ -4,6 +4,9 @@ The public surface: pure, jittable gate functions; temperature schedules and the
 transform. Flax NNX layers live in ``l0jax.nn``.
 """
 
+from l0jax._src.calibration.api import SparseCalibrationWeights
+from l0jax._src.calibration.api import calibrate
+from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.hard_concrete import hard_concrete
 from l0jax._src.hard_concrete import hard_concrete_eval
 from l0jax._src.hard_concrete import hard_concrete_from_uniform
@@ -24,7 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnnealTemperatureState",
+    "CalibrationResult",
+    "SparseCalibrationWeights",
     "anneal_temperature",
+    "calibrate",
     "constant_temperature",
     "current_temperature",
     "hard_concrete",
