@@ -167,9 +167,9 @@ def _calibrate(
     const_beta = beta if temperature is None else (None if callable(temperature) else temperature)
     run = None
     if options is not None:  # keep-K, distance, aggregates, checkpoints, callbacks (production.py)
-        run = production.Run(options, M=M, targets=y, n=n, init_weights=init_weights, settings=production.settings_of(
-            lr=lr, lambda_l0=lambda_l0, lambda_l2=lambda_l2, beta=const_beta, epochs=epochs, loss_type=loss_type,
-            use_gates=use_gates, eval_rule=eval_rule))
+        settings = production.settings_of(lr=lr, lambda_l0=lambda_l0, lambda_l2=lambda_l2, beta=const_beta,
+                                          epochs=epochs, loss_type=loss_type, use_gates=use_gates, eval_rule=eval_rule)
+        run = production.Run(options, M=M, targets=y, n=n, init_weights=init_weights, dtype=dt, settings=settings)
         problem = run.extend_problem(problem)
     continuing = state is not None
 

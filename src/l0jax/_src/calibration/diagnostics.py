@@ -243,7 +243,8 @@ def check_targets(
         shown = ", ".join(names[i] for i in idx[:5])
         return shown + (f" and {idx.size - 5} more" if idx.size > 5 else "")
 
-    bad = np.flatnonzero(~achievable(M, y))
+    reachable = achievable(M, y)
+    bad = np.flatnonzero(~reachable)
     if bad.size:
         messages.append(f"{bad.size} target(s) cannot be reached by non-negative weights (no household in their "
                         f"row has a value of the target's sign): {listed(bad)}. Their error will stay; drop them "
@@ -253,7 +254,7 @@ def check_targets(
         est = np.asarray(M @ w0, np.float64).reshape(-1) if sp.issparse(M) else np.asarray(M, np.float64) @ w0
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.abs(est) / np.abs(y)
-        far = np.flatnonzero((y != 0) & ((ratio > far_factor) | (ratio < 1.0 / far_factor)))
+        far = np.flatnonzero(reachable & (y != 0) & ((ratio > far_factor) | (ratio < 1.0 / far_factor)))
         if far.size:
             messages.append(f"{far.size} target(s) are more than {far_factor:g}x away from the estimate of the "
                             f"initial weights: {listed(far)}. Check their units, or expect large weight changes.")

@@ -36,7 +36,7 @@ Array = jax.Array
 TARGET_ACTIVE_BAND = 0.05
 # Hyperparameters that may change on resume (with a warning), and settings that may not.
 _MAY_CHANGE = ("lr", "lambda_l0", "lambda_l2", "beta", "distance_strength", "aggregate_lambdas", "target_active",
-               "target_active_rate", "epochs")
+               "target_active_rate")
 _MUST_MATCH = ("loss_type", "use_gates", "distance", "eval_rule", "aggregates")
 
 
@@ -144,8 +144,10 @@ class Run:
     """
 
     def __init__(self, opts: ProductionOptions, *, M: Any, targets: np.ndarray, n: int, init_weights: Any,
-                 settings: dict[str, Any]):
+                 settings: dict[str, Any], dtype: Any = jnp.float32):
         self.opts = opts
+        # Checked and built first: their errors name the argument before any other work.
+        self.aggregate_terms = hierarchy.aggregate_terms(opts.aggregates, targets.size, dtype)
         self.targets = targets
         self.n = n
         self.init_weights = init_weights
@@ -153,8 +155,8 @@ class Run:
         self.settings = dict(settings, target_active=self.k, target_active_rate=opts.target_active_rate,
                              distance=opts.distance,
                              distance_strength=opts.distance_strength if opts.distance else None,
-                             aggregates=len(opts.aggregates or ()),
-                             aggregate_lambdas=[float(a[2]) for a in (opts.aggregates or ())])
+                             aggregates=len(self.aggregate_terms),
+                             aggregate_lambdas=[float(t.strength) for t in self.aggregate_terms])
         self.fingerprint = ckpt.fingerprint(M, targets) if opts.checkpoint_path is not None else None
         self.prior_history: dict[str, list[float]] = {}
         self._next_checkpoint = 0
@@ -166,12 +168,11 @@ class Run:
 
     def extend_problem(self, problem: model.Problem) -> model.Problem:
         """Adds the distance and aggregate terms and the keep-K budget."""
-        m = problem.targets.shape[0]
         dt = problem.targets.dtype
         terms = list(problem.terms)
         if self.opts.distance is not None:
             terms.append(distance_term(self.opts.distance, self.init_weights, self.n, self.opts.distance_strength, dt))
-        terms.extend(hierarchy.aggregate_terms(self.opts.aggregates, m, dt))
+        terms.extend(self.aggregate_terms)
         budget = None
         if self.k is not None:
             # The budget falls from n to K over the first half of the epochs, then holds K.
