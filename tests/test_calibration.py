@@ -126,7 +126,7 @@ def test_pure_l2_shrinks_without_sparsifying():
     M = sp.random(30, 50, density=0.5, format="csr", random_state=rng)
     M.data = np.abs(M.data) * 2
     y = np.full(30, 10.0)
-    kw = dict(lambda_l0=0.0, epochs=1000, lr=0.02, loss_type="mse")
+    kw = {"lambda_l0": 0.0, "epochs": 1000, "lr": 0.02, "loss_type": "mse"}
     plain = SparseCalibrationWeights(50, init_weights=2.0, init_keep_prob=0.999, seed=0).fit(M, y, lambda_l2=0.0, **kw)
     l2 = SparseCalibrationWeights(50, init_weights=2.0, init_keep_prob=0.999, seed=0).fit(M, y, lambda_l2=10.0, **kw)
     wp, wl = plain.get_weights(True), l2.get_weights(True)
@@ -142,7 +142,7 @@ def test_l0_and_l2_combined():
     M = sp.random(30, 50, density=0.4, format="csr", random_state=rng)
     M.data = np.abs(M.data) * 3
     y = rng.uniform(5, 20, 30)
-    kw = dict(epochs=2000, lr=0.02, loss_type="mse")
+    kw = {"epochs": 2000, "lr": 0.02, "loss_type": "mse"}
     l0_only = SparseCalibrationWeights(50, init_weights=2.0, seed=0).fit(M, y, lambda_l0=0.01, lambda_l2=0.0, **kw)
     both = SparseCalibrationWeights(50, init_weights=2.0, seed=0).fit(M, y, lambda_l0=0.01, lambda_l2=0.1, **kw)
     a, b = l0_only.get_weights(True), both.get_weights(True)
@@ -249,7 +249,7 @@ def test_seed_and_key_determinism():
 
 def test_same_seed_gives_bitwise_the_same_weights_and_calibrate_agrees(small):
     M, y = small
-    kw = dict(lambda_l0=1e-3, lr=0.1, epochs=300, loss_type="relative")
+    kw = {"lambda_l0": 1e-3, "lr": 0.1, "epochs": 300, "loss_type": "relative"}
     a = SparseCalibrationWeights(100, log_weight_jitter_sd=0.3, seed=7).fit(M, y, **kw)
     b = SparseCalibrationWeights(100, log_weight_jitter_sd=0.3, seed=7).fit(M, y, **kw)
     np.testing.assert_array_equal(a.get_weights(True), b.get_weights(True))
@@ -296,18 +296,18 @@ def test_second_matrix_of_same_shape_and_nnz_gets_its_own_predictions(small):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(M=np.array([[np.nan] * 100] * 20)), "M must be finite"),
-        (dict(M=sp.csr_matrix(np.full((20, 100), np.inf))), "M must be finite"),
-        (dict(y=np.full(20, np.nan)), "targets must be finite"),
-        (dict(y=np.ones(19)), r"targets must have shape \(20,\)"),
-        (dict(M=np.ones((20, 99))), "M has 99 columns .* n_features=100"),
-        (dict(lambda_l0=-1.0), "lambda_l0 must be >= 0"),
-        (dict(lambda_l2=-1e-3), "lambda_l2 must be >= 0"),
-        (dict(epochs=0), "epochs must be an integer >= 1"),
-        (dict(epochs=2.5), "epochs must be an integer >= 1"),
-        (dict(lr=0.0), "lr must be > 0"),
-        (dict(loss_type="l1"), "unknown loss_type 'l1'; choose one of 'mse', 'relative', 'relative_abs'"),
-        (dict(verbose_freq=0), "verbose_freq must be an integer >= 1"),
+        ({"M": np.array([[np.nan] * 100] * 20)}, "M must be finite"),
+        ({"M": sp.csr_matrix(np.full((20, 100), np.inf))}, "M must be finite"),
+        ({"y": np.full(20, np.nan)}, "targets must be finite"),
+        ({"y": np.ones(19)}, r"targets must have shape \(20,\)"),
+        ({"M": np.ones((20, 99))}, "M has 99 columns .* n_features=100"),
+        ({"lambda_l0": -1.0}, "lambda_l0 must be >= 0"),
+        ({"lambda_l2": -1e-3}, "lambda_l2 must be >= 0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"epochs": 2.5}, "epochs must be an integer >= 1"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"loss_type": "l1"}, "unknown loss_type 'l1'; choose one of 'mse', 'relative', 'relative_abs'"),
+        ({"verbose_freq": 0}, "verbose_freq must be an integer >= 1"),
     ],
 )
 def test_bad_fit_input_raises_value_error(small, change, match):
@@ -362,7 +362,7 @@ def test_non_finite_loss_stops_with_the_epoch_and_keeps_the_last_finite_state():
 
 def test_fit_again_continues_bitwise(small):
     M, y = small
-    kw = dict(lambda_l0=1e-3, lr=0.1, loss_type="relative", polish=False)
+    kw = {"lambda_l0": 1e-3, "lr": 0.1, "loss_type": "relative", "polish": False}
     once = SparseCalibrationWeights(100, seed=3).fit(M, y, epochs=250, **kw)
     twice = SparseCalibrationWeights(100, seed=3).fit(M, y, epochs=100, **kw).fit(M, y, epochs=150, **kw)
     assert int(twice.state.step) == 250
@@ -381,8 +381,8 @@ def test_changing_lambdas_lr_temperature_or_epochs_does_not_recompile(small):
     M, y = small
     calibrate(M, y, key=0, epochs=20, log_every=10)
     chunks, polishes = engine.run_chunk._cache_size(), engine.finish_run._cache_size()
-    for kw in (dict(lambda_l0=0.5), dict(lambda_l2=1e-3), dict(lr=0.3), dict(beta=0.4), dict(epochs=37),
-               dict(log_every=7, polish_epochs=13), dict(gamma=-0.2, zeta=1.2), dict(loss_type="relative")):
+    for kw in ({"lambda_l0": 0.5}, {"lambda_l2": 1e-3}, {"lr": 0.3}, {"beta": 0.4}, {"epochs": 37},
+               {"log_every": 7, "polish_epochs": 13}, {"gamma": -0.2, "zeta": 1.2}, {"loss_type": "relative"}):
         calibrate(M, y, key=1, **{"epochs": 20, **kw})
     assert engine.run_chunk._cache_size() == chunks
     assert engine.finish_run._cache_size() == polishes
@@ -391,7 +391,7 @@ def test_changing_lambdas_lr_temperature_or_epochs_does_not_recompile(small):
 def test_polished_weights_hit_targets_at_least_as_well_as_sampled_ones():
     M, rng = _random(50, 200, 0.3, 5)
     y = M @ rng.lognormal(0, 1, 200)
-    kw = dict(lambda_l0=1e-3, lr=0.1, epochs=500, loss_type="relative")
+    kw = {"lambda_l0": 1e-3, "lr": 0.1, "epochs": 500, "loss_type": "relative"}
     model = SparseCalibrationWeights(200, seed=0).fit(M, y, **kw)
     raw = SparseCalibrationWeights(200, seed=0).fit(M, y, polish=False, **kw)
 
@@ -449,7 +449,7 @@ def test_relative_abs_handles_negative_targets(small):
 
 def test_backends_agree(small):
     M, y = small
-    kw = dict(lambda_l0=1e-3, lr=0.1, epochs=30, loss_type="relative", polish=False)
+    kw = {"lambda_l0": 1e-3, "lr": 0.1, "epochs": 30, "loss_type": "relative", "polish": False}
     results = {b: calibrate(M, y, key=0, backend=b, **kw) for b in ("dense", "sparse", "scipy")}
     for b in ("sparse", "scipy"):
         np.testing.assert_allclose(results[b].weights, results["dense"].weights, rtol=1e-3, atol=1e-5)
@@ -469,3 +469,25 @@ def test_verbose_shows_a_progress_bar(small, capsys):
     SparseCalibrationWeights(100, seed=0).fit(M, y, epochs=200, verbose=True, verbose_freq=100)
     err = capsys.readouterr().err
     assert "200/200" in err and "active=" in err and "max_err=" in err and "mean_err=" in err
+
+
+def test_continuing_needs_the_same_households_gates_and_optimizer(small):
+    M, y = small
+    res = calibrate(M, y, key=0, epochs=10, polish=False)
+    with pytest.raises(ValueError, match="state was made with another optimizer"):
+        calibrate(M, y, key=0, epochs=10, state=res.state, optimizer=optax.sgd(0.1))
+    with pytest.raises(ValueError, match="state was made with use_gates=True"):
+        calibrate(M, y, key=0, epochs=10, state=res.state, use_gates=False)
+    with pytest.raises(ValueError, match="state is for 100 households but M has 50 columns"):
+        calibrate(M[:, :50], y, key=0, epochs=10, state=res.state)
+    with pytest.raises(ValueError, match="state must be a CalibrationState"):
+        calibrate(M, y, key=0, epochs=10, state={"params": None})
+
+
+def test_matrix_inputs_of_every_kind_give_the_same_fit(small):
+    M, y = small
+    kw = {"lambda_l0": 1e-3, "lr": 0.1, "epochs": 50, "loss_type": "relative", "backend": "dense"}
+    ref = calibrate(M, y, key=0, **kw).weights
+    for given in (sp.csr_array(M), M.tocoo(), M.tocsc(), M.toarray(), jax.numpy.asarray(M.toarray()),
+                  l0jax._src.operators.as_operator(M, backend="dense")):
+        np.testing.assert_array_equal(calibrate(given, y, key=0, **kw).weights, ref)

@@ -10,7 +10,6 @@ import l0jax
 from l0jax._src.calibration import losses, model
 from l0jax._src.operators import as_operator
 
-
 # -- losses ----------------------------------------------------------------------------------
 
 

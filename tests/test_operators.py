@@ -54,7 +54,7 @@ def test_gradients_are_transpose_products(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vmap_over_vectors(backend):
     M = _matrix()
-    w, r = _vectors(*M.shape)
+    w, _r = _vectors(*M.shape)
     W = np.stack([w, 2 * w, -w])
     op = as_operator(M, backend=backend)
     np.testing.assert_allclose(jax.vmap(op.matvec)(W), (M @ W.T).T, rtol=1e-5, atol=1e-4)

@@ -335,7 +335,7 @@ def _row_blocks(csr: sp.csr_matrix, threads: int) -> list[sp.csr_matrix]:
     if k == 1:
         return [csr]
     cuts = np.searchsorted(csr.indptr, np.linspace(0, csr.nnz, k + 1)[1:-1]).tolist()
-    bounds = [0, *sorted(set(c for c in cuts if 0 < c < csr.shape[0])), csr.shape[0]]
+    bounds = [0, *sorted({c for c in cuts if 0 < c < csr.shape[0]}), csr.shape[0]]
     blocks = []
     for lo, hi in itertools.pairwise(bounds):
         start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
@@ -347,7 +347,7 @@ def _row_blocks(csr: sp.csr_matrix, threads: int) -> list[sp.csr_matrix]:
     return blocks
 
 
-_REGISTRY: "weakref.WeakValueDictionary[int, _HostMatrices]" = weakref.WeakValueDictionary()
+_REGISTRY: weakref.WeakValueDictionary[int, _HostMatrices] = weakref.WeakValueDictionary()
 _TOKENS = itertools.count(1)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()

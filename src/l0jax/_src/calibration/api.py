@@ -83,7 +83,8 @@ def _host_predict(M: Any, weights: np.ndarray) -> np.ndarray:
 
 def _check_state(state: model.CalibrationState, config: engine.StepConfig, n: int, use_gates: bool) -> None:
     if not isinstance(state, model.CalibrationState):
-        raise ValueError(f"state must be a CalibrationState (result.state), got {type(state).__name__}.")
+        # The library's rule: every bad argument is a ValueError naming it.
+        raise ValueError(f"state must be a CalibrationState (result.state), got {type(state).__name__}.")  # noqa: TRY004
     if state.params["log_weight"].shape != (n,):
         raise ValueError(f"state is for {state.params['log_weight'].shape[0]} households but M has {n} columns.")
     if ("log_alpha" in state.params) != use_gates:
@@ -507,7 +508,7 @@ class SparseCalibrationWeights:
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
         resume: bool = False,
-    ) -> "SparseCalibrationWeights":
+    ) -> SparseCalibrationWeights:
         """Fits the weights (l0-python's arguments); a second call continues the same run.
 
         Args:

@@ -1,24 +1,27 @@
 """The compiled fit: pure ``init -> step`` functions, a chunked loop, and the final polish.
 
 * ``init_state`` builds a ``CalibrationState`` (parameters, optax state, key, step, hyperparameters).
-* ``train_step`` is one epoch: sample gates from ``fold_in(key, step)``, take the gradient of
-  ``model.objective``, apply the optimizer. Pure; the state and the ``Problem`` are arguments.
+* ``train_step`` is one epoch: gates drawn with ``model.gate_noise(key, n, step)``, the gradient of
+  ``model.objective``, the optimizer's update. Pure; the state and the ``Problem`` are arguments.
 * ``run_chunk`` runs a traced number of epochs in one compiled loop (a ``lax.while_loop``: the step
-  count is an array, so no count recompiles), stops early if the loss or gradient turns
-  non-finite (keeping the last finite state), and returns the deterministic metrics of the end
-  state, so the host sees the run once per chunk (progress bar, history) and never in between.
-* ``polish`` freezes the active set chosen by the deterministic gates and refits the remaining
-  weights with those gates fixed, keeping the best iterate.
-* ``fit`` is the host driver: chunks, tqdm, history, the non-finite error.
+  count is an array, so no count recompiles), stops at the first non-finite loss, and returns the
+  deterministic metrics of the end state, so the host sees the run once per chunk (progress bar,
+  history) and never in between.
+* ``finish`` computes the returned weights: deterministic gates, then the polish, which freezes the
+  active set chosen by the gates and refits the remaining weights with those gates held fixed,
+  keeping the best iterate.
+* ``fit`` is the host driver: chunks, tqdm, history, and the non-finite error (the failed chunk is
+  replayed from its start up to the last state whose loss was finite).
 
 ``StepConfig`` holds what is static (the optax transformation and the eval rule); compiled
 functions are cached on it by JAX, so a second fit with the same optimizer object reuses them.
+Everything else (the lambdas, learning rate, temperature, stretch interval, step count, the matrix
+behind the operator) is an array argument: changing it never recompiles.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +31,6 @@ import numpy as np
 import optax
 
 from l0jax._src import checks
-from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import dual, losses, penalties
 from l0jax._src.calibration.model import (
     CalibrationState,
@@ -114,12 +116,12 @@ def make_optimizer(optimizer: optax.GradientTransformation | None, temperature: 
       are reused.
     """
     base = _ADAM if optimizer is None else optimizer
-    temp_tx = anneal_temperature(temperature) if callable(temperature) else _HELD
     key = (id(base), id(temperature) if callable(temperature) else 0)
     hit = _TX_CACHE.get(key)
+    # Identity checks guard against a recycled id() of a collected object.
     if hit is not None and hit[0] is base and (hit[1] is temperature or not callable(temperature)):
         return hit[2]
-    tx = optax.chain(base, temp_tx)
+    tx = optax.chain(base, anneal_temperature(temperature) if callable(temperature) else _HELD)
     if len(_TX_CACHE) >= _TX_CACHE_SIZE:
         _TX_CACHE.pop(next(iter(_TX_CACHE)))
     _TX_CACHE[key] = (base, temperature if callable(temperature) else None, tx)
@@ -216,10 +218,10 @@ def init_state(
 def train_step(config: StepConfig, state: CalibrationState, problem: Problem) -> tuple[CalibrationState, dict[str, Array]]:
     """One epoch: sampled gates, gradient of the objective, optimizer update.
 
-    The update is applied only when the loss is finite; otherwise the state is returned unchanged
-    and ``ok`` is False. (A non-finite gradient with a finite loss would make the next loss
-    non-finite, and is caught there. Checking the scalar loss costs nothing, where a check of every
-    gradient and parameter is a pass over memory per array on each epoch.)
+    ``ok`` says whether the loss was finite. The update is applied either way: the loop stops at
+    the first non-finite loss and the host replays the chunk up to the last finite state, so the
+    step itself carries no select over the state (a pass over memory and a compiled kernel per
+    array). A non-finite gradient with a finite loss makes the next loss non-finite.
 
     Args:
       config: the static configuration.
@@ -242,7 +244,6 @@ def train_step(config: StepConfig, state: CalibrationState, problem: Problem) ->
                                                state.hparams, config.eval_rule, state.step)
     ok = jnp.isfinite(loss)
     new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, dual=dual_state)
-    new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
     return new, dict(loss=loss, ok=ok, **terms)
 
 
@@ -276,7 +277,12 @@ def evaluate(config: StepConfig, state: CalibrationState, problem: Problem) -> d
 
 
 def run_chunk_impl(config: StepConfig, state: CalibrationState, problem: Problem, num_steps: Array):
-    """Runs up to ``num_steps`` epochs in one loop, then evaluates the end state (see module doc)."""
+    """Runs ``num_steps`` epochs in one loop, then evaluates the end state (see module doc).
+
+    If an epoch's loss is not finite the loop stops there: ``stats["ok"]`` is False, ``stats["steps"]``
+    counts the epochs with a finite loss before it, and the returned state is not to be used (the
+    host replays the chunk from its start, see ``fit``).
+    """
 
     def cond(carry):
         _, i, ok, _, _ = carry
@@ -339,7 +345,7 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
 
     lw0 = state.params["log_weight"]
     start = loss_fn(lw0)
-    lw, opt, best_lw, best = jax.lax.fori_loop(0, num_steps, body, (lw0, opt_state, lw0, start))
+    lw, _opt, best_lw, best = jax.lax.fori_loop(0, num_steps, body, (lw0, opt_state, lw0, start))
     final = loss_fn(lw)
     better = final < best
     lw = jnp.where(better, lw, best_lw)
@@ -368,20 +374,27 @@ def finish(config: StepConfig, state: CalibrationState, problem: Problem, polish
 # --------------------------------------------------------------------------------------------
 
 
-def _non_finite(config: StepConfig, problem: Problem, state: CalibrationState, starts: list[CalibrationState],
-                rows: list[dict[str, float]]) -> NonFiniteLossError:
-    """The error for a loss that turned non-finite at the state reached, with the last finite state.
+def _non_finite(config: StepConfig, problem: Problem, start: CalibrationState, steps: int,
+                previous: CalibrationState, rows: list[dict[str, float]]) -> NonFiniteLossError:
+    """The error for a chunk that met a non-finite loss, with the last state whose loss was finite.
 
-    ``state`` (after epoch k) has a non-finite loss; the state after epoch k - 1 had a finite one.
-    It is recomputed from the latest chunk start at or before it: the loop is deterministic.
+    The chunk began at ``start`` (after epoch c) and took ``steps`` finite epochs; the loss at the
+    state after epoch k = c + steps was not finite, and the one after epoch k - 1 was. That state is
+    recomputed, bitwise, from ``start`` (or from ``previous``, the chunk before, when k = c).
     """
-    k = int(state.step)
-    last = state
-    if k > int(starts[0].step):
-        base = starts[-1] if int(starts[-1].step) <= k - 1 else starts[0]
+    c = int(start.step)
+    k = c + steps
+    if steps >= 1:
+        base = start
+    elif int(previous.step) < c:
+        base = previous
+    else:
+        base = None  # the very first state of this fit already had a non-finite loss
+    last = start
+    if base is not None:
         last, _ = run_chunk(config, base, problem, jnp.asarray(k - 1 - int(base.step), jnp.int32))
     kept = int(last.step)
-    where = (f"kept the state after epoch {kept}, the last whose loss was finite" if kept < k else
+    where = (f"kept the state after epoch {kept}, the last whose loss was finite" if base is not None else
              "no earlier state of this fit had a finite loss; kept its starting state")
     return NonFiniteLossError(
         f"the training loss became NaN or infinite at epoch {k + 1}; the fit stopped and {where} "
@@ -435,7 +448,7 @@ def fit(
     rows: list[dict[str, float]] = []
     # The starts of the last two chunks: from them a failed chunk is replayed (bitwise) up to the
     # last state whose loss was finite, at no cost while nothing fails.
-    starts = [state]
+    previous = state
     done = 0
     bar = None
     if verbose:
@@ -445,11 +458,12 @@ def fit(
     try:
         while done < epochs:
             todo = min(chunk, epochs - done)
-            starts = [*starts[-1:], state]
-            state, stats = run_chunk(config, state, problem, jnp.asarray(todo, jnp.int32))
+            start = state
+            state, stats = run_chunk(config, start, problem, jnp.asarray(todo, jnp.int32))
             stats = jax.device_get(stats)
             if not bool(stats["ok"]):
-                raise _non_finite(config, problem, state, starts, rows)
+                raise _non_finite(config, problem, start, int(stats["steps"]), previous, rows)
+            previous = start
             row = {k: float(v) for k, v in stats.items() if k != "ok"}
             row["epoch"] = int(state.step)
             row["active"] = int(stats["active"])
