@@ -71,12 +71,15 @@ def test_keep_k_from_the_object_api_matches_calibrate(pool):
     assert abs(model.get_active_weights()["count"] - 200) <= 10
 
 
-def test_changing_k_does_not_recompile(pool):
+def test_changing_k_strengths_or_lambdas_does_not_recompile(pool):
     M, y = pool
-    calibrate(M, y, key=1, target_active=300, **KEEP)
-    size = engine.run_chunk._cache_size()
-    res = calibrate(M, y, key=1, target_active=700, **dict(KEEP, lr=0.05))
-    assert engine.run_chunk._cache_size() == size
+    A, _ = aggregation_matrix([i % 3 for i in range(30)])
+    extra = dict(distance="chi2", aggregates=[(A, A @ y, 1.0)])
+    calibrate(M, y, key=1, target_active=300, **KEEP, **extra)
+    size = engine.run_chunk._cache_size(), engine.finish_run._cache_size()
+    res = calibrate(M, y, key=1, target_active=700, distance_strength=1e-2, **dict(KEEP, lr=0.05, epochs=500),
+                    distance="chi2", aggregates=[(A, A @ y * 1.01, 5.0)])
+    assert (engine.run_chunk._cache_size(), engine.finish_run._cache_size()) == size
     assert abs(res.active_count - 700) <= 35
 
 

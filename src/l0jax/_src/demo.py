@@ -183,6 +183,12 @@ def run_demo(out_dir: str | Path = "out", *, keep: int = 1000, epochs: int = 100
 
     figures["plot"] = None
     if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            printer("(no plot: matplotlib is not installed; pip install 'l0jax[demo]')")
+            plot = False
+    if plot:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "demo_target_errors.png"

@@ -149,7 +149,8 @@ def _calibrate(
     if options is not None:
         production.check_options(options, use_gates=use_gates)
         if options.resume and state is not None:
-            raise ValueError("give either state= (continue a result) or resume=True (continue a checkpoint), not both.")
+            raise ValueError("resume=True continues a checkpoint and cannot also continue a fitted state (state=, or a "
+                             "second fit of the same SparseCalibrationWeights); use one or the other.")
 
     op = as_operator(M, backend=backend)
     m, n = op.shape
