@@ -6,6 +6,16 @@ transform. Flax NNX layers live in ``l0jax.nn``.
 
 from l0jax._src.calibration.api import SparseCalibrationWeights
 from l0jax._src.calibration.api import calibrate
+from l0jax._src.calibration.checkpoint import CheckpointError
+from l0jax._src.calibration.diagnostics import CalibrationWarning
+from l0jax._src.calibration.diagnostics import CsvLog
+from l0jax._src.calibration.diagnostics import TargetDiagnostics
+from l0jax._src.calibration.diagnostics import check_targets
+from l0jax._src.calibration.diagnostics import target_diagnostics
+from l0jax._src.calibration.diagnostics import weight_summary
+from l0jax._src.calibration.hierarchy import aggregation_matrix
+from l0jax._src.calibration.production import CheckpointWarning
+from l0jax._src.calibration.production import ChunkInfo
 from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.hard_concrete import hard_concrete
 from l0jax._src.hard_concrete import hard_concrete_eval
@@ -33,12 +43,20 @@ __version__ = "0.1.0"
 __all__ = [
     "AnnealTemperatureState",
     "CalibrationResult",
+    "CalibrationWarning",
+    "CheckpointError",
+    "CheckpointWarning",
+    "ChunkInfo",
+    "CsvLog",
     "L0Path",
     "SparseCalibrationWeights",
     "SparseL0Linear",
     "SparseL0Logistic",
+    "TargetDiagnostics",
+    "aggregation_matrix",
     "anneal_temperature",
     "calibrate",
+    "check_targets",
     "constant_temperature",
     "current_temperature",
     "hard_concrete",
@@ -52,6 +70,8 @@ __all__ = [
     "prob_one",
     "prob_zero",
     "select_lambda",
+    "target_diagnostics",
     "temperature_schedule",
     "uniform_noise",
+    "weight_summary",
 ]

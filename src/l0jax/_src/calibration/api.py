@@ -19,7 +19,8 @@ l0-python ports by changing the import. Differences, all deliberate:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -30,7 +31,7 @@ import scipy.sparse as sp
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
-from l0jax._src.calibration import engine, losses, model
+from l0jax._src.calibration import diagnostics, engine, losses, model, production
 from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.operators import MatrixOperator, as_operator, row_block
 
@@ -118,7 +119,7 @@ def _calibrate(
     log_weight_jitter_sd: float,
     log_alpha_jitter_sd: float,
     use_gates: bool,
-    lambda_l0: float,
+    lambda_l0: float | None,
     lambda_l2: float,
     lr: float,
     epochs: int,
@@ -135,8 +136,12 @@ def _calibrate(
     verbose: bool,
     backend: str,
     n_features: int | None = None,
+    options: production.ProductionOptions | None = None,
+    warn_targets: bool = True,
 ) -> CalibrationResult:
     # Validate every cheap argument before touching the (possibly large) matrix.
+    if lambda_l0 is None:
+        lambda_l0 = 0.0 if options is not None and options.target_active is not None else 0.01
     checks.check_choice("loss_type", loss_type, losses.LOSS_TYPES)
     checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
     epochs = checks.check_int_at_least("epochs", epochs, 1)
@@ -149,12 +154,21 @@ def _calibrate(
     if temperature is not None and not callable(temperature):
         checks.check_positive("temperature", temperature, hint="A constant temperature, or a schedule.")
     key = _as_key(key)
+    if options is not None and not options.active():
+        options = None
+    if options is not None:
+        production.check_options(options, use_gates=use_gates)
+        if options.resume and state is not None:
+            raise ValueError("resume=True continues a checkpoint and cannot also continue a fitted state (state=, or a "
+                             "second fit of the same SparseCalibrationWeights); use one or the other.")
 
     op = as_operator(M, backend=backend)
     m, n = op.shape
     if n_features is not None and n != n_features:
         raise ValueError(f"M has {n} columns (households) but the model has n_features={n_features}.")
     y = _targets(targets, m)
+    if warn_targets and not isinstance(M, MatrixOperator):
+        diagnostics.check_targets(M, y, loss_type=loss_type, far_factor=None)
     scale = losses.target_scale(y, loss_type)
     weights = losses.group_weights(target_groups, m, normalize_groups=normalize_groups,
                                    group_multipliers=group_multipliers)
@@ -163,6 +177,13 @@ def _calibrate(
                             weights=jnp.asarray(weights, dt))
     config = engine.StepConfig(tx=engine.make_optimizer(optimizer, temperature), eval_rule=eval_rule)
     const_beta = beta if temperature is None else (None if callable(temperature) else temperature)
+    run = None
+    if options is not None:  # keep-K, distance, aggregates, checkpoints, callbacks (production.py)
+        settings = production.settings_of(lr=lr, lambda_l0=lambda_l0, lambda_l2=lambda_l2, beta=const_beta,
+                                          epochs=epochs, loss_type=loss_type, use_gates=use_gates, eval_rule=eval_rule)
+        run = production.Run(options, M=M, targets=y, n=n, init_weights=init_weights, dtype=dt, settings=settings)
+        problem = run.extend_problem(problem)
+    continuing = state is not None
 
     # optax's Adam computes decay**count with an int32 count, which strict dtype promotion rejects;
     # the library's compiled loop therefore traces under standard promotion.
@@ -180,9 +201,24 @@ def _calibrate(
             opt_state = engine.set_learning_rate(state.opt_state, lr)
             if const_beta is not None:
                 opt_state = engine.set_temperature(opt_state, const_beta)
+            if problem.budget is not None:  # keep-K mode continues with its adapted multiplier
+                hparams = hparams._replace(lambda_l0=state.hparams.lambda_l0)
             state = state._replace(opt_state=opt_state, hparams=hparams)
 
-        state, history = engine.fit(config, state, problem, epochs, chunk=log_every, verbose=verbose)
+        todo = epochs
+        if run is not None:
+            state = run.prepare(state)
+            if not continuing:
+                state = run.resume(state, config, lr=lr, beta=const_beta)
+            todo = run.remaining(state, epochs, continuing)
+            run.start(config, problem, state)
+        if todo > 0:
+            state, history = engine.fit(config, state, problem, todo, chunk=log_every, verbose=verbose,
+                                        callback=None if run is None else run.callback)
+        else:
+            history = production.empty_history()
+        if run is not None:
+            history = run.finish(state, history)
 
         p_epochs = 0
         if polish and use_gates:
@@ -207,7 +243,7 @@ def calibrate(
     targets: Any,
     *,
     key: Any,
-    lambda_l0: float = 0.01,
+    lambda_l0: float | None = None,
     lambda_l2: float = 0.0,
     lr: float = 0.01,
     epochs: int = 1000,
@@ -232,6 +268,17 @@ def calibrate(
     verbose: bool = False,
     backend: str = "auto",
     state: model.CalibrationState | None = None,
+    target_active: int | float | None = None,
+    target_active_rate: float = 0.05,
+    distance: str | None = None,
+    distance_strength: float = 1e-3,
+    aggregates: Sequence[tuple[Any, Any, float]] | None = None,
+    tol: float | None = None,
+    callbacks: Sequence[Callable[[Any], Any]] = (),
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    warn_targets: bool = True,
 ) -> CalibrationResult:
     """Finds sparse non-negative household weights ``w`` with ``M @ w`` close to ``targets``.
 
@@ -254,7 +301,8 @@ def calibrate(
         NumPy or JAX dense, or an operator from ``as_operator``.
       targets: target values, shape (m,).
       key: a JAX PRNG key or an integer seed; all randomness (jitter, gate noise) comes from it.
-      lambda_l0: L0 penalty strength (cost of each expected open gate), >= 0.
+      lambda_l0: L0 penalty strength (cost of each expected open gate), >= 0; None means 0.01, or 0
+        with ``target_active`` (the budget then sets the count).
       lambda_l2: L2 strength on ``exp(log_weight)``, >= 0.
       lr: learning rate of the default Adam (and of the polish), > 0.
       epochs: training epochs (full-batch gradient steps), >= 1.
@@ -285,6 +333,35 @@ def calibrate(
       state: a ``CalibrationState`` (``result.state``) to continue from: its parameters, optimizer
         moments, key and step count are kept (no new jitter); the lambdas, ``lr`` and ``beta`` given
         here replace the old ones. ``init_*``, jitter and ``key`` are then not used.
+      target_active: keep K households: an int K, or a float in (0, 1) for a fraction of them. The
+        multiplier of the budget "K open gates" is adapted by dual ascent after every epoch and acts
+        as an offset of the gate logits (``l0jax._src.calibration.dual``); the budget falls from all
+        households to K over the first half of the epochs. The returned active count lands within
+        about 5% of K with no lambda search.
+      target_active_rate: the dual-ascent step of the budget's multiplier, > 0.
+      distance: ``"chi2"`` (linear/GREG) or ``"raking"`` (Kullback-Leibler): adds
+        ``distance_strength * D(w, init_weights) / sum(init_weights)`` to the objective, keeping the
+        weights close to the design weights ``init_weights`` (which must then be > 0). With a small
+        strength, ``use_gates=False`` and enough epochs this reproduces textbook calibration.
+      distance_strength: the multiplier of the distance, >= 0.
+      aggregates: hierarchical consistency: a list of ``(A, aggregate_targets, lambda)``, ``A`` of
+        shape (k, m) mapping the targets to k aggregates (e.g. districts to states); each adds
+        ``lambda * sum(((A @ M @ w - t) / (|t| + 1))**2)`` without adding rows to M.
+      tol: stop early at the first chunk end whose deterministic weights have every relative error
+        ``|pred - y| / (|y| + 1)`` <= ``tol`` (and, with ``target_active``, the count within 5%).
+      callbacks: functions called at every chunk end (every ``log_every`` epochs) with a
+        ``ChunkInfo`` (``epoch``, ``row``, ``state``, ``targets``, ``predictions()``); returning
+        True stops the fit. ``l0jax.CsvLog`` writes microcalibrate's per-epoch CSV log.
+      checkpoint_path: file (``.npz``) to which the full training state is written atomically,
+        every ``checkpoint_every`` epochs and at the end of training. An existing file is never
+        overwritten by a new run: pass ``resume=True`` to continue it.
+      checkpoint_every: epochs between checkpoints (written at the first chunk end at or after
+        each multiple); default every chunk.
+      resume: continue from ``checkpoint_path`` if it exists (else start and warn): ``epochs`` is
+        then the total of the run, and the result equals an uninterrupted run bitwise. Another M
+        or other targets raise ``CheckpointError``; changed lr or lambdas warn.
+      warn_targets: warn (``CalibrationWarning``) about targets no non-negative weights reach and
+        negative targets under ``loss_type="relative"``.
 
     Returns:
       A ``CalibrationResult``.
@@ -303,7 +380,10 @@ def calibrate(
         loss_type=loss_type, target_groups=target_groups, normalize_groups=normalize_groups,
         group_multipliers=group_multipliers, optimizer=optimizer, temperature=temperature,
         eval_rule=eval_rule, polish=polish, polish_epochs=polish_epochs, log_every=log_every,
-        verbose=verbose, backend=backend)
+        verbose=verbose, backend=backend, warn_targets=warn_targets, options=production.ProductionOptions(
+            target_active=target_active, target_active_rate=target_active_rate, distance=distance,
+            distance_strength=distance_strength, aggregates=aggregates, tol=tol, callbacks=tuple(callbacks),
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume))
 
 
 class SparseCalibrationWeights:
@@ -414,7 +494,7 @@ class SparseCalibrationWeights:
         self,
         M: Any,
         y: Any,
-        lambda_l0: float = 0.01,
+        lambda_l0: float | None = None,
         lambda_l2: float = 0.0,
         lr: float = 0.01,
         epochs: int = 1000,
@@ -429,13 +509,24 @@ class SparseCalibrationWeights:
         polish_epochs: int | None = None,
         optimizer: optax.GradientTransformation | None = None,
         temperature: Any = None,
+        target_active: int | float | None = None,
+        target_active_rate: float = 0.05,
+        distance: str | None = None,
+        distance_strength: float = 1e-3,
+        aggregates: Sequence[tuple[Any, Any, float]] | None = None,
+        tol: float | None = None,
+        callbacks: Sequence[Callable[[Any], Any]] = (),
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
     ) -> SparseCalibrationWeights:
         """Fits the weights (l0-python's arguments); a second call continues the same run.
 
         Args:
           M: matrix, shape (m, n_features): scipy sparse, NumPy or JAX.
           y: targets, shape (m,).
-          lambda_l0: L0 strength, >= 0.
+          lambda_l0: L0 strength, >= 0; None means 0.01 (l0-python's default), or 0 with
+            ``target_active``.
           lambda_l2: L2 strength, >= 0.
           lr: learning rate, > 0.
           epochs: epochs, >= 1.
@@ -449,6 +540,17 @@ class SparseCalibrationWeights:
           polish_epochs: epochs of the polish (default from ``epochs``).
           optimizer: optax transformation (default Adam); a continued fit must keep the same one.
           temperature: None (``beta``), a constant or a schedule of the step count.
+          target_active: keep K households (int) or a fraction (float in (0, 1)), by dual ascent on
+            the budget's multiplier (see ``l0jax.calibrate``).
+          target_active_rate: dual-ascent step of the budget's multiplier.
+          distance: ``"chi2"`` or ``"raking"`` distance to ``init_weights`` (see ``l0jax.calibrate``).
+          distance_strength: its multiplier.
+          aggregates: list of ``(A, aggregate_targets, lambda)`` aggregate penalties.
+          tol: early stopping when every relative error is <= tol.
+          callbacks: functions called with a ``ChunkInfo`` at every chunk end.
+          checkpoint_path: checkpoint file; ``checkpoint_every``: its period in epochs.
+          checkpoint_every: epochs between checkpoints.
+          resume: continue from ``checkpoint_path`` (only on a model's first ``fit``).
 
         Returns:
           self.
@@ -466,7 +568,12 @@ class SparseCalibrationWeights:
                 target_groups=target_groups, normalize_groups=normalize_groups,
                 group_multipliers=group_multipliers, optimizer=optimizer, temperature=temperature,
                 eval_rule=self.eval_rule, polish=polish, polish_epochs=polish_epochs,
-                log_every=verbose_freq, verbose=verbose, backend=self.backend, n_features=self.n_features)
+                log_every=verbose_freq, verbose=verbose, backend=self.backend, n_features=self.n_features,
+                options=production.ProductionOptions(
+                    target_active=target_active, target_active_rate=target_active_rate, distance=distance,
+                    distance_strength=distance_strength, aggregates=aggregates, tol=tol,
+                    callbacks=tuple(callbacks), checkpoint_path=checkpoint_path,
+                    checkpoint_every=checkpoint_every, resume=resume))
         except engine.NonFiniteLossError as err:
             self._state = err.state  # keep the last finite state, as the error says
             self._optimizer, self._temperature = optimizer, temperature

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from l0jax._src import checks
-from l0jax._src.calibration import losses
+from l0jax._src.calibration import dual, losses, penalties
 from l0jax._src.calibration.model import (
     CalibrationState,
     HyperParams,
@@ -237,8 +237,13 @@ def train_step(config: StepConfig, state: CalibrationState, problem: Problem) ->
         state.params, problem, state.hparams, temperature, state.key, state.step)
     updates, opt_state = config.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    dual_state = state.dual
+    if problem.budget is not None and "log_alpha" in params:
+        # Keep-K mode: the budget's multiplier takes its dual-ascent step (dual.py).
+        params, dual_state = dual.apply_budget(problem.budget, state.dual, state.params, params, temperature,
+                                               state.hparams, config.eval_rule, state.step)
     ok = jnp.isfinite(loss)
-    new = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+    new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, dual=dual_state)
     return new, dict(loss=loss, ok=ok, **terms)
 
 
@@ -309,8 +314,9 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
     """The returned weights: deterministic gates, then ``num_steps`` steps of polish (0: none).
 
     The polish refits the log weights of the active households with the deterministic gates held
-    fixed. Its objective is the data loss plus the L2 term (the L0 term is constant once the active
-    set is frozen); the best iterate is kept, so it never ends above where it started.
+    fixed. Its objective is the data loss plus the L2 term and the extra terms of ``problem.terms``
+    (the L0 term is constant once the active set is frozen); the best iterate is kept, so it never
+    ends above where it started.
 
     Returns:
       ``(weights, gates, end_objective, start_objective)``; gates are ones without gates.
@@ -321,8 +327,12 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
 
     def loss_fn(log_weight):
         w = gated_weights(log_weight, gates)
-        data = losses.data_loss(problem.op.matvec(w), problem.targets, problem.scale, problem.weights)
-        return data + hp.lambda_l2 * jnp.sum(jnp.square(jnp.exp(log_weight)))
+        pred = problem.op.matvec(w)
+        data = losses.data_loss(pred, problem.targets, problem.scale, problem.weights)
+        loss = data + hp.lambda_l2 * jnp.sum(jnp.square(jnp.exp(log_weight)))
+        if problem.terms:  # distance to design weights, aggregate penalties (penalties.py)
+            loss = loss + penalties.extra_penalty(problem.terms, w, pred)[0]
+        return loss
 
     # num_steps + 1 evaluations, the last update unused: one compiled loss instead of three.
     def body(i, carry):
@@ -410,6 +420,7 @@ def fit(
     chunk: int = 100,
     verbose: bool = False,
     desc: str = "calibrate",
+    callback: Callable[[CalibrationState, dict[str, float]], bool | None] | None = None,
 ) -> tuple[CalibrationState, dict[str, np.ndarray]]:
     """Runs ``epochs`` epochs in compiled chunks of ``chunk`` epochs; the host wakes once per chunk.
 
@@ -421,6 +432,8 @@ def fit(
       chunk: epochs per compiled call (history row and progress-bar update), >= 1.
       verbose: show a tqdm progress bar with the loss, mean and max relative error and active count.
       desc: the progress bar's label.
+      callback: called on the host after each chunk with the state and the chunk's history row
+        (checkpoints, logs, early stopping); returning True stops the fit there.
 
     Returns:
       ``(state, history)``: the end state and per-chunk metrics (``HISTORY_KEYS``), each an array
@@ -460,6 +473,8 @@ def fit(
                 bar.update(int(stats["steps"]))
                 bar.set_postfix(loss=f"{row['loss']:.4g}", mean_err=f"{row['mean_rel_error']:.2%}",
                                 max_err=f"{row['max_rel_error']:.1%}", active=row["active"], refresh=False)
+            if callback is not None and callback(state, row):
+                break
     finally:
         if bar is not None:
             bar.close()

@@ -31,7 +31,7 @@ import numpy as np
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
-from l0jax._src.calibration import losses
+from l0jax._src.calibration import losses, penalties
 from l0jax._src.operators import MatrixOperator
 
 Array = jax.Array
@@ -86,12 +86,18 @@ class Problem(NamedTuple):
       targets: target values y, shape (m,).
       scale: per-target residual scale of the loss type, shape (m,) (``losses.target_scale``).
       weights: per-target loss weights, shape (m,) (``losses.group_weights``).
+      terms: extra objective terms (``penalties.PenaltyTerm``: distance to design weights,
+        aggregate penalties), each adding ``strength * value`` to the loss; empty by default.
+      budget: a ``dual.ActiveBudget`` (keep K households: lambda_l0 follows a dual-ascent rule
+        after every step), or None.
     """
 
     op: MatrixOperator
     targets: Array
     scale: Array
     weights: Array
+    terms: tuple = ()
+    budget: Any = None
 
 
 class CalibrationState(NamedTuple):
@@ -104,6 +110,7 @@ class CalibrationState(NamedTuple):
       key: the base PRNG key; epoch ``t`` draws its gates from ``fold_in(key, t)``.
       step: number of epochs done, int32.
       hparams: the ``HyperParams``.
+      dual: the keep-K controller's state (``dual.py``), or None outside keep-K mode.
     """
 
     params: Params
@@ -111,6 +118,7 @@ class CalibrationState(NamedTuple):
     key: Array
     step: Array
     hparams: HyperParams
+    dual: Any = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +321,8 @@ def objective(
       step: the epoch; the gates' noise is ``gate_noise(key, n, step)``.
 
     Returns:
-      ``(loss, terms)``: the scalar loss and ``{"data", "l0", "l2"}`` (unweighted terms).
+      ``(loss, terms)``: the scalar loss and ``{"data", "l0", "l2"}`` (unweighted terms), plus the
+      unweighted value of each extra term of ``problem.terms`` under its name.
     """
     gates = sampled_gates(params, key, temperature, hparams, step)
     weights = gated_weights(params["log_weight"], gates)
@@ -328,6 +337,10 @@ def objective(
         "l2": l2,
     }
     loss = terms["data"] + hparams.lambda_l0 * terms["l0"] + hparams.lambda_l2 * terms["l2"]
+    if problem.terms:
+        extra, values = penalties.extra_penalty(problem.terms, weights, predictions)
+        terms.update(values)
+        loss = loss + extra
     return loss, terms
 
 
