@@ -17,7 +17,8 @@ Workloads (synthetic, fixed seeds; DESIGN.md section 5):
 
 For each: ms per epoch of l0jax and of l0-python (torch CPU, 2 threads) measured in this run,
 their ratio; the floor, the time of one scipy CSR ``M @ w`` plus one ``M.T @ r`` on the same
-matrix, and l0jax's ratio to it; l0jax's compile time (first call minus a warm call) and the peak
+matrix, and l0jax's ratio to it; l0jax's compile time for the workload's shapes (first call minus
+a warm call, after the process's one-time start-up, which is printed first) and the peak
 memory of l0jax's fit above the process before it (matrix already built), against the bytes of
 M's arrays (data, indices, indptr).
 
@@ -223,7 +224,16 @@ def run_l0_python(name: str, M: sp.csr_matrix, y: np.ndarray, epochs: int, *, qu
 # -- reports -------------------------------------------------------------------------------------
 
 
+def first_call_s() -> float:
+    """Seconds of the first calibrate() of the process on a tiny problem: the one-time start-up
+    (runtime initialisation, small kernels) plus that problem's compile; later compiles are per shape."""
+    t = time.perf_counter()
+    l0jax.calibrate(np.ones((3, 4)), np.ones(3), key=0, epochs=1, polish_epochs=1)
+    return time.perf_counter() - t
+
+
 def speed(names: list[str], skip_reference: bool) -> None:
+    print(f"first calibrate() of this process (3 x 4 problem, 1 epoch): {first_call_s():.2f} s")
     print(f"{'':3} {'shape':>19} {'nnz':>11} {'backend':>7} | {'l0jax ms':>9} {'l0-python ms':>12} {'speed-up':>8} | "
           f"{'floor ms':>8} {'/floor':>6} | {'compile s':>9} {'build s':>7} {'peak MiB':>8} {'x M':>5}")
     for name in names:
