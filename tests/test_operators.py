@@ -90,6 +90,12 @@ def test_scipy_threads_split_rows_and_give_identical_results():
     one, two = as_operator(M, backend="scipy", threads=1), as_operator(M, backend="scipy", threads=2)
     assert len(two._host.forward) == 2 and len(two._host.transpose) == 2
     assert len(one._host.forward) == 1
+    # The blocks of M are views of M's arrays (scipy would copy slices smaller than half the array).
+    M.indices, M.indptr = M.indices.astype(np.int32), M.indptr.astype(np.int32)
+    three = as_operator(M, backend="scipy", threads=3)
+    assert len(three._host.forward) == 2  # 480k entries: at most two blocks of 200k
+    for blk in three._host.forward:
+        assert np.shares_memory(blk.data, M.data) and np.shares_memory(blk.indices, M.indices)
     np.testing.assert_array_equal(one.matvec(w), two.matvec(w))
     np.testing.assert_array_equal(one.rmatvec(r), two.rmatvec(r))
     np.testing.assert_allclose(two.matvec(w), M @ w, rtol=1e-5, atol=1e-3)

@@ -327,24 +327,28 @@ class _HostMatrices:
         return total
 
 
+def row_block(csr: sp.csr_matrix, lo: int, hi: int) -> sp.csr_matrix:
+    """Rows ``lo:hi`` of a CSR matrix as a matrix whose data and indices are views of ``csr``'s.
+
+    (Slicing, or building a matrix from slices, copies: scipy copies any view smaller than half of
+    its base array. The arrays are set after construction to keep the views.)
+    """
+    start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
+    blk = sp.csr_matrix((hi - lo, csr.shape[1]), dtype=csr.dtype)
+    blk.indptr = (csr.indptr[lo:hi + 1] - start).astype(csr.indptr.dtype)
+    blk.indices = csr.indices[start:stop]
+    blk.data = csr.data[start:stop]
+    return blk
+
+
 def _row_blocks(csr: sp.csr_matrix, threads: int) -> list[sp.csr_matrix]:
     """Splits a CSR matrix into row blocks of about equal nonzeros; views, not copies, of its arrays."""
-    if not csr.has_sorted_indices:
-        csr.sort_indices()
     k = max(1, min(threads, csr.nnz // _MIN_NONZEROS_PER_THREAD, csr.shape[0]))
     if k == 1:
         return [csr]
     cuts = np.searchsorted(csr.indptr, np.linspace(0, csr.nnz, k + 1)[1:-1]).tolist()
     bounds = [0, *sorted({c for c in cuts if 0 < c < csr.shape[0]}), csr.shape[0]]
-    blocks = []
-    for lo, hi in itertools.pairwise(bounds):
-        start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
-        indptr = (csr.indptr[lo:hi + 1] - start).astype(np.int32)
-        blk = sp.csr_matrix((csr.data[start:stop], csr.indices[start:stop], indptr),
-                            shape=(hi - lo, csr.shape[1]), copy=False)
-        blk.has_sorted_indices = True
-        blocks.append(blk)
-    return blocks
+    return [row_block(csr, lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
 
 _REGISTRY: weakref.WeakValueDictionary[int, _HostMatrices] = weakref.WeakValueDictionary()

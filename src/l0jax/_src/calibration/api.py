@@ -33,7 +33,7 @@ from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import diagnostics, engine, losses, model, production
 from l0jax._src.calibration.result import CalibrationResult
-from l0jax._src.operators import MatrixOperator, as_operator
+from l0jax._src.operators import MatrixOperator, as_operator, row_block
 
 Array = jax.Array
 
@@ -77,7 +77,17 @@ def _host_predict(M: Any, weights: np.ndarray) -> np.ndarray:
     if isinstance(M, MatrixOperator):
         return np.asarray(M.matvec(jnp.asarray(weights)), np.float64)
     if sp.issparse(M):
-        return np.asarray(M @ w, np.float64).reshape(-1)
+        csr = M if M.format == "csr" else M.tocsr()
+        if csr.dtype == np.float64:
+            return np.asarray(csr @ w).reshape(-1)
+        # scipy multiplies float32 data by a float64 vector through a float64 copy of the data:
+        # blocks of rows keep that copy to one block (a full copy is M's size again on 80M nonzeros).
+        out = np.empty(csr.shape[0])
+        step = max(1, int(csr.shape[0] * 4_000_000 / max(csr.nnz, 1)))
+        for lo in range(0, csr.shape[0], step):
+            hi = min(csr.shape[0], lo + step)
+            out[lo:hi] = row_block(csr, lo, hi) @ w
+        return out
     return np.asarray(np.asarray(M, np.float64) @ w)
 
 
@@ -179,12 +189,13 @@ def _calibrate(
     # the library's compiled loop therefore traces under standard promotion.
     with jax.numpy_dtype_promotion("standard"):
         if state is None:
-            k_init, k_train = jax.random.split(key)
+            # One key serves both: the initial jitter draws from host_rng(key, 0 and 1), the
+            # epochs' gates from gate_noise(key, n, epoch).
             params = model.init_params(
-                k_init, n, init_weights=init_weights, init_keep_prob=init_keep_prob,
+                key, n, init_weights=init_weights, init_keep_prob=init_keep_prob,
                 log_weight_jitter_sd=log_weight_jitter_sd, log_alpha_jitter_sd=log_alpha_jitter_sd,
                 use_gates=use_gates, log_alpha=init_log_alpha)
-            state = engine.init_state(config, params, k_train, hparams, lr=lr, beta=const_beta)
+            state = engine.init_state(config, params, key, hparams, lr=lr, beta=const_beta)
         else:
             _check_state(state, config, n, use_gates)
             opt_state = engine.set_learning_rate(state.opt_state, lr)
@@ -437,10 +448,9 @@ class SparseCalibrationWeights:
         if key is not None and seed is not None:
             raise ValueError("give either seed or key, not both.")
         self.key = _as_key(0 if seed is None else seed, "seed") if key is None else _as_key(key)
-        k_init, _ = jax.random.split(self.key)
-        # Same derivation as calibrate(): the gate jitter now, the weight jitter at the first fit.
+        # Same draws as calibrate(): the gate jitter now, the weight jitter at the first fit.
         self._init_params = model.init_params(
-            k_init, self.n_features, init_weights=init_weights, init_keep_prob=init_keep_prob,
+            self.key, self.n_features, init_weights=init_weights, init_keep_prob=init_keep_prob,
             log_weight_jitter_sd=0.0, log_alpha_jitter_sd=log_alpha_jitter_sd, use_gates=self.use_gates)
         self._state: model.CalibrationState | None = None
         self._optimizer: optax.GradientTransformation | None = None
@@ -600,9 +610,10 @@ class SparseCalibrationWeights:
             if deterministic:
                 gates = _deterministic_gates(params, temp, hp, self.eval_rule)
             else:
-                # Draws get their own stream: the object's key (training uses a key split from it).
+                # Training uses counters 0 .. 2**31 - 1 (the epochs); draws count on from 2**31.
                 self._draws += 1
-                gates = _sampled_gates(params, self.key, temp, hp, self._draws)
+                counter = np.uint32(2**31 + self._draws % 2**31)
+                gates = _sampled_gates(params, self.key, temp, hp, counter)
             return np.asarray(_gated_weights(params["log_weight"], gates))
 
     def predict(self, M: Any) -> np.ndarray:

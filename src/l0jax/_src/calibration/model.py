@@ -14,6 +14,11 @@ Everything a compiled step reads is an array in a pytree: the parameters, the op
 step count and the hyperparameters ``HyperParams`` (the lambdas, gamma and zeta). Changing any of
 them never recompiles. The problem data (operator, targets, per-target scales and weights) travel
 as a second pytree, ``Problem``, an argument of the step as well.
+
+Extending: a new penalty (a distance to design weights, an aggregation penalty) is a new entry of
+``terms`` in ``objective`` with its strength in ``HyperParams`` and its data in ``Problem``; a
+hyperparameter that adapts during the fit (e.g. lambda_l0 by dual ascent) is updated in
+``engine.train_step`` from the step's terms, since it already lives in the state.
 """
 
 from __future__ import annotations
