@@ -19,6 +19,11 @@ the integral part cancelling the steady pull of the data on the gates (without i
 settles about 14% below K on the census). The offset is applied by shifting the logits by the step
 of ``nu``, so the state carries only the integral (``CalibrationState.dual``).
 
+At the end of training the multiplier takes its final value, the offset that opens exactly K
+gates (the K largest logits; ``snap_to_budget``): the dual ascent has brought the count within a
+few percent of K, where it jitters as gates near the threshold flip with each epoch's noise, and
+this last step meets the constraint exactly before the polish refits the kept weights.
+
 Why an offset and not ``lambda_l0``: under Adam every coordinate moves at about the learning rate
 whatever the size of its gradient, so a gate the data barely need closes at full speed as soon
 as ``lambda_l0 > 0``, however small, and a closed gate gets no gradient to reopen; adapting the
@@ -151,3 +156,42 @@ def apply_budget(budget: ActiveBudget, dual: DualState, old: Params, new: Params
     integral = jnp.clip(dual.integral + budget.integral_rate * error, -budget.integral_limit, budget.integral_limit)
     shift = (budget.rate * error + integral).astype(la_new.dtype)
     return {**new, "log_alpha": la_new - shift}, DualState(integral=integral.astype(jnp.float32))
+
+
+def open_threshold(temperature: float, gamma: float, zeta: float, rule: str) -> float:
+    """The logit above which a deterministic gate is open (> 0).
+
+    ``clip(sigmoid(x) * (zeta - gamma) + gamma, 0, 1) > 0`` iff ``sigmoid(x) > -gamma / (zeta - gamma)``,
+    with ``x = log_alpha / temperature`` for the ``"median"`` rule and ``x = log_alpha`` for ``"paper"``.
+    """
+    p = -gamma / (zeta - gamma)
+    x = float(np.log(p) - np.log1p(-p))
+    return x * temperature if rule == "median" else x
+
+
+def snap_to_budget(log_alpha: np.ndarray, k: int, threshold: float) -> float | None:
+    """The final value of the multiplier: the shift of the logits that opens exactly the K largest.
+
+    The dual ascent brings the count within a few percent of K, where it jitters (gates near the
+    threshold flip with the noise of each epoch); at the end the multiplier takes the value that
+    meets the constraint exactly: the threshold midway between the K-th and the (K+1)-th largest
+    logit.
+
+    Args:
+      log_alpha: the gate logits, shape (n,).
+      k: K, 1 <= K <= n.
+      threshold: ``open_threshold(...)``.
+
+    Returns:
+      The shift to subtract from every logit, or None when the K-th and (K+1)-th logits are equal
+      (no shift separates them; the count is then left as the fit ended).
+    """
+    la = np.asarray(log_alpha, np.float64)
+    n = la.size
+    if k >= n:
+        return float(min(la.min() - threshold - 1.0, 0.0))
+    part = np.partition(la, (n - k - 1, n - k))
+    below, kth = part[n - k - 1], part[n - k]
+    if not kth > below:
+        return None
+    return float((kth + below) / 2.0 - threshold)

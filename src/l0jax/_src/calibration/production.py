@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l0jax._src import checks
+from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import checkpoint as ckpt
 from l0jax._src.calibration import dual, engine, hierarchy, model
 from l0jax._src.calibration.distance import DISTANCES, distance_term
@@ -225,6 +226,28 @@ class Run:
         if self._every is not None:
             self._next_checkpoint = (int(start.step) // self._every + 1) * self._every
         return start
+
+    def snap(self, state: model.CalibrationState, config: engine.StepConfig) -> model.CalibrationState:
+        """Keep-K mode: the multiplier's final value, opening exactly the K gates with the largest logits.
+
+        Applied after training (and after its final checkpoint), before the polish; a no-op outside
+        keep-K mode and when the K-th and (K+1)-th logits tie.
+        """
+        if self.k is None or "log_alpha" not in state.params:
+            return state
+        hp = state.hparams
+        temperature = float(engine.current_temperature(state.opt_state))
+        threshold = dual.open_threshold(temperature, float(hp.gamma), float(hp.zeta), config.eval_rule)
+        la = state.params["log_alpha"]
+        shift = dual.snap_to_budget(np.asarray(la), self.k, threshold)
+        if shift is None:
+            return state
+        snapped = la - jnp.asarray(shift, la.dtype)
+        gates = np.asarray(hc.hard_concrete_eval(snapped, temperature, gamma=hp.gamma, zeta=hp.zeta,
+                                                 rule=config.eval_rule))
+        if int(np.count_nonzero(gates > 0)) != self.k:  # rounding at the threshold: keep the fit's own count
+            return state
+        return state._replace(params={**state.params, "log_alpha": snapped})
 
     def remaining(self, state: model.CalibrationState, epochs: int, continuing: bool) -> int:
         """Epochs left: ``epochs`` more when continuing a given state, else up to ``epochs`` in total."""
