@@ -4,6 +4,19 @@ The public surface: pure, jittable gate functions; temperature schedules and the
 transform. Flax NNX layers live in ``l0jax.nn``.
 """
 
+from l0jax._src.calibration.api import SparseCalibrationWeights
+from l0jax._src.calibration.api import calibrate
+from l0jax._src.calibration.checkpoint import CheckpointError
+from l0jax._src.calibration.diagnostics import CalibrationWarning
+from l0jax._src.calibration.diagnostics import CsvLog
+from l0jax._src.calibration.diagnostics import TargetDiagnostics
+from l0jax._src.calibration.diagnostics import check_targets
+from l0jax._src.calibration.diagnostics import target_diagnostics
+from l0jax._src.calibration.diagnostics import weight_summary
+from l0jax._src.calibration.hierarchy import aggregation_matrix
+from l0jax._src.calibration.production import CheckpointWarning
+from l0jax._src.calibration.production import ChunkInfo
+from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.hard_concrete import hard_concrete
 from l0jax._src.hard_concrete import hard_concrete_eval
 from l0jax._src.hard_concrete import hard_concrete_from_uniform
@@ -14,6 +27,11 @@ from l0jax._src.hard_concrete import prob_nonzero
 from l0jax._src.hard_concrete import prob_one
 from l0jax._src.hard_concrete import prob_zero
 from l0jax._src.hard_concrete import uniform_noise
+from l0jax._src.regression.estimators import SparseL0Linear
+from l0jax._src.regression.estimators import SparseL0Logistic
+from l0jax._src.regression.path import L0Path
+from l0jax._src.regression.path import l0_path
+from l0jax._src.regression.path import select_lambda
 from l0jax._src.schedules import AnnealTemperatureState
 from l0jax._src.schedules import anneal_temperature
 from l0jax._src.schedules import constant_temperature
@@ -24,18 +42,36 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnnealTemperatureState",
+    "CalibrationResult",
+    "CalibrationWarning",
+    "CheckpointError",
+    "CheckpointWarning",
+    "ChunkInfo",
+    "CsvLog",
+    "L0Path",
+    "SparseCalibrationWeights",
+    "SparseL0Linear",
+    "SparseL0Logistic",
+    "TargetDiagnostics",
+    "aggregation_matrix",
     "anneal_temperature",
+    "calibrate",
+    "check_targets",
     "constant_temperature",
     "current_temperature",
     "hard_concrete",
     "hard_concrete_eval",
     "hard_concrete_from_uniform",
     "keep_prob_to_log_alpha",
+    "l0_path",
     "l0_penalty",
     "l0l2_penalty",
     "prob_nonzero",
     "prob_one",
     "prob_zero",
+    "select_lambda",
+    "target_diagnostics",
     "temperature_schedule",
     "uniform_noise",
+    "weight_summary",
 ]

@@ -1,0 +1,14 @@
+"""Survey calibration with L0 gates: losses, model and state, compiled fit loop, results, APIs.
+
+Layers, each importing only the ones before it: ``losses`` (data losses, group weights) ->
+``model`` (parameters, hyperparameters, state, the objective) -> ``engine`` (init/step, the
+compiled chunked loop, polish, host driver) -> ``result`` -> ``api`` (``calibrate`` and
+``SparseCalibrationWeights``). Matrices come in through ``l0jax._src.operators``.
+"""
+
+from l0jax._src.calibration.api import SparseCalibrationWeights, calibrate
+from l0jax._src.calibration.engine import NonFiniteLossError
+from l0jax._src.calibration.model import CalibrationState
+from l0jax._src.calibration.result import CalibrationResult
+
+__all__ = ["CalibrationResult", "CalibrationState", "NonFiniteLossError", "SparseCalibrationWeights", "calibrate"]

@@ -1,0 +1,362 @@
+"""The calibration model: parameters, hyperparameters, state, and the objective in one place.
+
+Household weights are ``w = exp(log_weight) * z`` with hard-concrete gates ``z`` (Louizos et al.
+2018) drawn from ``log_alpha``: non-negative by construction, and exactly zero where a gate closes.
+The objective minimised at each epoch is
+
+    loss = data_loss(M @ w)  +  lambda_l0 * sum_j P(z_j != 0)  +  lambda_l2 * sum_j exp(log_weight_j)^2
+
+(l0-python's ``SparseCalibrationWeights.fit``), composed in ``objective`` from named terms so that
+further terms (e.g. a distance to design weights) are added in this one place.
+
+Everything a compiled step reads is an array in a pytree: the parameters, the optimizer state
+(which carries the learning rate of the default Adam and the gate temperature), the PRNG key, the
+step count and the hyperparameters ``HyperParams`` (the lambdas, gamma and zeta). Changing any of
+them never recompiles. The problem data (operator, targets, per-target scales and weights) travel
+as a second pytree, ``Problem``, an argument of the step as well.
+
+Extending: a new penalty (a distance to design weights, an aggregation penalty) is a new entry of
+``terms`` in ``objective`` with its strength in ``HyperParams`` and its data in ``Problem``; a
+hyperparameter that adapts during the fit (e.g. lambda_l0 by dual ascent) is updated in
+``engine.train_step`` from the step's terms, since it already lives in the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l0jax._src import checks
+from l0jax._src import hard_concrete as hc
+from l0jax._src.calibration import losses, penalties
+from l0jax._src.operators import MatrixOperator
+
+Array = jax.Array
+Params = dict[str, Array]  # {"log_weight": (n,), "log_alpha": (n,)}; no "log_alpha" without gates
+
+# l0-python adds this before taking the log of the initial weights, so zero weights stay finite.
+LOG_EPS = 1e-8
+# Array keep probabilities are clipped into [KEEP_PROB_CLIP, 1 - KEEP_PROB_CLIP], as in l0-python.
+KEEP_PROB_CLIP = 1e-6
+
+
+class HyperParams(NamedTuple):
+    """Hyperparameters of the objective, float32 scalars traced by the compiled step.
+
+    Attributes:
+      lambda_l0: strength of the expected-L0 penalty (>= 0).
+      lambda_l2: strength of the L2 penalty on ``exp(log_weight)`` (>= 0).
+      gamma: lower end of the gates' stretch interval (< 0).
+      zeta: upper end of the gates' stretch interval (> 1).
+    """
+
+    lambda_l0: Array
+    lambda_l2: Array
+    gamma: Array
+    zeta: Array
+
+
+def make_hyperparams(lambda_l0: float, lambda_l2: float, gamma: float, zeta: float) -> HyperParams:
+    """Checks and packs the hyperparameters as float32 scalars.
+
+    Args:
+      lambda_l0: L0 strength, >= 0.
+      lambda_l2: L2 strength, >= 0.
+      gamma: stretch lower end, < 0.
+      zeta: stretch upper end, > 1.
+
+    Returns:
+      A ``HyperParams``.
+    """
+    checks.check_nonnegative("lambda_l0", lambda_l0, hint="It is the L0 penalty strength, e.g. 1e-4.")
+    checks.check_nonnegative("lambda_l2", lambda_l2, hint="It is the L2 penalty strength; 0 turns it off.")
+    checks.check_stretch(gamma, zeta)
+    f = lambda x: jnp.asarray(x, jnp.float32)
+    return HyperParams(f(lambda_l0), f(lambda_l2), f(gamma), f(zeta))
+
+
+class Problem(NamedTuple):
+    """The data of a calibration, passed to the compiled step as an argument (never closed over).
+
+    Attributes:
+      op: the matrix M (targets x households) as an operator from ``as_operator``.
+      targets: target values y, shape (m,).
+      scale: per-target residual scale of the loss type, shape (m,) (``losses.target_scale``).
+      weights: per-target loss weights, shape (m,) (``losses.group_weights``).
+      terms: extra objective terms (``penalties.PenaltyTerm``: distance to design weights,
+        aggregate penalties), each adding ``strength * value`` to the loss; empty by default.
+      budget: a ``dual.ActiveBudget`` (keep K households: lambda_l0 follows a dual-ascent rule
+        after every step), or None.
+    """
+
+    op: MatrixOperator
+    targets: Array
+    scale: Array
+    weights: Array
+    terms: tuple = ()
+    budget: Any = None
+
+
+class CalibrationState(NamedTuple):
+    """Everything the fit loop carries from one epoch to the next.
+
+    Attributes:
+      params: ``{"log_weight": (n,), "log_alpha": (n,)}`` (no ``"log_alpha"`` without gates).
+      opt_state: the optax state; holds the temperature (``anneal_temperature``) and, for the
+        default Adam, the learning rate.
+      key: the base PRNG key; epoch ``t`` draws its gates from ``fold_in(key, t)``.
+      step: number of epochs done, int32.
+      hparams: the ``HyperParams``.
+      dual: the keep-K controller's state (``dual.py``), or None outside keep-K mode.
+    """
+
+    params: Params
+    opt_state: Any
+    key: Array
+    step: Array
+    hparams: HyperParams
+    dual: Any = None
+
+
+# --------------------------------------------------------------------------------------------
+# Initial parameters
+# --------------------------------------------------------------------------------------------
+
+
+def _per_household(name: str, value: Any, n: int, default: float) -> np.ndarray:
+    """A scalar broadcast to (n,), or an array that must have shape (n,) (l0-python's message)."""
+    if value is None:
+        return np.full(n, default, dtype=np.float64)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full(n, float(arr), dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} array must have shape ({n},), got {arr.shape}.")
+    return arr
+
+
+def initial_log_weight(init_weights: Any, n: int) -> np.ndarray:
+    """``log(init_weights + 1e-8)`` as in l0-python; None means all ones.
+
+    Args:
+      init_weights: None, a scalar or an array of shape (n,); finite and >= 0.
+      n: number of households.
+
+    Returns:
+      float64 array of shape (n,).
+    """
+    w = _per_household("init_weights", init_weights, n, 1.0)
+    checks.check_nonnegative("init_weights", w, hint="Weights are non-negative; use 0 for households to start at zero.")
+    return np.log(w + LOG_EPS)
+
+
+def initial_log_alpha(init_keep_prob: Any, n: int) -> np.ndarray:
+    """``logit(clip(init_keep_prob, 1e-6, 1 - 1e-6))``: the gates' starting keep probability.
+
+    Args:
+      init_keep_prob: a scalar or an array of shape (n,) in [0, 1]; 0 and 1 are clipped inside.
+      n: number of households.
+
+    Returns:
+      float64 array of shape (n,).
+    """
+    p = _per_household("init_keep_prob", init_keep_prob, n, 0.5)
+    checks.check_finite("init_keep_prob", p)
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(
+            f"init_keep_prob must lie in [0, 1] (a probability of keeping a household), got values in "
+            f"[{p.min()!r}, {p.max()!r}]."
+        )
+    p = np.clip(p, KEEP_PROB_CLIP, 1.0 - KEEP_PROB_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def host_rng(key: Array, purpose: int) -> np.random.Generator:
+    """A NumPy generator seeded from a JAX key's data and a purpose number: explicit and reproducible.
+
+    Initial jitter is drawn on the host: one-off draws do not deserve a compiled kernel per shape.
+    """
+    words = np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist()
+    return np.random.default_rng([*words, purpose])
+
+
+def init_params(
+    key: Array,
+    n: int,
+    *,
+    init_weights: Any = None,
+    init_keep_prob: Any = 0.5,
+    log_weight_jitter_sd: float = 0.0,
+    log_alpha_jitter_sd: float = 0.01,
+    use_gates: bool = True,
+    log_alpha: Any = None,
+) -> Params:
+    """Starting parameters: log weights and gate logits, each with optional Gaussian jitter.
+
+    Args:
+      key: PRNG key; the jitters are drawn from ``host_rng(key, 0)`` (log_alpha) and
+        ``host_rng(key, 1)`` (log_weight).
+      n: number of households.
+      init_weights: initial weights (None = 1), scalar or shape (n,).
+      init_keep_prob: initial keep probability of the gates, scalar or shape (n,).
+      log_weight_jitter_sd: standard deviation of the jitter added to the log weights (>= 0).
+      log_alpha_jitter_sd: standard deviation of the jitter added to log_alpha (>= 0).
+      use_gates: without gates there is no ``"log_alpha"``.
+      log_alpha: ready-made gate logits of shape (n,) to use instead of ``init_keep_prob`` and its
+        jitter (the object API draws them in its constructor).
+
+    Returns:
+      ``{"log_weight": (n,), "log_alpha": (n,)}``, float32.
+    """
+    checks.check_nonnegative("log_weight_jitter_sd", log_weight_jitter_sd)
+    checks.check_nonnegative("log_alpha_jitter_sd", log_alpha_jitter_sd)
+    log_weight = initial_log_weight(init_weights, n)
+    if log_weight_jitter_sd > 0:
+        log_weight = log_weight + log_weight_jitter_sd * host_rng(key, 1).standard_normal(n)
+    params = {"log_weight": jnp.asarray(log_weight, jnp.float32)}
+    if use_gates:
+        if log_alpha is None:
+            log_alpha = initial_log_alpha(init_keep_prob, n)
+            if log_alpha_jitter_sd > 0:
+                log_alpha = log_alpha + log_alpha_jitter_sd * host_rng(key, 0).standard_normal(n)
+        params["log_alpha"] = jnp.asarray(log_alpha, jnp.float32)
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# Weights and objective
+# --------------------------------------------------------------------------------------------
+
+
+def _lowbias32(x: Array) -> Array:
+    """A 32-bit integer hash with full avalanche (C. Wellons' "lowbias32"), a bijection of uint32."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def gate_noise(key: Array, n: int, counter: Any = 0) -> Array:
+    """Uniform noise for ``n`` gates, strictly inside (0, 1), from a PRNG key and a counter.
+
+    A counter-based generator, as threefry is, built on the ``lowbias32`` integer hash: the key's
+    data words and the counter (the epoch) are hashed into two 32-bit seeds, and gate ``j`` gets
+    ``hash(hash(j ^ seed0) ^ seed1)``, whose top 24 bits give ``u = (k + 1/2) / 2**24``. The same
+    key and counter give the same noise; each epoch gets fresh noise. It costs a few integer
+    operations per gate that XLA fuses into the gate computation, where ``jax.random`` (threefry)
+    is a separate pass costing as much as the rest of an epoch's elementwise work on CPU (40 ms
+    for 2 million gates on 2 cores) and a large kernel to compile. The 24-bit grid bounds the
+    logistic noise ``log u - log(1 - u)`` to +-17.3, a truncation of probability 6e-8.
+    ``tests/test_calibration_model.py`` checks the gates against the closed forms and the noise
+    for uniformity and independence across gates and epochs.
+
+    Args:
+      key: a JAX PRNG key (any implementation; its raw data words are hashed).
+      n: number of gates.
+      counter: an integer (e.g. the epoch), traced or not.
+
+    Returns:
+      float32 noise of shape (n,).
+    """
+    words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+    h = _lowbias32(jnp.asarray(counter).astype(jnp.uint32) ^ jnp.uint32(0x9E3779B9))
+    for i in range(words.shape[0]):
+        h = _lowbias32(h ^ words[i])
+    seed1 = _lowbias32(h ^ jnp.uint32(0x85EBCA6B))
+    x = _lowbias32(jnp.arange(n, dtype=jnp.uint32) ^ h)
+    x = _lowbias32(x ^ seed1)
+    return ((x >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)
+
+
+def sampled_gates(params: Params, key: Array, temperature: Array, hparams: HyperParams,
+                  counter: Any = 0) -> Array | None:
+    """Training gates, eqs. 9-10, with noise ``gate_noise(key, n, counter)`` (None without gates)."""
+    if "log_alpha" not in params:
+        return None
+    log_alpha = params["log_alpha"]
+    u = gate_noise(key, log_alpha.shape[0], counter)
+    return hc.hard_concrete_from_uniform(u, log_alpha, temperature, gamma=hparams.gamma, zeta=hparams.zeta)
+
+
+def deterministic_gates(params: Params, temperature: Array, hparams: HyperParams, rule: str) -> Array | None:
+    """Test-time gates (``hard_concrete_eval``; None without gates)."""
+    if "log_alpha" not in params:
+        return None
+    return hc.hard_concrete_eval(params["log_alpha"], temperature, gamma=hparams.gamma, zeta=hparams.zeta, rule=rule)
+
+
+def gated_weights(log_weight: Array, gates: Array | None) -> Array:
+    """``exp(log_weight) * gates`` (just ``exp(log_weight)`` without gates)."""
+    w = jnp.exp(log_weight)
+    return w if gates is None else w * gates
+
+
+def expected_active(params: Params, temperature: Array, hparams: HyperParams) -> Array:
+    """Expected number of open gates, ``sum_j P(z_j != 0)`` (eq. 12); 0 without gates."""
+    if "log_alpha" not in params:
+        return jnp.zeros((), jnp.float32)
+    return hc.l0_penalty(params["log_alpha"], temperature, gamma=hparams.gamma, zeta=hparams.zeta)
+
+
+def objective(
+    params: Params,
+    problem: Problem,
+    hparams: HyperParams,
+    temperature: Array,
+    key: Array,
+    step: Any = 0,
+) -> tuple[Array, dict[str, Array]]:
+    """The training loss of one epoch, with sampled gates, and its named terms.
+
+    Args:
+      params: current parameters.
+      problem: the matrix, targets, scales and weights.
+      hparams: lambdas and the stretch interval.
+      temperature: gate temperature (beta).
+      key: the run's PRNG key.
+      step: the epoch; the gates' noise is ``gate_noise(key, n, step)``.
+
+    Returns:
+      ``(loss, terms)``: the scalar loss and ``{"data", "l0", "l2"}`` (unweighted terms), plus the
+      unweighted value of each extra term of ``problem.terms`` under its name.
+    """
+    gates = sampled_gates(params, key, temperature, hparams, step)
+    weights = gated_weights(params["log_weight"], gates)
+    predictions = problem.op.matvec(weights)
+    l0, l2 = household_sums(
+        prob_open(params, temperature, hparams),
+        jnp.square(jnp.exp(params["log_weight"])),
+    )
+    terms = {
+        "data": losses.data_loss(predictions, problem.targets, problem.scale, problem.weights),
+        "l0": l0,
+        "l2": l2,
+    }
+    loss = terms["data"] + hparams.lambda_l0 * terms["l0"] + hparams.lambda_l2 * terms["l2"]
+    if problem.terms:
+        extra, values = penalties.extra_penalty(problem.terms, weights, predictions)
+        terms.update(values)
+        loss = loss + extra
+    return loss, terms
+
+
+def household_sums(*columns: Array | None) -> list[Array]:
+    """Sums of several per-household arrays as one stacked reduction (None sums to 0).
+
+    XLA on CPU compiles every reduction into its own kernel at ~0.1 s each; one stacked reduction
+    keeps the compile time of the fit loop down.
+    """
+    present = [c for c in columns if c is not None]
+    sums = iter(jnp.sum(jnp.stack(present), axis=1) if present else [])
+    return [next(sums) if c is not None else jnp.zeros((), jnp.float32) for c in columns]
+
+
+def prob_open(params: Params, temperature: Array, hparams: HyperParams) -> Array | None:
+    """P(z_j != 0) per household (eq. 12); None without gates."""
+    if "log_alpha" not in params:
+        return None
+    return hc.prob_nonzero(params["log_alpha"], temperature, gamma=hparams.gamma, zeta=hparams.zeta)

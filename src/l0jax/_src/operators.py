@@ -1,0 +1,579 @@
+"""Matrix operators: ``M @ w`` and ``M.T @ r`` for dense and sparse matrices, passed to ``jit``.
+
+Calibration and sparse regression only ever need two products with their matrix: ``M @ w`` (the
+predictions) and ``M.T @ r`` (the gradient). This module wraps a matrix once, validated, into a
+small operator that provides exactly these, and that is a registered pytree, so it is passed to
+jitted functions as an *argument*: closing over a matrix inside ``jit`` makes XLA fold its indices
+into the program as constants and compile for tens of seconds, and caching compiled programs by
+shape alone gives stale answers for a second matrix of the same shape (l0-python's bug).
+
+Interface (stable; other modules build on it):
+
+``as_operator(M, *, backend="auto", dtype=jnp.float32, name="M", threads=None) -> MatrixOperator``
+  ``M`` is a scipy sparse matrix or array (CSR, CSC, COO or any other scipy format), a NumPy array
+  or a JAX array of shape (m, n); an operator is returned unchanged. It is checked once: 2-D,
+  non-empty, real, finite, and with fewer than 2**31 stored entries; errors are ``ValueError`` and
+  name the argument (``name``). ``backend`` is one of:
+
+  * ``"dense"``: a dense (m, n) array and XLA matmuls; best for small or dense matrices, and on
+    accelerators whenever the matrix fits.
+  * ``"sparse"``: the nonzeros with their row and column indices, sorted by row, and products by
+    ``jax.ops.segment_sum``; pure XLA, runs on any device.
+  * ``"scipy"``: scipy CSR kernels for ``M`` and for ``M.T`` run on the host behind
+    ``jax.pure_callback`` with a ``custom_vjp`` (row blocks are spread over ``threads`` threads,
+    since scipy releases the GIL). On CPU this is several times faster than XLA's scatter.
+  * ``"auto"``: off CPU, ``"dense"`` when the matrix is small or dense and fits in memory, else
+    ``"sparse"``; on CPU, whichever of ``"dense"`` and ``"scipy"`` a cost rule measured on CPUs
+    predicts to be faster (see ``choose_backend``).
+
+``MatrixOperator`` (``DenseOperator``, ``SparseOperator``, ``ScipyOperator``):
+  ``op.shape`` (static ``(m, n)``), ``op.dtype``, ``op.backend``, ``op.matvec(w)`` (``M @ w``,
+  ``w`` of shape (n,), result (m,)), ``op.rmatvec(r)`` (``M.T @ r``, ``r`` of shape (m,), result
+  (n,)), ``op @ w``. Both products are differentiable (reverse mode) in their vector argument and
+  work under ``jit``, ``grad`` and ``vmap`` (a batch of vectors). Vectors are cast to ``op.dtype``.
+
+Example::
+
+    op = as_operator(scipy.sparse.random(200, 10_000, density=0.3, format="csr"))
+    loss = jax.jit(lambda op, w: jnp.sum(op.matvec(w) ** 2))   # op is an argument, not a constant
+    g = jax.grad(lambda w: jnp.sum(op.matvec(w) ** 2))(jnp.ones(10_000))
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from l0jax._src import checks
+
+Array = jax.Array
+BACKENDS = ("auto", "dense", "sparse", "scipy")
+_INT32_MAX = np.iinfo(np.int32).max
+
+# Cost rule for backend="auto" on CPU, measured on a 2-core AMD EPYC (jax 0.10, scipy 1.17): a dense
+# XLA matvec plus its transpose costs about 0.2 ns per matrix element; scipy's CSR kernels for M and
+# M.T about 1.0 ns per stored entry plus about 0.3 ms of callback overhead per epoch (both products).
+_DENSE_NS_PER_ELEMENT = 0.2
+_SCIPY_NS_PER_NONZERO = 1.0
+_SCIPY_OVERHEAD_NS = 3.0e5
+# The dense path must fit: never materialise more than this many bytes for a sparse input.
+_DENSE_MAX_BYTES = 1 << 30
+# Off CPU, dense wins while the matrix is dense-ish or small.
+_ACCEL_DENSE_MIN_DENSITY = 0.05
+_ACCEL_DENSE_SMALL_ELEMENTS = 1 << 22
+# Below this many stored entries a host product is too short to be worth splitting over threads.
+_MIN_NONZEROS_PER_THREAD = 200_000
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and conversion
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt.kind != "f" or dt.itemsize < 4:
+        raise ValueError(f"dtype must be float32 or float64, got {dt}.")
+    if dt == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) first, "
+            "or use dtype=jnp.float32."
+        )
+    return dt
+
+
+def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be a 2-D matrix of shape (targets, columns), got shape {shape}.")
+    m, n = int(shape[0]), int(shape[1])
+    if m == 0 or n == 0:
+        raise ValueError(f"{name} is empty (shape {shape}); it needs at least one row and one column.")
+    return m, n
+
+
+def _check_real(name: str, dtype: np.dtype) -> None:
+    if dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {dtype}; convert it with .astype(float).")
+
+
+def _check_finite_values(name: str, values: np.ndarray) -> None:
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(values.size - np.count_nonzero(finite))
+        raise ValueError(
+            f"{name} must be finite, but it has {bad} NaN or infinite value(s); "
+            f"remove or impute them before calling."
+        )
+
+
+def _canonical_csr(name: str, M: Any, dtype: np.dtype) -> sp.csr_matrix:
+    """A CSR matrix with int32 indices, sorted column indices, no duplicates and ``dtype`` values.
+
+    Copies only what must change: a float32 CSR with int32 sorted indices is used as it is.
+    """
+    _check_real(name, np.dtype(M.dtype))
+    m, n = _check_shape(name, M.shape)
+    if M.nnz > _INT32_MAX:
+        raise ValueError(
+            f"{name} has {M.nnz:,} stored entries, more than int32 indices can address "
+            f"({_INT32_MAX:,}); split it into blocks of rows and calibrate each block."
+        )
+    if n > _INT32_MAX or m > _INT32_MAX:
+        raise ValueError(f"{name} has shape {M.shape}; each dimension must be below {_INT32_MAX:,}.")
+    csr = M if M.format == "csr" else M.tocsr()
+    csr = sp.csr_matrix(csr) if not isinstance(csr, sp.csr_matrix) else csr  # csr_array -> csr_matrix view
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()  # also sorts the column indices of each row
+    _check_finite_values(name, csr.data)
+    if csr.data.dtype != dtype or csr.indices.dtype != np.int32 or csr.indptr.dtype != np.int32:
+        csr = sp.csr_matrix(
+            (csr.data.astype(dtype, copy=False), csr.indices.astype(np.int32, copy=False),
+             csr.indptr.astype(np.int32, copy=False)),
+            shape=(m, n),
+            copy=False,
+        )
+    return csr
+
+
+def _host_dense(name: str, M: Any) -> np.ndarray:
+    arr = np.asarray(M)
+    _check_real(name, arr.dtype)
+    _check_shape(name, arr.shape)
+    if arr.dtype.kind == "f":
+        _check_finite_values(name, arr)
+    return arr
+
+
+def _check_jax_dense(name: str, M: Array) -> None:
+    _check_real(name, np.dtype(M.dtype))
+    _check_shape(name, M.shape)
+    if isinstance(M, jax.core.Tracer):
+        return  # values unknown at trace time; checked where the matrix was made
+    if jnp.issubdtype(M.dtype, jnp.floating) and not bool(jnp.isfinite(M).all()):
+        bad = int(M.size - int(jnp.count_nonzero(jnp.isfinite(M))))
+        raise ValueError(
+            f"{name} must be finite, but it has {bad} NaN or infinite value(s); "
+            f"remove or impute them before calling."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Backend choice
+# --------------------------------------------------------------------------------------------
+
+
+def choose_backend(shape: tuple[int, int], nnz: int, *, itemsize: int = 4, platform: str | None = None) -> str:
+    """The backend ``as_operator(..., backend="auto")`` picks for a matrix.
+
+    On CPU it compares the predicted time of one ``M @ w`` plus one ``M.T @ r``: about
+    0.2 ns per matrix element for a dense XLA matmul against about 1 ns per stored entry plus
+    0.3 ms of callback overhead for the scipy CSR kernels (measured on a 2-core AMD EPYC), and
+    never materialises a dense matrix above 1 GiB. Off CPU it takes ``"dense"`` for small
+    (< 4M elements) or dense-ish (density >= 5%) matrices that fit in 1 GiB, else ``"sparse"``.
+
+    Args:
+      shape: ``(m, n)``.
+      nnz: the number of stored (nonzero) entries.
+      itemsize: bytes per value (4 for float32).
+      platform: ``"cpu"``, ``"gpu"``, ``"tpu"``; the default JAX backend when None.
+
+    Returns:
+      ``"dense"``, ``"sparse"`` or ``"scipy"``.
+    """
+    m, n = shape
+    elements = m * n
+    fits = elements * itemsize <= _DENSE_MAX_BYTES
+    platform = platform or jax.default_backend()
+    if platform != "cpu":
+        dense_ish = nnz >= _ACCEL_DENSE_MIN_DENSITY * elements or elements <= _ACCEL_DENSE_SMALL_ELEMENTS
+        return "dense" if fits and dense_ish else "sparse"
+    dense_ns = _DENSE_NS_PER_ELEMENT * elements
+    scipy_ns = _SCIPY_NS_PER_NONZERO * nnz + _SCIPY_OVERHEAD_NS
+    return "dense" if fits and dense_ns <= scipy_ns else "scipy"
+
+
+# --------------------------------------------------------------------------------------------
+# Operators
+# --------------------------------------------------------------------------------------------
+
+
+class MatrixOperator:
+    """Common interface of the operators: static ``shape``, ``matvec`` and ``rmatvec``."""
+
+    backend: str = ""
+    shape: tuple[int, int]
+    dtype: np.dtype
+
+    def matvec(self, w: Array) -> Array:  # pragma: no cover - abstract
+        """``M @ w`` for ``w`` of shape (n,), a vector of shape (m,)."""
+        raise NotImplementedError
+
+    def rmatvec(self, r: Array) -> Array:  # pragma: no cover - abstract
+        """``M.T @ r`` for ``r`` of shape (m,), a vector of shape (n,)."""
+        raise NotImplementedError
+
+    def __matmul__(self, w: Array) -> Array:
+        return self.matvec(w)
+
+    def _vector(self, name: str, x: Any, size: int) -> Array:
+        x = jnp.asarray(x)
+        if x.ndim != 1 or x.shape[0] != size:
+            raise ValueError(
+                f"{name} must be a vector of shape ({size},) for a matrix of shape {self.shape}, "
+                f"got shape {x.shape}; use jax.vmap for a batch of vectors."
+            )
+        return x.astype(self.dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, dtype={np.dtype(self.dtype).name})"
+
+
+@jax.tree_util.register_pytree_node_class
+class DenseOperator(MatrixOperator):
+    """A dense (m, n) matrix on the device; products are XLA matmuls.
+
+    Args:
+      data: the matrix, shape (m, n).
+    """
+
+    backend = "dense"
+
+    def __init__(self, data: Array):
+        self.data = data
+        self.shape = tuple(int(d) for d in data.shape)
+        self.dtype = np.dtype(data.dtype)
+
+    def matvec(self, w: Array) -> Array:
+        """``M @ w``: ``w`` of shape (n,) -> shape (m,)."""
+        return self.data @ self._vector("w", w, self.shape[1])
+
+    def rmatvec(self, r: Array) -> Array:
+        """``M.T @ r``: ``r`` of shape (m,) -> shape (n,)."""
+        return self._vector("r", r, self.shape[0]) @ self.data
+
+    def tree_flatten(self):
+        return (self.data,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
+@jax.tree_util.register_pytree_node_class
+class SparseOperator(MatrixOperator):
+    """Nonzeros with row and column indices sorted by row; products by ``jax.ops.segment_sum``.
+
+    Args:
+      data: stored values, shape (nnz,).
+      rows: row index of each value, int32, sorted ascending, shape (nnz,).
+      cols: column index of each value, int32, shape (nnz,).
+      shape: ``(m, n)``, static.
+    """
+
+    backend = "sparse"
+
+    def __init__(self, data: Array, rows: Array, cols: Array, shape: tuple[int, int]):
+        self.data, self.rows, self.cols = data, rows, cols
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(data.dtype)
+
+    def matvec(self, w: Array) -> Array:
+        """``M @ w``: ``w`` of shape (n,) -> shape (m,)."""
+        w = self._vector("w", w, self.shape[1])
+        return jax.ops.segment_sum(self.data * w[self.cols], self.rows, num_segments=self.shape[0],
+                                   indices_are_sorted=True)
+
+    def rmatvec(self, r: Array) -> Array:
+        """``M.T @ r``: ``r`` of shape (m,) -> shape (n,)."""
+        r = self._vector("r", r, self.shape[0])
+        return jax.ops.segment_sum(self.data * r[self.rows], self.cols, num_segments=self.shape[1])
+
+    def tree_flatten(self):
+        return (self.data, self.rows, self.cols), self.shape
+
+    @classmethod
+    def tree_unflatten(cls, shape, children):
+        return cls(*children, shape)
+
+
+# -- the scipy (host) backend ------------------------------------------------------------------
+
+class _HostMatrices:
+    """CSR of M and of M.T in row blocks of balanced nonzeros, one block per thread."""
+
+    def __init__(self, csr: sp.csr_matrix, threads: int):
+        self.shape = csr.shape
+        self.nnz = int(csr.nnz)
+        self.forward = _row_blocks(csr, threads)
+        self.transpose = _row_blocks(csr.T.tocsr(), threads)
+        self.threads = max(len(self.forward), len(self.transpose))
+
+    def nbytes(self) -> int:
+        total = 0
+        for blocks in (self.forward, self.transpose):
+            for b in blocks:
+                total += b.data.nbytes + b.indices.nbytes + b.indptr.nbytes
+        return total
+
+
+def row_block(csr: sp.csr_matrix, lo: int, hi: int) -> sp.csr_matrix:
+    """Rows ``lo:hi`` of a CSR matrix as a matrix whose data and indices are views of ``csr``'s.
+
+    (Slicing, or building a matrix from slices, copies: scipy copies any view smaller than half of
+    its base array. The arrays are set after construction to keep the views.)
+    """
+    start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
+    blk = sp.csr_matrix((hi - lo, csr.shape[1]), dtype=csr.dtype)
+    blk.indptr = (csr.indptr[lo:hi + 1] - start).astype(csr.indptr.dtype)
+    blk.indices = csr.indices[start:stop]
+    blk.data = csr.data[start:stop]
+    return blk
+
+
+def _row_blocks(csr: sp.csr_matrix, threads: int) -> list[sp.csr_matrix]:
+    """Splits a CSR matrix into row blocks of about equal nonzeros; views, not copies, of its arrays."""
+    k = max(1, min(threads, csr.nnz // _MIN_NONZEROS_PER_THREAD, csr.shape[0]))
+    if k == 1:
+        return [csr]
+    cuts = np.searchsorted(csr.indptr, np.linspace(0, csr.nnz, k + 1)[1:-1]).tolist()
+    bounds = [0, *sorted({c for c in cuts if 0 < c < csr.shape[0]}), csr.shape[0]]
+    return [row_block(csr, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+
+
+_REGISTRY: weakref.WeakValueDictionary[int, _HostMatrices] = weakref.WeakValueDictionary()
+_TOKENS = itertools.count(1)
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads:
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="l0jax-csr")
+        return _POOL
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _lookup(token: Any) -> _HostMatrices:
+    tok = int(np.asarray(token).reshape(-1)[0])
+    host = _REGISTRY.get(tok)
+    if host is None:
+        raise RuntimeError(
+            "the matrix behind this scipy operator no longer exists (its operator was garbage "
+            "collected); keep a reference to the operator returned by as_operator while using it."
+        )
+    return host
+
+
+def _apply_blocks(blocks: list[sp.csr_matrix], x: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    """Computes ``[B1; B2; ...] @ x`` for ``x`` of shape (..., k); rows split over threads."""
+    x = np.asarray(x)
+    batch = x.shape[:-1]
+    if batch:
+        # One product with a (k, batch) matrix serves a whole vmap batch at once.
+        x = np.ascontiguousarray(x.reshape(-1, x.shape[-1]).T)
+    if len(blocks) == 1:
+        y = blocks[0] @ x
+    else:
+        parts = list(_pool(len(blocks)).map(lambda b: b @ x, blocks))
+        y = np.concatenate(parts, axis=0)
+    y = np.asarray(y, dtype=out_dtype)
+    if batch:
+        y = y.T.reshape(*batch, -1)
+    return y
+
+
+def _host_product(transpose: bool, token: Any, x: Any) -> np.ndarray:
+    host = _lookup(token)
+    blocks = host.transpose if transpose else host.forward
+    return _apply_blocks(blocks, x, np.asarray(x).dtype)
+
+
+def _callback(transpose: bool, token: Array, x: Array, out_size: int) -> Array:
+    out = jax.ShapeDtypeStruct(x.shape[:-1] + (out_size,), x.dtype)
+    fn = (lambda t, v: _host_product(True, t, v)) if transpose else (lambda t, v: _host_product(False, t, v))
+    # expand_dims: a vmapped call reaches the host once with the whole batch of vectors.
+    return jax.pure_callback(fn, out, token, x, vmap_method="expand_dims")
+
+
+# The shape rides along as a static (nondiff) argument; the token gets no cotangent (None).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _scipy_matvec(token: Array, w: Array, shape: tuple[int, int]) -> Array:
+    return _callback(False, token, w, shape[0])
+
+
+def _matvec_fwd(token, w, shape):
+    return _callback(False, token, w, shape[0]), token
+
+
+def _matvec_bwd(shape, token, g):
+    return None, _callback(True, token, g, shape[1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _scipy_rmatvec(token: Array, r: Array, shape: tuple[int, int]) -> Array:
+    return _callback(True, token, r, shape[1])
+
+
+def _rmatvec_fwd(token, r, shape):
+    return _callback(True, token, r, shape[1]), token
+
+
+def _rmatvec_bwd(shape, token, g):
+    return None, _callback(False, token, g, shape[0])
+
+
+_scipy_matvec.defvjp(_matvec_fwd, _matvec_bwd)
+_scipy_rmatvec.defvjp(_rmatvec_fwd, _rmatvec_bwd)
+
+
+@jax.tree_util.register_pytree_node_class
+class ScipyOperator(MatrixOperator):
+    """scipy CSR kernels for ``M`` and ``M.T`` on the host, behind ``jax.pure_callback``.
+
+    The only pytree leaf is an int32 token naming the matrices in a registry, so a jitted
+    function compiled for one matrix serves every other matrix of the same shape, and always
+    computes with the matrix it is given (nothing is cached by shape). The operator returned by
+    ``as_operator`` holds the matrices; copies made by ``jax.tree`` operations find them through
+    the token while the original is alive.
+
+    Args:
+      csr: a canonical CSR matrix (int32 indices, sorted, no duplicates) of the operator's dtype.
+      threads: number of threads to split each product over (by blocks of rows).
+    """
+
+    backend = "scipy"
+
+    def __init__(self, csr: sp.csr_matrix, threads: int | None = None):
+        host = _HostMatrices(csr, threads or _default_threads())
+        token = next(_TOKENS)
+        _REGISTRY[token] = host
+        self._host = host
+        self.token = np.int32(token)
+        self.shape = (int(csr.shape[0]), int(csr.shape[1]))
+        self.dtype = np.dtype(csr.dtype)
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries."""
+        return _lookup(self.token).nnz
+
+    def matvec(self, w: Array) -> Array:
+        """``M @ w``: ``w`` of shape (n,) -> shape (m,)."""
+        return _scipy_matvec(self.token, self._vector("w", w, self.shape[1]), self.shape)
+
+    def rmatvec(self, r: Array) -> Array:
+        """``M.T @ r``: ``r`` of shape (m,) -> shape (n,)."""
+        return _scipy_rmatvec(self.token, self._vector("r", r, self.shape[0]), self.shape)
+
+    def tree_flatten(self):
+        return (self.token,), (self.shape, self.dtype.str)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        (obj.token,) = children
+        obj.shape, dtype = aux
+        obj.dtype = np.dtype(dtype)
+        # A concrete copy keeps the matrices alive too; a traced one is only used inside a call.
+        concrete = checks.concrete(obj.token)
+        obj._host = None
+        if concrete is not None and concrete.dtype.kind in "iu" and concrete.size:
+            obj._host = _REGISTRY.get(int(concrete.reshape(-1)[0]))
+        return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def as_operator(
+    M: Any,
+    *,
+    backend: str = "auto",
+    dtype: Any = jnp.float32,
+    name: str = "M",
+    threads: int | None = None,
+) -> MatrixOperator:
+    """Validates a matrix once and wraps it into an operator with ``matvec`` and ``rmatvec``.
+
+    Args:
+      M: the matrix, shape (m, n): a scipy sparse matrix or array (``csr_matrix``, ``csr_array``,
+        ``csc``, ``coo``, ...), a NumPy array or a JAX array. An operator is returned as it is
+        (after checking that ``backend`` agrees).
+      backend: ``"auto"``, ``"dense"``, ``"sparse"`` or ``"scipy"`` (see the module docstring).
+      dtype: float32 (default) or float64 (needs ``jax_enable_x64``); values are cast to it.
+      name: the argument's name, used in error messages (e.g. ``"X"`` for a design matrix).
+      threads: threads for the ``"scipy"`` backend's products; all available cores when None.
+
+    Returns:
+      A ``DenseOperator``, ``SparseOperator`` or ``ScipyOperator``.
+
+    Raises:
+      ValueError: ``M`` is not 2-D, is empty, holds NaN/inf or non-real values, has 2**31 or more
+        stored entries, or ``backend``/``dtype`` is not one of the choices.
+    """
+    checks.check_choice("backend", backend, BACKENDS)
+    if isinstance(M, MatrixOperator):
+        if backend not in ("auto", M.backend):
+            raise ValueError(
+                f"{name} is already a {M.backend!r} operator but backend={backend!r} was asked; "
+                f"pass the original matrix to convert it."
+            )
+        return M
+    dt = _resolve_dtype(dtype)
+    if threads is not None:
+        threads = checks.check_int_at_least("threads", threads, 1)
+
+    if sp.issparse(M):
+        csr = _canonical_csr(name, M, dt)
+        if backend == "auto":
+            backend = choose_backend(csr.shape, csr.nnz, itemsize=dt.itemsize)
+        if backend == "dense":
+            return DenseOperator(jnp.asarray(csr.toarray()))
+        if backend == "sparse":
+            return _sparse_from_csr(csr)
+        return ScipyOperator(csr, threads)
+
+    if isinstance(M, jax.Array):
+        _check_jax_dense(name, M)
+        if backend in ("auto", "dense"):
+            # Already on the device and already dense: keep it there.
+            return DenseOperator(M.astype(dt))
+        return as_operator(np.asarray(M), backend=backend, dtype=dt, name=name, threads=threads)
+
+    if isinstance(M, (str, bytes)) or not hasattr(M, "__array__") and not isinstance(M, (list, tuple)):
+        raise ValueError(
+            f"{name} must be a scipy sparse matrix, a NumPy array or a JAX array, got {type(M).__name__}."
+        )
+    arr = _host_dense(name, M)
+    if backend == "auto":
+        backend = choose_backend(arr.shape, int(np.count_nonzero(arr)), itemsize=dt.itemsize)
+    if backend == "dense":
+        return DenseOperator(jnp.asarray(arr.astype(dt, copy=False)))
+    csr = _canonical_csr(name, sp.csr_matrix(arr), dt)
+    return _sparse_from_csr(csr) if backend == "sparse" else ScipyOperator(csr, threads)
+
+
+def _sparse_from_csr(csr: sp.csr_matrix) -> SparseOperator:
+    rows = np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
+    return SparseOperator(jnp.asarray(csr.data), jnp.asarray(rows), jnp.asarray(csr.indices), csr.shape)

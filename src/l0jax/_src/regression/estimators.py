@@ -1,0 +1,399 @@
+"""``SparseL0Linear`` and ``SparseL0Logistic``: l0-python's object API over the compiled loop.
+
+Differences from l0-python's ``l0.sparse.SparseL0Linear`` (each a fix, documented on the class):
+
+* ``fit`` always starts from the seed's initialisation, so the same arguments give bitwise the same
+  model (l0-python re-draws the weights but keeps ``log_alpha`` from the previous fit).
+* No global RNG: ``seed=None`` means seed 0; ``key=`` takes a JAX key instead.
+* ``csr_array`` and every scipy sparse format are accepted (l0-python's check is
+  ``isinstance(X, sp.spmatrix)``, which sparse arrays fail), and nothing is cached by shape (l0-python
+  reuses its converted matrix for any input of the same shape and nnz, so ``predict`` on new data of
+  that shape silently returns predictions for the old data).
+* ``y`` of shape (n, 1) is flattened instead of broadcasting to an (n, n) loss; bad input raises
+  ``ValueError``; ``predict`` before ``fit`` raises instead of returning zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l0jax._src import checks
+from l0jax._src import hard_concrete as hc
+from l0jax._src.regression import design as dm
+from l0jax._src.regression import objective as obj
+from l0jax._src.regression import train
+
+Array = jax.Array
+
+
+def _root_key(seed: Any, key: Any) -> Array:
+    if key is not None:
+        typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if typed and key.shape == ():
+            return key
+        arr = np.asarray(key) if not isinstance(key, jax.Array) else key
+        if arr.dtype == np.uint32 and arr.shape == (2,):
+            return jax.random.wrap_key_data(jnp.asarray(arr))
+        raise ValueError(f"key must be a single JAX PRNG key such as jax.random.key(0), got {key!r}.")
+    if seed is None:
+        seed = 0
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer (or None for 0), got {seed!r}.")
+    return jax.random.key(int(seed))
+
+
+class _SparseL0Model:
+    """Shared implementation of the linear and logistic models (see their docstrings)."""
+
+    _kind = "linear"
+    _loss_name = "mse"
+
+    def __init__(
+        self,
+        n_features: int,
+        fit_intercept: bool = True,
+        beta: float = 2 / 3,
+        gamma: float = -0.1,
+        zeta: float = 1.1,
+        init_keep_prob: float = 0.5,
+        device: Any = None,
+        seed: int | None = 0,
+        *,
+        key: Array | None = None,
+        eval_rule: str = "median",
+        backend: str = "auto",
+    ) -> None:
+        self.n_features = checks.check_int_at_least("n_features", n_features, 1)
+        if not isinstance(fit_intercept, (bool, np.bool_)):
+            raise ValueError(f"fit_intercept must be True or False, got {fit_intercept!r}.")
+        checks.check_positive("beta", beta, hint="It is the concrete temperature, e.g. 2/3.")
+        checks.check_stretch(gamma, zeta)
+        checks.check_open_unit("init_keep_prob", init_keep_prob)
+        checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
+        checks.check_choice("backend", backend, dm.operators.BACKENDS)
+        self.backend = backend
+        self.fit_intercept = bool(fit_intercept)
+        self.beta, self.gamma, self.zeta = float(beta), float(gamma), float(zeta)
+        self.init_keep_prob = float(init_keep_prob)
+        self.eval_rule = eval_rule
+        self.device = dm.resolve_device(device)
+        self.seed = seed
+        self._key = _root_key(seed, key)
+        self._fitted = False
+        self._params: obj.Params | None = None  # drawn on first use (fit draws the same values)
+        self.history_: dict[str, np.ndarray] | None = None
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def _set_params(self, params: obj.Params) -> None:
+        if self.device is not None:
+            params = jax.device_put(params, self.device)
+        self._params = params
+
+    @property
+    def params(self) -> obj.Params:
+        """The parameter dict: ``weight``, ``log_alpha`` and (with an intercept) ``bias``.
+
+        Before ``fit`` (as in l0-python): zero weights and intercept, and ``log_alpha`` drawn from
+        the seed (the same draw ``fit`` starts from).
+        """
+        if self._params is None:
+            start = train.unfitted_params(self._key, self.init_keep_prob, n_features=self.n_features,
+                                          bias=0.0 if self.fit_intercept else None)
+            self._set_params(jax.tree.map(jnp.asarray, start))
+        return self._params
+
+    @property
+    def weight(self) -> Array:
+        """The ungated weights theta tilde, shape (n_features,)."""
+        return self.params["weight"]
+
+    @property
+    def log_alpha(self) -> Array:
+        """The gate locations, shape (n_features,)."""
+        return self.params["log_alpha"]
+
+    @property
+    def bias(self) -> Array | None:
+        """The intercept (a scalar array), or None when ``fit_intercept=False``."""
+        return self.params.get("bias")
+
+    def _hyper(self, lambda_reg: float = 0.0, lr: float = 0.01) -> obj.GateHyper:
+        return self._hyper_for(self.params["weight"].dtype, lambda_reg, lr)
+
+    def _hyper_for(self, dtype: Any, lambda_reg: Any, lr: Any) -> obj.GateHyper:
+        f = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+        return obj.GateHyper(f(lambda_reg), f(lr), f(self.beta), f(self.gamma), f(self.zeta))
+
+    def _require_fitted(self, what: str) -> None:
+        if not self._fitted:
+            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) before {what}.")
+
+    # -- targets (overridden by the logistic model) ------------------------------------------
+
+    def _encode_targets(self, y: Any, n_samples: int, *, name: str = "y", learn: bool) -> np.ndarray:
+        return dm.as_targets(y, n_samples, name=name)
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    def _prepare(self, X: Any, y: Any, lambda_reg: Any, lr: Any, epochs: Any):
+        checks.check_nonnegative("lambda_reg", lambda_reg, hint="It is the L0 strength, e.g. 0.01.")
+        checks.check_positive("lr", lr, hint="It is Adam's learning rate, e.g. 0.01.")
+        epochs = checks.check_int_at_least("epochs", epochs, 1)
+        design = dm.as_design(X, n_features=self.n_features, device=self.device, backend=self.backend)
+        y = self._encode_targets(y, design.shape[0], learn=True)
+        yj = jnp.asarray(y, design.dtype)
+        if self.device is not None:
+            yj = jax.device_put(yj, self.device)
+        hyper = self._hyper_for(design.dtype, lambda_reg, lr)
+        return design, y, yj, hyper, epochs
+
+    def _carry(self, y: np.ndarray, dtype: Any, n_lambdas: int | None = None) -> Any:
+        carry = train.initial_carry(self._key, y, self.init_keep_prob, n_features=self.n_features,
+                                    kind=self._kind, fit_intercept=self.fit_intercept, dtype=dtype,
+                                    n_lambdas=n_lambdas)
+        return jax.device_put(carry, self.device)
+
+    def fit(
+        self,
+        X_sparse: Any,
+        y: Any,
+        lambda_reg: float | None = None,
+        lr: float = 0.01,
+        epochs: int = 1000,
+        verbose: bool = False,
+        verbose_freq: int = 100,
+        *,
+        lambda_l0: float | None = None,
+    ):
+        """Fits by full-batch Adam on ``data_loss + lambda_reg * expected L0`` (compiled, ``lax.scan``).
+
+        Starts from the seed's initialisation every time (weights N(0, 0.1^2), log_alpha =
+        logit(init_keep_prob) + N(0, 0.01^2), intercept at the data's mean), so the same arguments
+        give bitwise the same fit. Changing ``lambda_reg``, ``lr`` or ``epochs`` does not recompile.
+
+        Args:
+          X_sparse: (n_samples, n_features) scipy sparse matrix/array (any format) or dense array.
+          y: (n_samples,) targets (0/1 or two class labels for the logistic model).
+          lambda_reg: L0 strength, >= 0 (default 0.01); ``lambda_l0`` is accepted as an alias
+            (the name in l0-python's README).
+          lr: Adam learning rate, > 0.
+          epochs: number of full-batch steps, >= 1.
+          verbose: print l0-python's progress line every ``verbose_freq`` epochs.
+          verbose_freq: epochs between progress lines, >= 1.
+          lambda_l0: alias of ``lambda_reg``; give one of the two.
+
+        Returns:
+          self, fitted; ``history_`` holds per-epoch ``loss``, ``data_loss``, ``l0``, ``n_active``.
+        """
+        if lambda_l0 is not None and lambda_reg is not None:
+            raise ValueError("give lambda_reg or its alias lambda_l0, not both.")
+        lambda_reg = lambda_l0 if lambda_l0 is not None else (0.01 if lambda_reg is None else lambda_reg)
+        if not isinstance(verbose, (bool, np.bool_)):
+            raise ValueError(f"verbose must be True or False, got {verbose!r}.")
+        verbose_freq = checks.check_int_at_least("verbose_freq", verbose_freq, 1)
+        design, y, yj, hyper, epochs = self._prepare(X_sparse, y, lambda_reg, lr, epochs)
+        carry = self._carry(y, design.dtype)
+
+        on_chunk = None
+        if verbose:
+            def on_chunk(start: int, record: train.History) -> None:
+                for i in range(len(record.loss)):
+                    epoch = start + i + 1
+                    if epoch <= epochs and epoch % verbose_freq == 0:
+                        print(f"Epoch {epoch:4d}: loss={record.loss[i]:.4f}, "
+                              f"{self._loss_name}={record.data_loss[i]:.4f}, "
+                              f"l0={record.l0[i]:.2f}, active={record.n_active[i]}")
+
+        params, history = train.run_fit(carry, design, yj, hyper, self._key, epochs,
+                                        kind=self._kind, eval_rule=self.eval_rule, on_chunk=on_chunk)
+        self._set_params(params)
+        self.history_ = history._asdict()
+        self._fitted = True
+        return self
+
+    # -- prediction --------------------------------------------------------------------------
+
+    def forward(self, X: Any, deterministic: bool = False, *, key: Array | None = None) -> Array:
+        """The linear predictor ``X @ (weight * z) + bias`` (predictions, or logits for logistic).
+
+        Args:
+          X: (n_samples, n_features) sparse or dense.
+          deterministic: use test-time gates (``eval_rule``) instead of sampled ones.
+          key: PRNG key for the sampled gates; required when ``deterministic`` is False.
+
+        Returns:
+          Shape (n_samples,).
+        """
+        design = dm.as_design(X, n_features=self.n_features, device=self.device, backend=self.backend)
+        params = self._cast_params(design)
+        if deterministic:
+            return train.predict(params, design, self._hyper(), eval_rule=self.eval_rule)
+        if key is None:
+            raise ValueError(
+                "forward(X, deterministic=False) samples gates and needs a PRNG key: pass "
+                "key=jax.random.key(...), or use deterministic=True / predict(X)."
+            )
+        return train.sampled_predict(params, design, self._hyper(), key)
+
+    def _cast_params(self, design: dm.MatrixOperator) -> obj.Params:
+        dtype = design.dtype
+        return jax.tree.map(lambda p: p if p.dtype == dtype else p.astype(dtype), self.params)
+
+    def _decision(self, X: Any) -> Array:
+        self._require_fitted("predicting")
+        return self.forward(X, deterministic=True)
+
+    # -- gates -------------------------------------------------------------------------------
+
+    def get_deterministic_gates(self) -> Array:
+        """Test-time gates (``eval_rule``, "median" by default as in l0-python), shape (n_features,)."""
+        return train.eval_gates(self.params, self._hyper(), rule=self.eval_rule)
+
+    def get_l0_penalty(self) -> Array:
+        """Expected number of open gates, ``sum_j P(z_j != 0)`` (eq. 12), a scalar."""
+        return train.expected_l0(self.params, self._hyper())
+
+    def get_sparsity(self) -> float:
+        """Fraction of features whose deterministic gate is below 0.01."""
+        return float(np.mean(np.asarray(self.get_deterministic_gates()) < train.ACTIVE_THRESHOLD))
+
+    def get_selected_features(self, threshold: float = 0.01) -> np.ndarray:
+        """Indices of the features whose deterministic gate exceeds ``threshold`` (>= 0).
+
+        Returns:
+          A 1-D int64 NumPy array of column indices, ascending.
+        """
+        checks.check_nonnegative("threshold", threshold)
+        return np.flatnonzero(np.asarray(self.get_deterministic_gates()) > threshold)
+
+    def get_coefficients(self, threshold: float = 0.01) -> np.ndarray:
+        """Gated coefficients ``weight * gate`` with gates at or below ``threshold`` set to exactly 0.
+
+        Returns:
+          Shape (n_features,), NumPy.
+        """
+        checks.check_nonnegative("threshold", threshold)
+        gates = np.asarray(self.get_deterministic_gates())
+        return np.where(gates > threshold, np.asarray(self.weight) * gates, 0.0)
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Deterministic gated coefficients ``weight * gate``, shape (n_features,), NumPy."""
+        return np.asarray(self.weight) * np.asarray(self.get_deterministic_gates())
+
+    @property
+    def intercept_(self) -> float:
+        """The intercept (0.0 when ``fit_intercept=False``)."""
+        return float(self.bias) if self.bias is not None else 0.0
+
+
+class SparseL0Linear(_SparseL0Model):
+    """L0-regularised linear regression with one hard-concrete gate per feature (l0-python's API).
+
+    Minimises ``mean((y - X @ (w * z) - b)**2) + lambda_reg * sum_j P(z_j != 0)`` over w, b and the
+    gate locations log_alpha (Louizos et al. 2018) with full-batch Adam in a compiled loop.
+
+    Example:
+      >>> model = SparseL0Linear(n_features=4, seed=0).fit(X, y, lambda_reg=0.2, epochs=3000)
+      >>> model.get_selected_features(), model.coef_, model.predict(X_new)
+
+    Args:
+      n_features: number of columns of X, >= 1.
+      fit_intercept: fit an (ungated) intercept.
+      beta: temperature of the hard-concrete gates, > 0.
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+      init_keep_prob: initial probability of keeping each feature, in (0, 1).
+      device: where to compute: None (JAX's default), a ``jax.Device``, or "cpu", "cuda"/"gpu",
+        "tpu" (optionally ":index").
+      seed: integer seed of the initialisation and gate noise; None means 0 (l0-python would use
+        torch's global RNG; l0jax has none).
+      key: a JAX PRNG key used instead of ``seed``.
+      eval_rule: test-time gate rule, "median" (l0-python >= 0.6) or "paper" (eq. 13).
+      backend: how X is multiplied: "auto" (by measurement: dense XLA or, on CPU, scipy CSR
+        kernels; see ``as_operator``), "dense", "sparse" (``segment_sum``) or "scipy".
+
+    Differences from l0-python (bugs fixed): see ``l0jax._src.regression.estimators``' module
+    docstring: reproducible fits, scipy sparse arrays accepted, no stale cache, input checks.
+    """
+
+    _kind = "linear"
+    _loss_name = "mse"
+
+    def predict(self, X_sparse: Any) -> Array:
+        """Predictions with the deterministic gates.
+
+        Args:
+          X_sparse: (n_samples, n_features) sparse or dense.
+
+        Returns:
+          Shape (n_samples,).
+        """
+        return self._decision(X_sparse)
+
+
+class SparseL0Logistic(_SparseL0Model):
+    """L0-regularised logistic regression (binary classification) with one gate per feature.
+
+    Same constructor, ``fit`` and gate methods as ``SparseL0Linear``; the data loss is the mean
+    binary cross-entropy ``mean(log(1 + exp(eta)) - y * eta)`` on the logits
+    ``eta = X @ (w * z) + b``. ``y`` may hold any two class labels (``classes_`` sorts them; the
+    second is the positive class). The intercept starts at the log-odds of the positive rate.
+
+    Args:
+      n_features: number of columns of X, >= 1.
+      fit_intercept: fit an (ungated) intercept.
+      beta: temperature of the hard-concrete gates, > 0.
+      gamma: lower end of the stretch interval, < 0.
+      zeta: upper end of the stretch interval, > 1.
+      init_keep_prob: initial probability of keeping each feature, in (0, 1).
+      device: None, a ``jax.Device`` or "cpu"/"cuda"/"gpu"/"tpu".
+      seed: integer seed; None means 0.
+      key: a JAX PRNG key used instead of ``seed``.
+      eval_rule: test-time gate rule, "median" or "paper".
+      backend: "auto", "dense", "sparse" or "scipy" (see ``SparseL0Linear``).
+    """
+
+    _kind = "logistic"
+    _loss_name = "bce"
+    classes_: np.ndarray | None = None
+
+    def _encode_targets(self, y: Any, n_samples: int, *, name: str = "y", learn: bool) -> np.ndarray:
+        labels = dm.as_targets(y, n_samples, name=name, numeric=False)
+        if learn:
+            classes = np.unique(labels)
+            if classes.shape[0] != 2:
+                raise ValueError(
+                    f"{name} must hold exactly two classes for logistic regression, found "
+                    f"{classes.shape[0]} ({classes[:5].tolist()}{'...' if classes.shape[0] > 5 else ''})."
+                )
+            self.classes_ = classes
+        unknown = ~np.isin(labels, self.classes_)
+        if unknown.any():
+            raise ValueError(
+                f"{name} holds labels not seen in fit ({np.unique(labels[unknown])[:5].tolist()}); "
+                f"the classes are {self.classes_.tolist()}."
+            )
+        return (labels == self.classes_[1]).astype(np.float64)
+
+    def decision_function(self, X: Any) -> Array:
+        """Logits ``X @ (w * gate) + b`` of the positive class ``classes_[1]``, shape (n_samples,)."""
+        return self._decision(X)
+
+    def predict_proba(self, X: Any) -> Array:
+        """Class probabilities, shape (n_samples, 2), columns ordered as ``classes_``."""
+        p = jax.nn.sigmoid(self._decision(X))
+        return jnp.stack([1 - p, p], axis=1)
+
+    def predict(self, X_sparse: Any) -> np.ndarray:
+        """Predicted labels (from ``classes_``): the positive class where its probability > 0.5.
+
+        Returns:
+          Shape (n_samples,), NumPy, dtype of ``classes_``.
+        """
+        return self.classes_[(np.asarray(self._decision(X_sparse)) > 0).astype(np.int64)]

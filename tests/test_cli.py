@@ -1,0 +1,126 @@
+"""The ``l0jax`` command line: ``calibrate`` round trip, resume, one-line errors for bad files; the
+hard-concrete demo under its new name. (``l0jax demo`` itself: test_production_worldbank.py.)"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from l0jax._src import cli
+from l0jax._src.calibration.diagnostics import LOG_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    M = sp.random(20, 500, density=0.3, format="csr", random_state=rng)
+    y = M @ rng.uniform(0.5, 2.0, 500)
+    sp.save_npz(d / "M.npz", M)
+    (d / "targets.csv").write_text("name,value\n" + "".join(f"t{i},{float(v)!r}\n" for i, v in enumerate(y)))
+    (d / "w0.csv").write_text("weight\n" + "1.0\n" * 500)
+    return d, M, y
+
+
+def _run(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+def test_calibrate_round_trip(files, tmp_path, capsys):
+    d, M, y = files
+    out = tmp_path / "run"
+    rc = _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--initial-weights",
+              d / "w0.csv", "--target-active", 100, "--epochs", 400, "--out", out, "--quiet")
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "calibrated 20 targets over 500 households" in printed
+    w = np.array([float(r["weight"]) for r in csv.DictReader(open(out / "weights.csv"))])
+    assert w.shape == (500,) and np.all(w >= 0)
+    assert abs(np.count_nonzero(w) - 100) <= 5
+    diag = list(csv.DictReader(open(out / "diagnostics.csv")))
+    assert [r["name"] for r in diag] == [f"t{i}" for i in range(20)]
+    np.testing.assert_allclose([float(r["estimate"]) for r in diag], M @ w, rtol=1e-6)
+    np.testing.assert_allclose([float(r["target"]) for r in diag], y)
+    assert max(abs(float(r["rel_error"])) for r in diag) < 0.01
+    log = list(csv.reader(open(out / "log.csv")))
+    assert tuple(log[0]) == LOG_COLUMNS and len(log) == 1 + 4 * 20  # 4 chunks of 100 epochs x 20 targets
+    assert {r[0] for r in log[1:]} == {"100", "200", "300", "400"}
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["arguments"]["target_active"] == "100" and config["arguments"]["epochs"] == 400
+    assert config["result"]["active"] == np.count_nonzero(w)
+    assert config["problem"] == {"targets": 20, "households": 500, "fingerprint": config["problem"]["fingerprint"]}
+    assert config["weights"]["active"] == np.count_nonzero(w)
+    assert (out / "checkpoint.npz").is_file()
+
+    # Rerunning into the same folder refuses to overwrite the checkpoint; --resume continues it
+    # (here: already finished, so only the polish runs) and gives the same weights.
+    assert _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--initial-weights",
+                d / "w0.csv", "--target-active", 100, "--epochs", 400, "--out", out, "--quiet") == 2
+    assert "pass --resume to continue it, or --overwrite" in capsys.readouterr().err
+    assert _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--initial-weights",
+                d / "w0.csv", "--target-active", 100, "--epochs", 400, "--out", out, "--quiet", "--resume") == 0
+    again = np.array([float(r["weight"]) for r in csv.DictReader(open(out / "weights.csv"))])
+    np.testing.assert_array_equal(again, w)
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_weights(files, tmp_path):
+    d, _, _ = files
+    base = ["calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--quiet", "--log-every", 50]
+    assert _run(*base, "--epochs", 300, "--out", tmp_path / "full") == 0
+    assert _run(*base, "--epochs", 150, "--out", tmp_path / "part") == 0  # "interrupted" at 150
+    assert _run(*base, "--epochs", 300, "--out", tmp_path / "part", "--resume") == 0
+    read = lambda p: np.array([float(r["weight"]) for r in csv.DictReader(open(p / "weights.csv"))])  # noqa: E731
+    np.testing.assert_array_equal(read(tmp_path / "part"), read(tmp_path / "full"))
+    epochs = [int(r[0]) for r in list(csv.reader(open(tmp_path / "part" / "log.csv")))[1::20]]
+    assert epochs == [50, 100, 150, 200, 250, 300]
+
+
+@pytest.mark.parametrize("make, flag, message", [
+    (lambda d: (d / "bad.csv").write_text("name,value\nt0,1\nt1,abc\n"), "--targets",
+     "bad.csv: line 3: 'abc' is not a number"),
+    (lambda d: (d / "bad.csv").write_text("name,value\n" + "t,1\n" * 7), "--targets",
+     "bad.csv: 7 targets, but the matrix"),
+    (lambda d: (d / "bad.csv").write_text("name,amount\nt,1\n"), "--targets", "bad.csv: the header ['name', 'amount'] "
+                                                                               "has no 'value'"),
+    (lambda d: (d / "bad.csv").write_text(""), "--targets", "bad.csv: the file is empty"),
+    (lambda d: (d / "bad.npz").write_bytes(b"PK\x03\x04 truncated"), "--matrix", "bad.npz: cannot read it as a matrix"),
+    (lambda d: np.savez(d / "bad.npz", a=np.ones(3), b=np.ones(3)), "--matrix", "bad.npz: expected a scipy sparse"),
+    (lambda d: (d / "bad.txt").write_text("1 2"), "--matrix", "bad.txt: unknown matrix format '.txt'"),
+    (lambda d: None, "--matrix", "missing.npz: no such file"),
+    (lambda d: (d / "bad.csv").write_text("1\n-2\n" + "1\n" * 498), "--initial-weights",
+     "bad.csv: weights must be >= 0; found 1 negative value(s)"),
+    (lambda d: (d / "bad.csv").write_text("1\n" * 10), "--initial-weights", "bad.csv: 10 weights, but the matrix"),
+])
+def test_bad_files_give_one_line_errors(files, tmp_path, capsys, make, flag, message):
+    d, _, _ = files
+    make(tmp_path)
+    name = message.split(":")[0]
+    args = {"--matrix": d / "M.npz", "--targets": d / "targets.csv"}
+    args[flag] = tmp_path / name
+    argv = ["calibrate", "--out", tmp_path / "out", "--epochs", 10, "--quiet"]
+    for k, v in args.items():
+        argv += [k, v]
+    if flag == "--initial-weights":
+        argv += [flag, tmp_path / name]
+    assert _run(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("l0jax calibrate: error: ")
+    assert message in err
+    assert not (tmp_path / "out" / "weights.csv").exists()
+
+
+def test_bad_option_values_are_one_line_errors(files, tmp_path, capsys):
+    d, _, _ = files
+    rc = _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", tmp_path / "o",
+              "--target-active", 0, "--quiet")
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "target_active must be a count between 1 and" in err
+
+
+def test_demo_gates_keeps_the_hard_concrete_demo(capsys):
+    assert _run("demo-gates", "--draws", 20_000) == 0
+    out = capsys.readouterr().out
+    assert "against the closed forms" in out and "Temperature schedules" in out
