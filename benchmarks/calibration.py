@@ -1,6 +1,6 @@
 """Survey calibration speed against l0-python and against the scipy floor, plus the stress-test quality.
 
-Run: ``.venv/bin/python benchmarks/calibration.py [--workloads A,B,C] [--with-d] [--quality]``
+Run: ``.venv/bin/python benchmarks/calibration.py [--workloads A,B,C] [--with-d] [--quality] [--census]``
 (``L0_PYTHON=/path/to/python`` names the l0-python environment; see ``_common.l0_python``).
 
 Workloads (synthetic, fixed seeds; DESIGN.md section 5):
@@ -25,6 +25,9 @@ M's arrays (data, indices, indptr).
 ``--quality`` runs workload B for 5,000 epochs in both libraries with l0-python's settings and
 compares the returned deterministic weights: relative loss mean(((y - M w) / (y + 1))**2) and
 households closed (weight exactly 0).
+
+``--census`` adds the census selection of the production issue (``calibration_production.py``: keep
+1,000 of the World Bank census's 57,867 households, against l0-python's best lambda of a small grid).
 
 Timings on a shared machine are noisy; the script prints everything needed to judge them.
 """
@@ -278,6 +281,7 @@ def main() -> None:
     parser.add_argument("--with-d", action="store_true", help="add the heavy production-shaped workload D")
     parser.add_argument("--quality", action="store_true", help="also run the 5,000-epoch stress comparison")
     parser.add_argument("--quality-only", action="store_true", help="only the 5,000-epoch stress comparison")
+    parser.add_argument("--census", action="store_true", help="also run the census selection (calibration_production.py)")
     parser.add_argument("--no-reference", action="store_true", help="skip l0-python")
     args = parser.parse_args()
     names = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
@@ -288,6 +292,11 @@ def main() -> None:
         speed(names, args.no_reference)
     if args.quality or args.quality_only:
         quality(args.no_reference)
+    if args.census:
+        import calibration_production  # needs the demo extra (svy's World Bank data)
+
+        print()
+        calibration_production.main(["--skip-reference"] if args.no_reference else [])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Census selection (issue 5): keep a few of the 57,867 World Bank census households, hit the census totals.
 
-Run: ``flock /work/bench.lock .venv/bin/python benchmarks/calibration_production.py [--keep 1000]
+Run: ``.venv/bin/python benchmarks/calibration_production.py [--keep 1000]
 [--epochs 1000] [--lambdas 1e-4,3e-4,1e-3,3e-3] [--skip-reference]``
 (``L0_PYTHON=/path/to/python`` names the l0-python environment; see ``_common.l0_python``).
 
@@ -16,8 +16,9 @@ spending) as targets, all 57,867 census households as the pool, weights starting
 
 For each fit: households kept, largest and mean relative target error, the error on untargeted
 census totals (spending and persons of each of the 23 districts: mean and largest relative
-error), and wall time (l0jax: first call, with compilation, and a second call). This file is
-separate from ``benchmarks/calibration.py`` (the calibration core's speed benchmark) on purpose.
+error), and wall time (l0jax: first call, with compilation, and a second call).
+``benchmarks/calibration.py --census`` runs the same comparison; it lives in its own file because it
+needs the World Bank data (the ``demo`` extra) and none of the synthetic workloads.
 Timings on a shared machine are noisy; the script prints everything needed to judge them.
 """
 
@@ -106,13 +107,13 @@ def run_l0_python(problem, lambdas: list[float], epochs: int) -> list[tuple[floa
                 for f in out["fits"]]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=int, default=1000, help="K, households l0jax keeps")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--lambdas", default="1e-4,3e-4,1e-3,3e-3", help="l0-python's lambda_l0 grid")
     parser.add_argument("--skip-reference", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     lambdas = [float(x) for x in args.lambdas.split(",")]
 
     print(f"machine: {machine()}")

@@ -1,6 +1,6 @@
 """Sparse L0 regression against l0-python's SparseL0Linear and scikit-learn's Lasso path.
 
-Run: ``flock /work/bench.lock .venv/bin/python benchmarks/regression.py [--quick]`` (the l0-python
+Run: ``.venv/bin/python benchmarks/regression.py [--quick]`` (the l0-python
 reference comes from ``$L0_PYTHON`` or ``../shared/tools/setup-l0-python.sh``).
 
 Three tables, all measured in this run on the same data:
