@@ -116,8 +116,10 @@ def test_predictions_are_deterministic_and_equal_m_times_weights(small):
 def test_l2_limits_weights(small):
     M, _ = small
     y = np.random.default_rng(123).normal(size=20) * 100
-    no_l2 = _fit(M, y, lambda_l2=0.0, epochs=200, loss_type="mse", lr=0.01)
-    with_l2 = _fit(M, y, lambda_l2=0.01, epochs=200, loss_type="mse", lr=0.01)
+    with pytest.warns(l0jax.CalibrationWarning, match="cannot be reached by non-negative weights"):
+        no_l2 = _fit(M, y, lambda_l2=0.0, epochs=200, loss_type="mse", lr=0.01)
+    with pytest.warns(l0jax.CalibrationWarning, match="cannot be reached by non-negative weights"):
+        with_l2 = _fit(M, y, lambda_l2=0.01, epochs=200, loss_type="mse", lr=0.01)
     assert with_l2.get_weights(True).max() <= no_l2.get_weights(True).max()
 
 
@@ -443,7 +445,7 @@ def test_relative_abs_handles_negative_targets(small):
     assert (y < 0).any() and (y > 0).any()
     res = calibrate(signed, y, key=0, lambda_l0=1e-6, lr=0.05, epochs=1500, loss_type="relative_abs")
     assert np.mean(res.relative_errors) < 0.05
-    with pytest.raises(ValueError, match="relative_abs"):
+    with pytest.raises(ValueError, match="relative_abs"), pytest.warns(l0jax.CalibrationWarning, match="negative"):
         calibrate(signed, np.full(20, -1.0), key=0, loss_type="relative")
 
 
