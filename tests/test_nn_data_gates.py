@@ -8,13 +8,9 @@ import pytest
 from flax import nnx
 
 from l0jax.nn import FeatureGate, HybridGate, L0Gate, SampleGate
+from nn_inputs import normal
 
 LOG_ALPHA = np.array([1.5, -0.5, 0.2, -3.0, 4.0, -0.1, 0.05, -2.0], np.float32)
-
-
-def _normal(seed, shape):
-    """Test inputs from NumPy (a jax.random draw would compile once per shape)."""
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
 def _gate_with(gate, log_alpha=LOG_ALPHA):
@@ -27,7 +23,7 @@ def test_l0_gate_applies_along_any_axis(axis):
     gate = _gate_with(L0Gate(8, deterministic=True))
     shape = [3, 4, 5]
     shape[axis] = 8
-    x = _normal(0, tuple(shape))
+    x = normal(0, tuple(shape))
     z = np.asarray(gate())
     bshape = [1, 1, 1]
     bshape[axis] = 8

@@ -9,19 +9,7 @@ from jax import lax
 
 import l0jax
 from l0jax.nn import L0Conv, L0DepthwiseConv, L0Linear, SparseMLP
-
-
-def _normal(seed, shape):
-    """Test inputs from NumPy (a jax.random draw would compile once per shape)."""
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
-
-
-def np_init(key, shape, dtype=jnp.float32):
-    """N(0, 1/fan_in) weights drawn by NumPy from a fixed seed: unlike jax.random initialisers it
-    compiles nothing per shape, which keeps these tests fast."""
-    del key
-    rng = np.random.default_rng(int(np.prod(shape)))
-    return jnp.asarray(rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(shape[:-1])))), shape), dtype)
+from nn_inputs import normal, np_init
 
 
 # One compiled program per model instead of one per eager operation (much faster to compile).
@@ -46,7 +34,7 @@ def test_linear_shapes_and_eval_output_match_the_reference(gate, gate_shape):
     layer = L0Linear(6, 4, gate=gate, kernel_init=np_init, rngs=nnx.Rngs(0))
     _spread_gates(layer, 1)
     assert layer.gate.shape == gate_shape and layer.kernel.shape == (6, 4)
-    x = _normal(2, (3, 5, 6))
+    x = normal(2, (3, 5, 6))
     y = _eval_call(layer, x)
     assert y.shape == (3, 5, 4)
     z = np.asarray(_eval_gates(layer), np.float64)
@@ -91,7 +79,7 @@ def test_conv_any_rank_eval_output_matches_the_reference(spatial, structured):
     )
     _spread_gates(conv, 3)
     assert conv.gate.shape == ((5,) if structured else (3,) * n + (3, 5))
-    x = _normal(4, (2,) + spatial + (3,))
+    x = normal(4, (2,) + spatial + (3,))
     y = _eval_call(conv, x)
     assert y.shape == (2,) + tuple(s - 2 for s in spatial) + (5,)
     z = _eval_gates(conv).astype(np.float32)
@@ -116,7 +104,7 @@ def test_depthwise_conv_gates_channels_with_their_biases():
         rngs=nnx.Rngs(0),
     )
     dw.gate.log_alpha[...] = jnp.array([5.0, -5.0, 0.3, 5.0])  # channel 1 closed
-    x = _normal(5, (2, 6, 6, 4))
+    x = normal(5, (2, 6, 6, 4))
     y = _eval_call(dw, x)
     assert y.shape == (2, 6, 6, 8)
     z = np.repeat(_eval_gates(dw), 2).astype(np.float32)
@@ -162,7 +150,7 @@ def test_gradients_reach_weights_biases_and_log_alpha(make):
     layer = make(nnx.Rngs(0))
     layer.bias[...] = jnp.full(layer.bias.shape, 0.1)
     n_spatial = layer.kernel.ndim - 2
-    x = _normal(6, (2,) + (5,) * n_spatial + (4,))
+    x = normal(6, (2,) + (5,) * n_spatial + (4,))
 
     def loss(m):
         return jnp.sum(m(x, rngs=jax.random.key(7)) ** 2) + 1e-3 * m.penalty()
@@ -196,7 +184,7 @@ def test_sparse_mlp_flattens_and_chains_layers():
         kernel_init=np_init,
         rngs=nnx.Rngs(0),
     )
-    x = _normal(8, (5, 8, 8))
+    x = normal(8, (5, 8, 8))
     y = _eval_call(mlp, x)
     assert y.shape == (5, 10)
     h = x.reshape(5, 64)

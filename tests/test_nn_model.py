@@ -8,21 +8,9 @@ from flax import nnx
 
 import l0jax
 from l0jax import nn as ln
+from nn_inputs import normal, np_init
 
 HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _normal(seed, shape):
-    """Test inputs from NumPy (a jax.random draw would compile once per shape)."""
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
-
-
-def np_init(key, shape, dtype=jnp.float32):
-    """N(0, 1/fan_in) weights drawn by NumPy from a fixed seed: unlike jax.random initialisers it
-    compiles nothing per shape, which keeps these tests fast."""
-    del key
-    rng = np.random.default_rng(int(np.prod(shape)))
-    return jnp.asarray(rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(shape[:-1])))), shape), dtype)
 
 
 def _set_logits(gate, rng, closed_fraction):
@@ -157,7 +145,7 @@ def test_compress_mlp_gives_the_shapes_of_the_open_gates_and_the_same_outputs(ga
     for layer in mlp.layers:
         _set_logits(layer.gate, rng, 0.3 if gate != "weight" else 0.9)
         layer.bias[...] = jnp.asarray(rng.normal(size=layer.bias.shape), jnp.float32)
-    x = _normal(3, (6, 12))
+    x = normal(3, (6, 12))
     before = np.asarray(mlp.layers[0].kernel[...])
     small = ln.compress(mlp)
     np.testing.assert_allclose(_call(small, x), _eval_out(mlp, x), atol=1e-5)
@@ -194,7 +182,7 @@ def test_compress_a_conv_chain_with_depthwise_and_flatten():
     fc2 = np.full(12, 2.0)
     fc2[[0, 7, 11]] = closed
     net.fc2.gate.log_alpha[...] = jnp.asarray(fc2, jnp.float32)
-    x = _normal(5, (2, 8, 8, 1))
+    x = normal(5, (2, 8, 8, 1))
     small = ln.compress(net)
     np.testing.assert_allclose(_call(small, x), _eval_out(net, x), atol=1e-5)
     # conv1 keeps 0, 2, 3 (its closed channel 1 also closes dw's channel 1 input; dw keeps 0, 1, 3 by
@@ -224,7 +212,7 @@ def test_compress_sequential_explicit_chains_and_isolated_layers():
     for layer in (seq.layers[0], seq.layers[2], seq.layers[4]):
         _set_logits(layer.gate, rng, 0.4)
         layer.bias[...] = jnp.asarray(rng.normal(size=layer.bias.shape), jnp.float32)
-    x = _normal(7, (3, 6))
+    x = normal(7, (3, 6))
     auto = ln.compress(seq)
     explicit = ln.compress(seq, chain=["layers.0", "layers.2", "layers.4"])
     np.testing.assert_allclose(_call(auto, x), _eval_out(seq, x), atol=1e-5)
@@ -241,7 +229,7 @@ def test_compress_sequential_explicit_chains_and_isolated_layers():
 def test_compress_after_prune_and_errors():
     mlp = ln.SparseMLP((8, 6, 2), gate="weight", kernel_init=np_init, rngs=nnx.Rngs(0))
     ln.prune(mlp, 0.5)
-    x = _normal(8, (2, 8))
+    x = normal(8, (2, 8))
     np.testing.assert_allclose(_call(ln.compress(mlp), x), _eval_out(mlp, x), atol=1e-5)
     with pytest.raises(ValueError, match="no L0 layers"):
         ln.compress(nnx.Linear(2, 2, kernel_init=np_init, rngs=nnx.Rngs(0)))

@@ -41,6 +41,14 @@ from l0jax._src.nn.model import l0_layers, path_name
 Array = jax.Array
 
 
+def _load(layer: nnx.Module, kernel: Array, bias: Array | None, input_index: Sequence[int] | None) -> None:
+    """Puts the folded weights into a freshly built (zero-initialised) compressed layer."""
+    layer.kernel[...] = kernel
+    if bias is not None:
+        layer.bias[...] = jnp.asarray(bias)
+    layer.input_index = None if input_index is None else tuple(int(i) for i in input_index)
+
+
 class CompressedLinear(nnx.Linear):
     """The dense layer ``compress`` puts in place of an ``L0Linear``: an ``nnx.Linear`` that first
     gathers the input features it uses.
@@ -74,10 +82,7 @@ class CompressedLinear(nnx.Linear):
             bias_init=nnx.initializers.zeros_init(),
             rngs=nnx.Rngs(0),
         )
-        self.kernel[...] = kernel
-        if bias is not None:
-            self.bias[...] = jnp.asarray(bias)
-        self.input_index = None if input_index is None else tuple(int(i) for i in input_index)
+        _load(self, kernel, bias, input_index)
 
     def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
         """x: (..., n_inputs) -> (..., out). ``deterministic``/``rngs`` are accepted and ignored, so
@@ -135,10 +140,7 @@ class CompressedConv(nnx.Conv):
             bias_init=nnx.initializers.zeros_init(),
             rngs=nnx.Rngs(0),
         )
-        self.kernel[...] = kernel
-        if bias is not None:
-            self.bias[...] = jnp.asarray(bias)
-        self.input_index = None if input_index is None else tuple(int(i) for i in input_index)
+        _load(self, kernel, bias, input_index)
 
     def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
         """x: (*batch, *spatial, n_inputs) -> (*batch, *spatial_out, out); ``deterministic`` and
