@@ -101,6 +101,27 @@ def test_scipy_threads_split_rows_and_give_identical_results():
     np.testing.assert_allclose(two.matvec(w), M @ w, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(20, 30_000), (30_000, 20)])
+def test_scipy_short_outputs_scatter_and_match_scipy(shape, threads):
+    # Products whose output is >= 16x shorter than their input run as CSC (scatter) products, split
+    # over threads by blocks of the input: M @ w for the wide matrix, M.T @ r for the tall one.
+    M = _matrix(m=shape[0], n=shape[1], density=0.7)  # 420k entries: two blocks with two threads
+    w, r = _vectors(*M.shape)
+    op = as_operator(M, backend="scipy", threads=threads)
+    assert len(op._host.forward) == len(op._host.transpose) == threads
+    scatter_blocks, source = op._host._scatter[shape[0] > shape[1]][0], op._host.forward if shape[0] > shape[1] else op._host.transpose
+    assert all(np.shares_memory(c.data, b.data) for c, b in zip(scatter_blocks, source, strict=True))
+    M64 = M.astype(np.float64)
+    np.testing.assert_allclose(op.matvec(w), M64 @ w, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(op.rmatvec(r), M64.T @ r, rtol=1e-5, atol=1e-3)
+    W = np.stack([w, 2 * w, -w])
+    np.testing.assert_allclose(jax.vmap(op.matvec)(W), (M64 @ W.T).T, rtol=1e-5, atol=1e-3)
+    grad = jax.grad(lambda v: 0.5 * jnp.sum(op.matvec(v) ** 2))(w)
+    np.testing.assert_allclose(grad, M64.T @ (M64 @ w), rtol=1e-4, atol=1e-2)
+    np.testing.assert_array_equal(op.matvec(w), op.matvec(w))
+
+
 def test_scipy_operator_reuses_canonical_float32_csr_without_copying():
     M = _matrix()
     M.indices = M.indices.astype(np.int32)
