@@ -8,8 +8,9 @@ enough epochs for the distance to settle along the directions the targets leave 
 are also checked against the closed forms computed here (GREG: d * (1 + x'lambda); raking:
 iterative proportional fitting), and the means must be within 0.05% of R's.
 
-The data are read from ``../shared/data/survey_api/`` (R survey's api data, via the svy project's
-tests); the tests skip where that folder is absent.
+The data: ``tests/data/apiclus1.csv``, the columns used here (and the school and district ids) of
+``apiclus1`` from R's survey package (a cluster sample of 183 California schools from the
+Academic Performance Index, California Department of Education; R survey is GPL-2 | GPL-3).
 """
 
 import csv
@@ -20,8 +21,7 @@ import pytest
 
 from l0jax import calibrate
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "survey_api"
-pytestmark = pytest.mark.skipif(not (DATA / "apiclus1.csv").is_file(), reason=f"R survey's api data not at {DATA}")
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="module")
