@@ -226,6 +226,35 @@ def test_compress_sequential_explicit_chains_and_isolated_layers():
     assert auto.layers[0].kernel.shape[1] <= 5
 
 
+class _Scale(ln.L0Layer):
+    """A user-defined L0 layer: one gated scale per feature."""
+
+    def __init__(self, n, rngs):
+        self.kernel = nnx.Param(jnp.linspace(1.0, 2.0, n, dtype=jnp.float32))
+        self.bias = nnx.data(None)
+        self.gate = ln.HardConcreteGate((n,), rngs=rngs)
+        self.granularity = "weight"
+
+    def _kernel_view(self, z):
+        return z
+
+    def _bias_view(self, z):
+        return None
+
+    def _apply(self, x, kernel, bias):
+        return x * kernel
+
+
+def test_user_l0_layer_gets_prune_but_compress_says_it_cannot_shrink_it():
+    layer = _Scale(4, nnx.Rngs(0))
+    layer.gate.log_alpha[...] = jnp.array([3.0, -6.0, 3.0, -6.0], jnp.float32)
+    before = np.asarray(layer.kernel[...])
+    ln.prune(layer, 0.05)
+    np.testing.assert_array_equal(np.asarray(layer.kernel[...]), before * np.array([1, 0, 1, 0], np.float32))
+    with pytest.raises(ValueError, match="'' is a _Scale; compress knows how to shrink L0Linear"):
+        ln.compress(layer)
+
+
 def test_compress_after_prune_and_errors():
     mlp = ln.SparseMLP((8, 6, 2), gate="weight", kernel_init=np_init, rngs=nnx.Rngs(0))
     ln.prune(mlp, 0.5)

@@ -395,12 +395,18 @@ def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool 
       The compressed model, of the same class, in which every L0 layer is a dense layer.
 
     Raises:
-      ValueError: when the model has no L0 layers, a chain item is not one of its L0 layers, or
-        two linked layers' sizes do not fit.
+      ValueError: when the model has no L0 layers or one of another ``L0Layer`` subclass, a chain
+        item is not one of its L0 layers, or two linked layers' sizes do not fit.
     """
     layers = l0_layers(model)
     if not layers:
         raise ValueError("compress: the model holds no L0 layers (L0Linear, L0Conv, L0DepthwiseConv).")
+    for path, layer in layers:
+        if not isinstance(layer, (L0Linear, L0Conv, L0DepthwiseConv)):
+            raise ValueError(
+                f"compress: layer {path_name(path)!r} is a {type(layer).__name__}; compress knows how to "
+                "shrink L0Linear, L0Conv and L0DepthwiseConv only (prune works on every L0Layer)."
+            )
     chains = _resolve_chains(model, chain, layers)
     folded = jax.device_get(_all_eval_params(model))
     replacements: list[tuple[tuple, nnx.Module]] = []

@@ -78,8 +78,8 @@ class L0Layer(nnx.Module):
     Subclasses set ``kernel``, ``bias`` (or ``nnx.data(None)``), ``gate``, ``granularity`` and
     implement ``_kernel_view`` (gate-shaped array -> broadcastable to the kernel),
     ``_bias_view`` (gate-shaped array -> bias shape, or None when biases are not gated) and
-    ``_apply``. The model-wide utilities (``l0_penalty``, ``prune``, ``compress``, ...) only use
-    this interface.
+    ``_apply``. The model-wide utilities (``l0_penalty``, ``l2_penalty``, ``sparsity_stats``,
+    ``prune``, ...) only use this interface; ``compress`` knows the built-in layers only.
     """
 
     kernel: nnx.Param
