@@ -493,3 +493,10 @@ def test_matrix_inputs_of_every_kind_give_the_same_fit(small):
     for given in (sp.csr_array(M), M.tocoo(), M.tocsc(), M.toarray(), jax.numpy.asarray(M.toarray()),
                   l0jax._src.operators.as_operator(M, backend="dense")):
         np.testing.assert_array_equal(calibrate(given, y, key=0, **kw).weights, ref)
+
+
+def test_nested_lists_are_accepted_as_matrix_and_targets():
+    M = [[1.0, 2.0, 0.5], [0.5, 1.0, 2.0]]
+    res = calibrate(M, [3.0, 3.0], key=0, epochs=300, lr=0.05, lambda_l0=0.0, loss_type="relative")
+    np.testing.assert_allclose(res.predictions, [3.0, 3.0], rtol=1e-3)
+    np.testing.assert_allclose(res.predictions, np.asarray(M) @ res.weights, rtol=1e-5)

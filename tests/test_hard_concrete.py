@@ -219,6 +219,8 @@ def test_traced_hyperparameters_trace_once(key):
         (lambda: l0jax.keep_prob_to_log_alpha(np.array([0.5, 1.0])), "keep_prob"),
         (lambda: l0jax.keep_prob_to_log_alpha(1.5), "keep_prob"),
         (lambda: l0jax.l0l2_penalty(jnp.zeros(3), jnp.zeros(3), 0.5, lambda_l2=-1.0), "lambda_l2"),
+        (lambda: l0jax.hard_concrete_eval(jnp.zeros(3), "2/3"), "temperature must be a real number"),
+        (lambda: l0jax.l0l2_penalty(jnp.zeros(3), jnp.zeros(3), 0.5, lambda_l2=None), "lambda_l2 must be a real"),
     ],
 )
 def test_bad_input_names_the_argument(call, name):

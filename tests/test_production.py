@@ -277,6 +277,23 @@ def test_resume_equals_an_uninterrupted_run_bitwise(small, tmp_path):
     np.testing.assert_array_equal(again.weights, full.weights)
 
 
+def test_keep_k_continued_or_resumed_takes_the_new_lambda_l0(small, tmp_path):
+    # Keep-K adapts a logit offset, not lambda_l0: a lambda_l0 given to a continued or resumed
+    # run must apply (it used to be replaced by the previous run's value).
+    M, y = small
+    first = calibrate(M, y, key=0, target_active=100, lr=0.1, epochs=60, loss_type="relative")
+    assert float(first.state.hparams.lambda_l0) == 0.0
+    more = calibrate(M, y, key=0, target_active=100, lambda_l0=0.5, lr=0.1, epochs=20, loss_type="relative",
+                     state=first.state)
+    assert float(more.state.hparams.lambda_l0) == 0.5
+    path = tmp_path / "k.npz"
+    kw = dict(key=0, target_active=100, lr=0.1, loss_type="relative", checkpoint_path=path)
+    calibrate(M, y, epochs=60, **kw)
+    with pytest.warns(CheckpointWarning, match="lambda_l0=0.5"):
+        resumed = calibrate(M, y, epochs=80, lambda_l0=0.5, resume=True, **kw)
+    assert float(resumed.state.hparams.lambda_l0) == 0.5
+
+
 def test_resume_from_the_object_api(small, tmp_path):
     M, y = small
     kw = {k: v for k, v in CK.items() if k not in ("key", "log_every")}

@@ -25,6 +25,14 @@ def concrete(value: Any) -> np.ndarray | None:
         return None
 
 
+def _real(name: str, value: Any) -> np.ndarray | None:
+    """``concrete(value)``, raising ValueError when it is not made of real numbers (a string, None)."""
+    arr = concrete(value)
+    if arr is not None and arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a real number (or an array of them), got {value!r}.")
+    return arr
+
+
 def _describe(arr: np.ndarray) -> str:
     if arr.size == 1:
         return repr(arr.reshape(()).item())
@@ -33,8 +41,8 @@ def _describe(arr: np.ndarray) -> str:
 
 def check_finite(name: str, value: Any) -> None:
     """Raises ValueError when a concrete ``value`` holds NaN or infinity."""
-    arr = concrete(value)
-    if arr is None or arr.dtype.kind not in "fc":
+    arr = _real(name, value)
+    if arr is None or arr.dtype.kind != "f":
         return
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
@@ -46,7 +54,7 @@ def check_finite(name: str, value: Any) -> None:
 
 def check_positive(name: str, value: Any, *, hint: str = "") -> None:
     """Raises ValueError unless every element of a concrete ``value`` is finite and > 0."""
-    arr = concrete(value)
+    arr = _real(name, value)
     if arr is None:
         return
     check_finite(name, arr)
@@ -56,7 +64,7 @@ def check_positive(name: str, value: Any, *, hint: str = "") -> None:
 
 def check_nonnegative(name: str, value: Any, *, hint: str = "") -> None:
     """Raises ValueError unless every element of a concrete ``value`` is finite and >= 0."""
-    arr = concrete(value)
+    arr = _real(name, value)
     if arr is None:
         return
     check_finite(name, arr)
@@ -66,7 +74,7 @@ def check_nonnegative(name: str, value: Any, *, hint: str = "") -> None:
 
 def check_stretch(gamma: Any, zeta: Any) -> None:
     """Raises ValueError unless gamma < 0 and zeta > 1 (the stretch interval must contain [0, 1])."""
-    g = concrete(gamma)
+    g = _real("gamma", gamma)
     if g is not None:
         check_finite("gamma", g)
         if not np.all(g < 0):
@@ -74,7 +82,7 @@ def check_stretch(gamma: Any, zeta: Any) -> None:
                 f"gamma must be < 0 (the stretched interval (gamma, zeta) must contain 0 so that "
                 f"gates can be exactly zero), got {_describe(g)}; the usual value is -0.1."
             )
-    z = concrete(zeta)
+    z = _real("zeta", zeta)
     if z is not None:
         check_finite("zeta", z)
         if not np.all(z > 1):
@@ -86,7 +94,7 @@ def check_stretch(gamma: Any, zeta: Any) -> None:
 
 def check_open_unit(name: str, value: Any) -> None:
     """Raises ValueError unless every element of a concrete ``value`` lies strictly in (0, 1)."""
-    arr = concrete(value)
+    arr = _real(name, value)
     if arr is None:
         return
     check_finite(name, arr)

@@ -83,6 +83,8 @@ _MIN_NONZEROS_PER_THREAD = 200_000
 # 500 x 200,000 at 5M entries 9 ms gather against 4.4 ms scatter; 2,000 x 20,000 (ratio 10) equal.
 # A fixed rule, not a timing, so the summation order (hence every result) is the same in every run.
 _SCATTER_MIN_RATIO = 16
+# Blocks of a scatter product (fewer for small matrices, see ``_row_blocks``), whatever the threads.
+_SCATTER_BLOCKS = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,14 +118,17 @@ def _check_real(name: str, dtype: np.dtype) -> None:
         raise ValueError(f"{name} must hold real numbers, got dtype {dtype}; convert it with .astype(float).")
 
 
-def _check_finite_values(name: str, values: np.ndarray) -> None:
-    finite = np.isfinite(values)
-    if not finite.all():
-        bad = int(values.size - np.count_nonzero(finite))
-        raise ValueError(
-            f"{name} must be finite, but it has {bad} NaN or infinite value(s); "
-            f"remove or impute them before calling."
-        )
+def _check_values(name: str, values: np.ndarray, dtype: np.dtype) -> None:
+    """Finite, and (for a narrowing cast such as float64 -> float32) within ``dtype``'s range."""
+    checks.check_finite(name, values)
+    if values.dtype.kind == "f" and values.dtype.itemsize > dtype.itemsize and values.size:
+        largest, limit = float(np.abs(values).max()), float(np.finfo(dtype).max)
+        if largest > limit:
+            raise ValueError(
+                f"{name} has values up to {largest:.3g}, beyond {dtype}'s range "
+                f"({limit:.3g}); rescale it (e.g. totals in thousands) or use "
+                f"dtype=jnp.float64 with jax_enable_x64."
+            )
 
 
 def _canonical_csr(name: str, M: Any, dtype: np.dtype) -> sp.csr_matrix:
@@ -145,7 +150,7 @@ def _canonical_csr(name: str, M: Any, dtype: np.dtype) -> sp.csr_matrix:
     if not csr.has_canonical_format:
         csr = csr.copy()
         csr.sum_duplicates()  # also sorts the column indices of each row
-    _check_finite_values(name, csr.data)
+    _check_values(name, csr.data, dtype)
     if csr.data.dtype != dtype or csr.indices.dtype != np.int32 or csr.indptr.dtype != np.int32:
         csr = sp.csr_matrix(
             (csr.data.astype(dtype, copy=False), csr.indices.astype(np.int32, copy=False),
@@ -156,26 +161,24 @@ def _canonical_csr(name: str, M: Any, dtype: np.dtype) -> sp.csr_matrix:
     return csr
 
 
-def _host_dense(name: str, M: Any) -> np.ndarray:
+def _host_dense(name: str, M: Any, dtype: np.dtype) -> np.ndarray:
     arr = np.asarray(M)
     _check_real(name, arr.dtype)
     _check_shape(name, arr.shape)
-    if arr.dtype.kind == "f":
-        _check_finite_values(name, arr)
+    _check_values(name, arr, dtype)
     return arr
 
 
-def _check_jax_dense(name: str, M: Array) -> None:
+def _check_jax_dense(name: str, M: Array, dtype: np.dtype) -> None:
     _check_real(name, np.dtype(M.dtype))
     _check_shape(name, M.shape)
     if isinstance(M, jax.core.Tracer):
         return  # values unknown at trace time; checked where the matrix was made
+    # Reduced on the device; only a matrix with a bad value comes to the host for the message.
     if jnp.issubdtype(M.dtype, jnp.floating) and not bool(jnp.isfinite(M).all()):
-        bad = int(M.size - int(jnp.count_nonzero(jnp.isfinite(M))))
-        raise ValueError(
-            f"{name} must be finite, but it has {bad} NaN or infinite value(s); "
-            f"remove or impute them before calling."
-        )
+        checks.check_finite(name, M)
+    if np.dtype(M.dtype).itemsize > dtype.itemsize and bool((jnp.abs(M) > np.finfo(dtype).max).any()):
+        _check_values(name, np.asarray(M), dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,34 +323,30 @@ class SparseOperator(MatrixOperator):
 # -- the scipy (host) backend ------------------------------------------------------------------
 
 class _HostMatrices:
-    """CSR of M and of M.T in row blocks of balanced nonzeros, one block per thread."""
+    """CSR of M and of M.T in row blocks of balanced nonzeros, one block per thread, and the CSC
+    blocks of the products that scatter (see ``_SCATTER_MIN_RATIO``)."""
 
     def __init__(self, csr: sp.csr_matrix, threads: int):
         self.shape = csr.shape
         self.nnz = int(csr.nnz)
+        self.threads = threads
+        transposed = csr.T.tocsr()
         self.forward = _row_blocks(csr, threads)
-        self.transpose = _row_blocks(csr.T.tocsr(), threads)
-        self.threads = max(len(self.forward), len(self.transpose))
-        # The CSC forms are built once: scipy's .T checks the index arrays, which costs a pass over
-        # them (as long as the product itself) on every call.
+        self.transpose = _row_blocks(transposed, threads)
+        # A scatter sums one partial output per block, so its blocks follow a fixed rule rather than
+        # the thread count: the same matrix gives bitwise the same products on any machine. The CSC
+        # views are built once: scipy's .T checks the index arrays (a pass as long as the product).
         self._scatter = {}
-        for transpose, blocks in ((False, self.transpose), (True, self.forward)):
+        for transpose, source in ((False, transposed), (True, csr)):
             out_size, in_size = (self.shape[1], self.shape[0]) if transpose else self.shape
             if out_size * _SCATTER_MIN_RATIO <= in_size:
-                self._scatter[transpose] = _csc_blocks(blocks)
+                self._scatter[transpose] = _csc_blocks(_row_blocks(source, _SCATTER_BLOCKS))
 
     def product(self, transpose: bool, x: np.ndarray) -> np.ndarray:
         """``M.T @ x`` if ``transpose`` else ``M @ x``, for ``x`` of shape (k,) or (k, batch)."""
         if transpose in self._scatter:
-            return _scatter_blocks(*self._scatter[transpose], x)
+            return _scatter_blocks(*self._scatter[transpose], x, self.threads)
         return _gather_blocks(self.transpose if transpose else self.forward, x)
-
-    def nbytes(self) -> int:
-        total = 0
-        for blocks in (self.forward, self.transpose):
-            for b in blocks:
-                total += b.data.nbytes + b.indices.nbytes + b.indptr.nbytes
-        return total
 
 
 def row_block(csr: sp.csr_matrix, lo: int, hi: int) -> sp.csr_matrix:
@@ -425,12 +424,13 @@ def _csc_view(csr: sp.csr_matrix) -> sp.csc_matrix:
     return blk
 
 
-def _scatter_blocks(blocks: list[sp.csc_matrix], starts: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``[B1, B2, ...] @ x`` for CSC blocks of columns: each thread adds its block's share (scatter),
-    and the shares are summed in block order."""
+def _scatter_blocks(blocks: list[sp.csc_matrix], starts: np.ndarray, x: np.ndarray, threads: int) -> np.ndarray:
+    """``[B1, B2, ...] @ x`` for CSC blocks of columns: each block's share (a scatter) on one of
+    ``threads`` threads, the shares summed in block order."""
     if len(blocks) == 1:
         return blocks[0] @ x
-    parts = list(_pool(len(blocks)).map(lambda i: blocks[i] @ x[starts[i]:starts[i + 1]], range(len(blocks))))
+    share = lambda i: blocks[i] @ x[starts[i]:starts[i + 1]]  # noqa: E731
+    parts = list(_pool(threads).map(share, range(len(blocks)))) if threads > 1 else [share(i) for i in range(len(blocks))]
     return functools.reduce(np.add, parts)
 
 
@@ -595,7 +595,7 @@ def as_operator(
         return ScipyOperator(csr, threads)
 
     if isinstance(M, jax.Array):
-        _check_jax_dense(name, M)
+        _check_jax_dense(name, M, dt)
         if backend in ("auto", "dense"):
             # Already on the device and already dense: keep it there.
             return DenseOperator(M.astype(dt))
@@ -605,7 +605,7 @@ def as_operator(
         raise ValueError(
             f"{name} must be a scipy sparse matrix, a NumPy array or a JAX array, got {type(M).__name__}."
         )
-    arr = _host_dense(name, M)
+    arr = _host_dense(name, M, dt)
     if backend == "auto":
         backend = choose_backend(arr.shape, int(np.count_nonzero(arr)), itemsize=dt.itemsize)
     if backend == "dense":

@@ -201,8 +201,6 @@ def _calibrate(
             opt_state = engine.set_learning_rate(state.opt_state, lr)
             if const_beta is not None:
                 opt_state = engine.set_temperature(opt_state, const_beta)
-            if problem.budget is not None:  # keep-K mode continues with its adapted multiplier
-                hparams = hparams._replace(lambda_l0=state.hparams.lambda_l0)
             state = state._replace(opt_state=opt_state, hparams=hparams)
 
         todo = epochs

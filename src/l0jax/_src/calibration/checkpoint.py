@@ -2,8 +2,8 @@
 
 A checkpoint is one ``.npz`` file (NumPy's zip of arrays, read without pickle) holding every leaf of
 the ``CalibrationState`` (parameters, optimizer state with its moments, learning rate and
-temperature, the PRNG key's raw data, the step count, the hyperparameters including a
-lambda_l0 adapted by keep-K mode) and a JSON header with:
+temperature, the PRNG key's raw data, the step count, the hyperparameters, the keep-K
+controller's state) and a JSON header with:
 
 * a fingerprint of the matrix M and the targets y (``fingerprint``): resuming with other data is
   an error, never a silent mix;

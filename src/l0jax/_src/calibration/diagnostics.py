@@ -31,9 +31,13 @@ class CalibrationWarning(UserWarning):
     """A calibration problem that will not behave as hoped (unreachable or suspicious targets)."""
 
 
-def _as_host_csr(M: Any) -> sp.csr_matrix:
+def _operator_refused(M: Any) -> None:
     if isinstance(M, MatrixOperator):
         raise ValueError("diagnostics need the matrix itself (scipy sparse or dense), not an operator.")
+
+
+def _as_host_csr(M: Any) -> sp.csr_matrix:
+    _operator_refused(M)
     return (M if sp.issparse(M) else sp.csr_matrix(np.asarray(M, np.float64))).tocsr()
 
 
@@ -55,8 +59,7 @@ def relative_error(estimate: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _row_extremes(M: Any) -> tuple[np.ndarray, np.ndarray]:
     """Largest and smallest stored value of each row (-inf/+inf for empty rows), without copying M."""
-    if isinstance(M, MatrixOperator):
-        raise ValueError("diagnostics need the matrix itself (scipy sparse or dense), not an operator.")
+    _operator_refused(M)
     if not sp.issparse(M):
         arr = np.asarray(M)
         return arr.max(axis=1).astype(np.float64), arr.min(axis=1).astype(np.float64)
@@ -234,6 +237,9 @@ def check_targets(
     Returns:
       The messages (empty when all is well).
     """
+    if not (sp.issparse(M) or isinstance(M, MatrixOperator)):
+        M = np.asarray(M)  # nested lists too
+    _operator_refused(M)
     m, n = M.shape
     y = np.asarray(targets, np.float64).reshape(-1)
     names = _names(target_names, m)

@@ -56,7 +56,6 @@ class ActiveBudget(NamedTuple):
       integral_rate: integral gain (per epoch), which removes the steady offset left by the pull of
         the data on the gates.
       integral_limit: bound of the integral term, in logit units per epoch (anti-windup).
-      mix: weight of the deterministic count in the signal (0: expected L0 only, 1: count only).
       horizon: epochs of look-ahead along the trend of the expected count.
       anneal: epochs over which the budget falls geometrically from all households to K.
     """
@@ -65,16 +64,15 @@ class ActiveBudget(NamedTuple):
     rate: Array
     integral_rate: Array
     integral_limit: Array
-    mix: Array
     horizon: Array
     anneal: Array
 
 
 def make_budget(target: float, *, rate: float = 0.05, integral_rate: float = 0.005, integral_limit: float = 0.05,
-                mix: float = 1.0, horizon: float = 20.0, anneal: float = 1.0) -> ActiveBudget:
+                horizon: float = 20.0, anneal: float = 1.0) -> ActiveBudget:
     """Packs the budget as float32 scalars (see ``ActiveBudget``)."""
     f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    return ActiveBudget(f(target), f(rate), f(integral_rate), f(integral_limit), f(mix), f(horizon),
+    return ActiveBudget(f(target), f(rate), f(integral_rate), f(integral_limit), f(horizon),
                         f(max(anneal, 1.0)))
 
 
@@ -150,7 +148,9 @@ def apply_budget(budget: ActiveBudget, dual: DualState, old: Params, new: Params
     z = hc.hard_concrete_eval(la_new, temperature, gamma=hparams.gamma, zeta=hparams.zeta, rule=rule)
     # One stacked reduction instead of three (XLA compiles each reduction into its own kernel).
     e_old, e_new, count = jnp.sum(jnp.stack([p_old, p_new, (z > 0).astype(p_new.dtype)]), axis=1)
-    level = (1.0 - budget.mix) * jnp.log(e_new + 1.0) + budget.mix * jnp.log(count + 1.0)
+    # The level is the deterministic count (what the user gets); the expected count's trend
+    # anticipates where it is heading.
+    level = jnp.log(count + 1.0)
     trend = jnp.log(e_new + 1.0) - jnp.log(e_old + 1.0)
     error = level + budget.horizon * trend - budget_at(budget, la_new.shape[0], step)
     integral = jnp.clip(dual.integral + budget.integral_rate * error, -budget.integral_limit, budget.integral_limit)

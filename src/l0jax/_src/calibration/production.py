@@ -212,10 +212,7 @@ class Run:
             opt_state = engine.set_learning_rate(state.opt_state, lr)
             if beta is not None:
                 opt_state = engine.set_temperature(opt_state, beta)
-            hparams = fresh.hparams
-            if self.k is not None:
-                hparams = hparams._replace(lambda_l0=state.hparams.lambda_l0)  # the adapted multiplier
-            start = state._replace(opt_state=opt_state, hparams=hparams)
+            start = state._replace(opt_state=opt_state, hparams=fresh.hparams)
             self.prior_history = {k: list(v) for k, v in header.get("history", {}).items()}
         elif opts.resume:
             warnings.warn(f"resume=True but there is no checkpoint at {opts.checkpoint_path} yet; starting a new run.",
