@@ -41,8 +41,8 @@ def _describe(arr: np.ndarray) -> str:
 
 def check_finite(name: str, value: Any) -> None:
     """Raises ValueError when a concrete ``value`` holds NaN or infinity."""
-    arr = _real(name, value)
-    if arr is None or arr.dtype.kind != "f":
+    arr = concrete(value)  # labels (strings) pass: only floats can hold NaN or infinity
+    if arr is None or arr.dtype.kind not in "fc":
         return
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
