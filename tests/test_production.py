@@ -188,6 +188,14 @@ def test_distance_errors(small):
 # -- aggregate penalties -------------------------------------------------------------------------
 
 
+def test_aggregation_matrix_sorts_number_labels_numerically():
+    A, keys = aggregation_matrix([10, 2, 1, np.int64(2), None, 10])
+    assert keys == [1, 2, 10]
+    np.testing.assert_array_equal(A.toarray(), [[0, 0, 1, 0, 0, 0], [0, 1, 0, 1, 0, 0], [1, 0, 0, 0, 0, 1]])
+    _, mixed = aggregation_matrix([10, "b", 2])
+    assert mixed == [10, 2, "b"]  # not all numbers: by their text
+
+
 def test_aggregation_matrix_and_term_value():
     A, keys = aggregation_matrix(["CA", "NY", "CA", None, "NY"])
     assert keys == ["CA", "NY"]

@@ -297,7 +297,7 @@ def calibrate(
 
     Args:
       M: matrix of shape (m targets, n households): scipy sparse (CSR/CSC/COO, matrix or array),
-        NumPy or JAX dense, or an operator from ``as_operator``.
+        NumPy or JAX dense (nested lists too); checked once (2-D, non-empty, real, finite).
       targets: target values, shape (m,).
       key: a JAX PRNG key or an integer seed; all randomness (jitter, gate noise) comes from it.
       lambda_l0: L0 penalty strength (cost of each expected open gate), >= 0; None means 0.01, or 0
@@ -328,7 +328,8 @@ def calibrate(
       polish_epochs: Adam steps of the polish; default ``default_polish_epochs(epochs)``.
       log_every: epochs per compiled chunk: one history row and one progress-bar update each.
       verbose: show a tqdm progress bar (loss, mean and max relative error, active count).
-      backend: matrix backend for ``as_operator``: ``"auto"``, ``"dense"``, ``"sparse"``, ``"scipy"``.
+      backend: how products with M run: ``"auto"`` (chosen from the shape and density),
+        ``"dense"``, ``"sparse"`` or ``"scipy"``.
       state: a ``CalibrationState`` (``result.state``) to continue from: its parameters, optimizer
         moments, key and step count are kept (no new jitter); the lambdas, ``lr`` and ``beta`` given
         here replace the old ones. ``init_*``, jitter and ``key`` are then not used.

@@ -14,6 +14,7 @@ product with the m predictions per epoch, whatever the number of households.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,7 +73,8 @@ def aggregation_matrix(labels: Sequence[Any]) -> tuple[sp.csr_matrix, list[Any]]
 
     Returns:
       ``(A, keys)``: ``A`` of shape (len(keys), m) with ``A[k, i] = 1`` when target i has label
-      ``keys[k]``; ``keys`` are the distinct labels, sorted.
+      ``keys[k]``; ``keys`` are the distinct labels, sorted naturally: numerically when every
+      label is a number (1, 2, 10), else by their text.
 
     Example:
       >>> A, states = aggregation_matrix(["CA", "CA", "NY"])   # A @ district_totals -> state totals
@@ -80,7 +82,9 @@ def aggregation_matrix(labels: Sequence[Any]) -> tuple[sp.csr_matrix, list[Any]]
     labels = list(labels)
     if not labels:
         raise ValueError("labels must name the aggregate of each target; got an empty list.")
-    keys = sorted({lab for lab in labels if lab is not None}, key=str)
+    distinct = {lab for lab in labels if lab is not None}
+    numeric = all(isinstance(k, numbers.Real) for k in distinct)
+    keys = sorted(distinct, key=float if numeric else str)
     index = {k: i for i, k in enumerate(keys)}
     cols = [j for j, lab in enumerate(labels) if lab is not None]
     rows = [index[labels[j]] for j in cols]

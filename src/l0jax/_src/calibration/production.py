@@ -104,7 +104,7 @@ class ChunkInfo:
     Attributes:
       epoch: epochs done so far.
       row: the chunk's history row (``loss``, ``mean_rel_error``, ``max_rel_error``, ``active``,
-        ``lambda_l0``, ...; see ``CalibrationResult.history``).
+        ``temperature``, ...; see ``CalibrationResult.history``).
       state: the ``CalibrationState`` after this chunk.
       targets: the targets, shape (m,).
     """
