@@ -82,7 +82,8 @@ def _census_levels(census: Any) -> dict[str, list[Any]]:
     return {"toilet": sorted(set(_column(census, "toilet"))), "region": sorted(set(_region(census)))}
 
 
-def _indicator_rows(frame: Any, water: dict[str, str], levels: dict[str, list[Any]]) -> tuple[list[str], list[np.ndarray]]:
+def _indicator_rows(frame: Any, water: dict[str, str],
+                    levels: dict[str, list[Any]]) -> tuple[list[str], list[np.ndarray]]:
     """Target names and household-level rows (values per household) for every target."""
     names: list[str] = []
     rows: list[np.ndarray] = []

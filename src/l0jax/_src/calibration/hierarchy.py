@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from l0jax._src import checks
+from l0jax._src.calibration.diagnostics import relative_error
 from l0jax._src.calibration.penalties import PenaltyTerm
 from l0jax._src.operators import MatrixOperator, as_operator
 
@@ -148,7 +149,6 @@ def aggregate_errors(aggregates: Any, predictions: np.ndarray) -> list[np.ndarra
     out = []
     pred = np.asarray(predictions, np.float64)
     for A, t, _ in aggregates:
-        t = np.asarray(t, np.float64).reshape(-1)
-        err = np.asarray(A @ pred, np.float64).reshape(-1) - t
-        out.append(np.divide(err, np.abs(t), out=err.copy(), where=t != 0))
+        estimate = np.asarray(A @ pred, np.float64).reshape(-1)
+        out.append(relative_error(estimate, np.asarray(t, np.float64).reshape(-1)))
     return out
