@@ -54,8 +54,9 @@ class NonFiniteLossError(FloatingPointError):
     Attributes:
       epoch: the 1-based epoch whose loss was not finite (computed at the state after epoch
         ``epoch - 1``).
-      state: the last state whose loss was finite (after epoch ``epoch - 2``), from which that
-        state was reached; continue from it with a smaller learning rate, or inspect it.
+      state: the last state whose loss was finite: the one after epoch ``epoch - 2``, one
+        optimizer step before the state whose loss failed. Continue from it with a smaller
+        learning rate, or inspect it.
       history: the per-chunk metrics recorded before the failure.
     """
 
@@ -432,7 +433,9 @@ def fit(
         finite state.
     """
     epochs = checks.check_int_at_least("epochs", epochs, 1)
-    chunk = checks.check_int_at_least("verbose_freq", chunk, 1)
+    # calibrate and SparseCalibrationWeights.fit check their own names (log_every, verbose_freq)
+    # first; only a direct caller of fit gets here with a bad one.
+    chunk = checks.check_int_at_least("chunk", chunk, 1)
     rows: list[dict[str, float]] = []
     # The starts of the last two chunks: from them a failed chunk is replayed (bitwise) up to the
     # last state whose loss was finite, at no cost while nothing fails.
