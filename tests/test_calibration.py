@@ -58,6 +58,8 @@ def test_weights_are_non_negative_numpy(small):
     assert isinstance(w, np.ndarray) and w.shape == (100,)
     assert np.all(w >= 0)
     assert np.all(model.get_weights(deterministic=False) >= 0)
+    # The fit moved the weights towards the targets: closer than the initial weights of 1.
+    assert _rel_err(y, M @ w).mean() < 0.5 * _rel_err(y, M @ np.ones(100)).mean()
 
 
 def test_sparse_ground_truth_with_relative_loss():
