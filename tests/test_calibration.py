@@ -58,6 +58,8 @@ def test_weights_are_non_negative_numpy(small):
     assert isinstance(w, np.ndarray) and w.shape == (100,)
     assert np.all(w >= 0)
     assert np.all(model.get_weights(deterministic=False) >= 0)
+    # The fit moved the weights towards the targets: closer than the initial weights of 1.
+    assert _rel_err(y, M @ w).mean() < 0.5 * _rel_err(y, M @ np.ones(100)).mean()
 
 
 def test_sparse_ground_truth_with_relative_loss():
@@ -276,6 +278,16 @@ def test_extreme_log_alpha_stays_finite(small):
 def test_public_names():
     for name in ("calibrate", "CalibrationResult", "SparseCalibrationWeights"):
         assert name in l0jax.__all__ and getattr(l0jax, name) is not None
+    assert l0jax.__all__ == sorted(l0jax.__all__)
+
+
+def test_non_finite_loss_error_and_calibration_state_are_public(small):
+    M, y = small
+    with pytest.raises(l0jax.NonFiniteLossError, match="NaN or infinite at epoch") as info:
+        l0jax.calibrate(M, y, key=0, lr=1e30, loss_type="mse", epochs=20, log_every=10, polish=False)
+    assert isinstance(info.value, FloatingPointError)
+    assert isinstance(info.value.state, l0jax.CalibrationState)
+    assert "NonFiniteLossError" in l0jax.__all__ and "CalibrationState" in l0jax.__all__
 
 
 def test_second_matrix_of_same_shape_and_nnz_gets_its_own_predictions(small):

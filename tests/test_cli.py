@@ -124,3 +124,63 @@ def test_demo_gates_keeps_the_hard_concrete_demo(capsys):
     assert _run("demo-gates", "--draws", 20_000) == 0
     out = capsys.readouterr().out
     assert "against the closed forms" in out and "Temperature schedules" in out
+
+
+@pytest.mark.parametrize("value, message", [
+    ("abc", "--target-active: 'abc' is not a number; give a count of households"),
+    ("1e9", "target_active must be a count between 1 and the number of households (500), got 1000000000"),
+])
+def test_target_active_that_is_not_a_count_or_fraction_is_a_one_line_error(files, tmp_path, capsys, value, message):
+    d, _, _ = files
+    rc = _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", tmp_path / "o",
+              "--target-active", value, "--epochs", 10, "--quiet")
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("l0jax calibrate: error: ") and message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_target_active_in_scientific_notation_is_a_count(files, tmp_path):
+    d, _, _ = files
+    out = tmp_path / "o"
+    assert _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", out,
+                "--target-active", "1e2", "--epochs", 200, "--quiet") == 0
+    w = np.array([float(r["weight"]) for r in csv.DictReader(open(out / "weights.csv"))])
+    assert abs(np.count_nonzero(w) - 100) <= 5
+
+
+def test_matrix_without_columns_is_a_one_line_error_naming_the_file(tmp_path, capsys):
+    np.save(tmp_path / "E.npy", np.zeros((2, 0)))
+    (tmp_path / "t.csv").write_text("1\n2\n")
+    rc = _run("calibrate", "--matrix", tmp_path / "E.npy", "--targets", tmp_path / "t.csv", "--out", tmp_path / "o",
+              "--quiet")
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{tmp_path / 'E.npy'}: M is empty (shape (2, 0))" in err
+
+
+def test_non_finite_loss_is_a_one_line_error(files, tmp_path, capsys):
+    d, _, _ = files
+    # A learning rate of 1e30 on the squared error overflows the weights within two epochs.
+    rc = _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", tmp_path / "o",
+              "--lr", 1e30, "--loss", "mse", "--epochs", 20, "--log-every", 10, "--quiet")
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("l0jax calibrate: error: the training loss became NaN or infinite at epoch 2")
+
+
+@pytest.mark.parametrize("bad", [["--targets", "missing.csv"], ["--lr", -1.0], ["--target-active", "abc"]])
+def test_bad_invocation_with_overwrite_keeps_the_earlier_checkpoint(files, tmp_path, capsys, bad):
+    d, _, _ = files
+    out = tmp_path / "run"
+    args = {"--matrix": d / "M.npz", "--targets": d / "targets.csv", "--out": out, "--epochs": 20, "--log-every": 10}
+    assert _run("calibrate", *[x for kv in args.items() for x in kv], "--quiet") == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    args[bad[0]] = tmp_path / bad[1] if bad[0] == "--targets" else bad[1]
+    assert _run("calibrate", *[x for kv in args.items() for x in kv], "--quiet", "--overwrite") == 2
+    assert "l0jax calibrate: error: " in capsys.readouterr().err
+    assert (out / "checkpoint.npz").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "diagnostics.csv", "log.csv",
+                                                     "run_config.json", "weights.csv"]

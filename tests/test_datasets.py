@@ -1,21 +1,61 @@
 """The World Bank survey problem: targets are exact census totals with support in the sample."""
 
+import types
+
 import numpy as np
 import pytest
 
-pytest.importorskip("svy")
-
-from l0jax._src.datasets import district_totals, world_bank_survey  # noqa: E402
+from l0jax._src import datasets
+from l0jax._src.datasets import district_totals, world_bank_survey
 
 
 @pytest.fixture(scope="module")
 def sample():
+    pytest.importorskip("svy")
     return world_bank_survey("sample")
 
 
 @pytest.fixture(scope="module")
 def census():
+    pytest.importorskip("svy")
     return world_bank_survey("census")
+
+
+class _Frame(dict):
+    """The little of a data frame that datasets.py uses: ``frame[column].to_numpy()`` and ``len``."""
+
+    def __getitem__(self, name):
+        values = np.asarray(dict.__getitem__(self, name))
+        return types.SimpleNamespace(to_numpy=lambda: values)
+
+    def __len__(self):
+        return len(dict.__getitem__(self, "hid"))
+
+
+def _households(toilet, geo1, urbrur):
+    n = len(toilet)
+    return _Frame(hhsize=np.arange(n) % 9 + 1, rooms=np.arange(n) % 7 + 1, electricity=["Yes", "No"] * (n // 2),
+                  water=["Tap"] * n, toilet=toilet,
+                  quint_nat=["poorest", "poor", "average", "rich", "richest"] * (n // 5),
+                  geo1=geo1, urbrur=urbrur, tot_exp=np.full(n, 10.0), hid=np.arange(n), hhweight=np.full(n, 2.0))
+
+
+def test_sample_lacking_a_level_keeps_the_census_rows(monkeypatch):
+    census = _households(["Flush", "Pit", "None"] * 10, ["g1", "g2"] * 15, ["Urban"] * 15 + ["Rural"] * 15)
+    # The sample has no pit latrine and no rural household of g1: its rows must still line up with
+    # the census targets, the missing levels as rows of zeros.
+    sample = _households(["Flush", "None"] * 10, ["g1", "g2"] * 10, ["Urban"] * 10 + ["Rural", "Rural"] * 5)
+    sample["geo1"] = np.where(np.asarray(sample["urbrur"].to_numpy()) == "Rural", "g2", "g1")
+    monkeypatch.setattr(datasets, "_load", lambda name: census if name == "hld_pop_wb_2023" else sample)
+    s, c = world_bank_survey("sample"), world_bank_survey("census")
+    assert s.target_names == c.target_names
+    np.testing.assert_array_equal(s.targets, c.targets)
+    rows = dict(zip(s.target_names, s.matrix.toarray(), strict=True))
+    np.testing.assert_array_equal(rows["toilet=Pit"], 0.0)
+    np.testing.assert_array_equal(rows["region=g1/Rural"], 0.0)
+    np.testing.assert_array_equal(rows["toilet=None"], np.arange(20) % 2)
+    np.testing.assert_array_equal(rows["region=g2/Rural"], np.arange(20) >= 10)
+    assert c.targets[c.target_names.index("toilet=Pit")] == 10
 
 
 def test_census_with_unit_weights_reproduces_the_targets(census):

@@ -13,7 +13,9 @@ from l0jax._src.calibration.diagnostics import TargetDiagnostics
 from l0jax._src.calibration.diagnostics import check_targets
 from l0jax._src.calibration.diagnostics import target_diagnostics
 from l0jax._src.calibration.diagnostics import weight_summary
+from l0jax._src.calibration.engine import NonFiniteLossError
 from l0jax._src.calibration.hierarchy import aggregation_matrix
+from l0jax._src.calibration.model import CalibrationState
 from l0jax._src.calibration.production import CheckpointWarning
 from l0jax._src.calibration.production import ChunkInfo
 from l0jax._src.calibration.result import CalibrationResult
@@ -43,12 +45,14 @@ __version__ = "0.1.0"
 __all__ = [
     "AnnealTemperatureState",
     "CalibrationResult",
+    "CalibrationState",
     "CalibrationWarning",
     "CheckpointError",
     "CheckpointWarning",
     "ChunkInfo",
     "CsvLog",
     "L0Path",
+    "NonFiniteLossError",
     "SparseCalibrationWeights",
     "SparseL0Linear",
     "SparseL0Logistic",

@@ -154,9 +154,6 @@ def _read_targets(path: Path) -> tuple[list[str], Any]:
             raise InputError(path, f"the header {rows[0]} has no 'value' (or 'target') column")
         name_col = next((header.index(k) for k in ("name", "target_name", "variable") if k in header), None)
         first = 2
-    else:
-        rows = [rows[0]] + rows[1:]
-        first = 1
     body = rows[1:] if first == 2 else rows
     names, values = [], []
     for i, row in enumerate(body):
@@ -194,6 +191,21 @@ def _read_weights(path: Path) -> Any:
     return w
 
 
+def _target_active(text: str) -> int | float:
+    """``--target-active``: a count of households, or a fraction in (0, 1)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError("--target-active", f"{text!r} is not a number; give a count of households (e.g. 1000) "
+                                            f"or a fraction (e.g. 0.05)") from None
+    # A count written in scientific notation (1e3) means households, not a fraction.
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
 def _calibrate_command(args: argparse.Namespace) -> int:
     import json
     import platform
@@ -215,14 +227,26 @@ def _calibrate_command(args: argparse.Namespace) -> int:
             if w0.size != M.shape[1]:
                 raise InputError(args.initial_weights, f"{w0.size} weights, but the matrix {args.matrix} has "
                                                        f"{M.shape[1]} columns (one per household)")
-    except InputError as err:
+        from l0jax._src.operators import check_matrix
+
+        try:
+            check_matrix(M, name="M")
+        except ValueError as err:
+            raise InputError(args.matrix, str(err)) from None
+        target_active: Any = None
+        if args.target_active is not None:
+            target_active = _target_active(args.target_active)
+            from l0jax._src.calibration.dual import resolve_target_active
+
+            resolve_target_active(target_active, M.shape[1])  # before the output folder is touched
+    except (InputError, ValueError) as err:
         print(f"l0jax calibrate: error: {err}", file=sys.stderr)
         return 2
 
     import jax
 
     import l0jax
-    from l0jax._src.calibration.checkpoint import CheckpointError, fingerprint
+    from l0jax._src.calibration.checkpoint import fingerprint
     from l0jax._src.calibration.diagnostics import (
         CsvLog,
         check_targets,
@@ -231,23 +255,25 @@ def _calibrate_command(args: argparse.Namespace) -> int:
         weight_summary,
     )
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "checkpoint.npz"
-    if checkpoint.exists() and not args.resume:
-        if not args.overwrite:
-            print(f"l0jax calibrate: error: {checkpoint}: a checkpoint of an earlier run is there; pass --resume to "
-                  f"continue it, or --overwrite to start over.", file=sys.stderr)
-            return 2
-        checkpoint.unlink()
-    target_active: Any = None
-    if args.target_active is not None:
-        target_active = float(args.target_active) if "." in args.target_active else int(args.target_active)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_targets(M, y, target_names=names, initial_weights=w0, loss_type=args.loss, warn=True)
     for w in caught:
         print(f"l0jax calibrate: warning: {w.message}", file=sys.stderr)
+
+    out = Path(args.out)
+    checkpoint = out / "checkpoint.npz"
+    previous = None
+    if checkpoint.exists() and not args.resume:
+        if not args.overwrite:
+            print(f"l0jax calibrate: error: {checkpoint}: a checkpoint of an earlier run is there; pass --resume to "
+                  f"continue it, or --overwrite to start over.", file=sys.stderr)
+            return 2
+        # Set aside rather than deleted: calibrate checks its own arguments (lr, epochs, ...) only
+        # now, and a bad one must not cost the earlier run its checkpoint.
+        previous = checkpoint.with_name(checkpoint.name + ".previous")
+        checkpoint.replace(previous)
+    out.mkdir(parents=True, exist_ok=True)
     log = CsvLog(out / "log.csv", names)
     t0 = time.perf_counter()
     try:
@@ -263,12 +289,13 @@ def _calibrate_command(args: argparse.Namespace) -> int:
                 resume=args.resume, warn_targets=False)
         for w in caught:
             print(f"l0jax calibrate: warning: {w.message}", file=sys.stderr)
-    except CheckpointError as err:
+    except (ValueError, FloatingPointError) as err:  # CheckpointError, NonFiniteLossError are among them
+        if previous is not None:
+            previous.replace(checkpoint)
         print(f"l0jax calibrate: error: {err}", file=sys.stderr)
         return 2
-    except ValueError as err:
-        print(f"l0jax calibrate: error: {err}", file=sys.stderr)
-        return 2
+    if previous is not None:
+        previous.unlink()
     seconds = time.perf_counter() - t0
 
     with open(out / "weights.csv", "w") as f:

@@ -72,7 +72,18 @@ def _water_groups(sample: Any) -> dict[str, str]:
     return {v: (v if v in common else "other") for v in values}
 
 
-def _indicator_rows(frame: Any, water: dict[str, str]) -> tuple[list[str], list[np.ndarray]]:
+def _region(frame: Any) -> np.ndarray:
+    return np.char.add(np.char.add(_column(frame, "geo1").astype(str), "/"), _column(frame, "urbrur").astype(str))
+
+
+def _census_levels(census: Any) -> dict[str, list[Any]]:
+    """The toilet and region levels, from the census: the targets are census totals, so every
+    frame's rows must follow these levels, even a sample in which some level has no household."""
+    return {"toilet": sorted(set(_column(census, "toilet"))), "region": sorted(set(_region(census)))}
+
+
+def _indicator_rows(frame: Any, water: dict[str, str],
+                    levels: dict[str, list[Any]]) -> tuple[list[str], list[np.ndarray]]:
     """Target names and household-level rows (values per household) for every target."""
     names: list[str] = []
     rows: list[np.ndarray] = []
@@ -91,11 +102,9 @@ def _indicator_rows(frame: Any, water: dict[str, str]) -> tuple[list[str], list[
     categorical("electricity", _column(frame, "electricity"), ["Yes", "No"])
     water_values = np.array([water.get(v, "other") for v in _column(frame, "water")])
     categorical("water", water_values, sorted(set(water.values())))
-    toilet = _column(frame, "toilet")
-    categorical("toilet", toilet, sorted(set(toilet)))
+    categorical("toilet", _column(frame, "toilet"), levels["toilet"])
     categorical("quintile", _column(frame, "quint_nat"), list(_QUINTILES))
-    region = np.char.add(np.char.add(_column(frame, "geo1").astype(str), "/"), _column(frame, "urbrur").astype(str))
-    categorical("region", region, sorted(set(region)))
+    categorical("region", _region(frame), levels["region"])
     names.append("persons")
     rows.append(hhsize.astype(np.float64))
     names.append("spending")
@@ -122,10 +131,11 @@ def world_bank_survey(pool: str = "sample") -> SurveyProblem:
     census = _load("hld_pop_wb_2023")
     sample = _load("hld_sample_wb_2023")
     water = _water_groups(sample)
-    names, census_rows = _indicator_rows(census, water)
+    levels = _census_levels(census)
+    names, census_rows = _indicator_rows(census, water, levels)
     targets = np.array([row.sum() for row in census_rows])
     frame = sample if pool == "sample" else census
-    rows = census_rows if pool == "census" else _indicator_rows(sample, water)[1]
+    rows = census_rows if pool == "census" else _indicator_rows(sample, water, levels)[1]
     matrix = sp.csr_matrix(np.vstack(rows))
     matrix.eliminate_zeros()
     weights = _column(sample, "hhweight").astype(np.float64) if pool == "sample" else np.ones(len(census))

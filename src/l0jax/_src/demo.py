@@ -112,12 +112,16 @@ def run_demo(out_dir: str | Path = "out", *, keep: int = 1000, epochs: int = 100
       printer: where lines go (``print`` by default).
 
     Returns:
-      A dict with, per task, ``kept``, ``households``, ``max_error``, ``met``, ``district_mean``,
-      ``district_max``, ``seconds``, plus ``plot`` (the file written, or None).
+      A dict with ``"design"`` (the sample's design weights), ``"sample"`` (task a) and
+      ``"census"`` (task b), each holding ``kept``, ``households``, ``max_error``, ``met``,
+      ``tolerance``, ``district_mean``, ``district_max`` and ``seconds`` (None for the design
+      weights); the two fits add ``min_weight``, and task (a) ``ratio`` (the smallest and largest
+      calibrated-to-design weight ratio); plus ``"plot"`` (the file written, or None).
     """
     import jax
 
     import l0jax
+    from l0jax._src.calibration.diagnostics import relative_error
     from l0jax._src.datasets import world_bank_survey
 
     printer(f"l0jax {l0jax.__version__} on {jax.default_backend()}: survey calibration on the World Bank "
@@ -132,10 +136,7 @@ def run_demo(out_dir: str | Path = "out", *, keep: int = 1000, epochs: int = 100
 
     figures: dict[str, Any] = {}
 
-    def rel(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return (np.asarray(pred, np.float64) - y) / np.abs(y)
-
-    design_rel = rel(sample.matrix @ sample.initial_weights, sample.targets)
+    design_rel = relative_error(sample.matrix @ sample.initial_weights, sample.targets)
     figures["design"] = dict(kept=sample.matrix.shape[1], households=sample.matrix.shape[1],
                              max_error=float(np.abs(design_rel).max()),
                              met=int(np.sum(np.abs(design_rel) <= SAMPLE_TOLERANCE)), tolerance=SAMPLE_TOLERANCE,
@@ -145,7 +146,7 @@ def run_demo(out_dir: str | Path = "out", *, keep: int = 1000, epochs: int = 100
 
     t0 = time.perf_counter()
     res_a = calibrate_sample(sample, epochs=epochs, seed=seed)
-    a_rel = rel(res_a.predictions, sample.targets)
+    a_rel = relative_error(res_a.predictions, sample.targets)
     figures["sample"] = dict(kept=res_a.active_count, households=res_a.weights.size,
                              max_error=float(np.abs(a_rel).max()), met=int(np.sum(np.abs(a_rel) <= SAMPLE_TOLERANCE)),
                              tolerance=SAMPLE_TOLERANCE, seconds=time.perf_counter() - t0,
@@ -156,7 +157,7 @@ def run_demo(out_dir: str | Path = "out", *, keep: int = 1000, epochs: int = 100
 
     t0 = time.perf_counter()
     res_b = select_census(census, keep=keep, epochs=epochs, seed=seed)
-    b_rel = rel(res_b.predictions, census.targets)
+    b_rel = relative_error(res_b.predictions, census.targets)
     figures["census"] = dict(kept=res_b.active_count, households=res_b.weights.size,
                              max_error=float(np.abs(b_rel).max()), met=int(np.sum(np.abs(b_rel) <= CENSUS_TOLERANCE)),
                              tolerance=CENSUS_TOLERANCE, seconds=time.perf_counter() - t0,

@@ -169,6 +169,26 @@ def _host_dense(name: str, M: Any, dtype: np.dtype) -> np.ndarray:
     return arr
 
 
+def check_matrix(M: Any, *, name: str = "M", dtype: Any = np.float32) -> None:
+    """Runs ``as_operator``'s checks of a host matrix (scipy sparse or NumPy) without building it.
+
+    For callers that read ``M`` before calibrating (the command line) and must report a bad matrix
+    before doing anything else with it.
+
+    Raises:
+      ValueError: as ``as_operator``.
+    """
+    dt = np.dtype(dtype)
+    if not sp.issparse(M):
+        _host_dense(name, M, dt)
+        return
+    _check_real(name, np.dtype(M.dtype))
+    _check_shape(name, M.shape)
+    # Only these formats keep their stored values in .data (dia pads it, lil/dok hold lists or dicts).
+    data = M.data if M.format in ("csr", "csc", "coo") else M.tocsr().data
+    _check_values(name, np.asarray(data), dt)
+
+
 def _check_jax_dense(name: str, M: Array, dtype: np.dtype) -> None:
     _check_real(name, np.dtype(M.dtype))
     _check_shape(name, M.shape)

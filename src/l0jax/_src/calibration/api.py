@@ -33,7 +33,7 @@ from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import diagnostics, engine, losses, model, production
 from l0jax._src.calibration.result import CalibrationResult
-from l0jax._src.operators import MatrixOperator, as_operator, row_block
+from l0jax._src.operators import BACKENDS, MatrixOperator, as_operator, row_block
 
 Array = jax.Array
 
@@ -48,7 +48,7 @@ def _as_key(key: Any, name: str = "key") -> Array:
 
 
 def _targets(targets: Any, m: int) -> np.ndarray:
-    y = np.asarray(targets, dtype=np.float64) if not isinstance(targets, jax.Array) else np.asarray(targets, np.float64)
+    y = np.asarray(targets, np.float64)
     if y.ndim == 2 and 1 in y.shape:
         y = y.reshape(-1)
     if y.shape != (m,):
@@ -207,7 +207,7 @@ def _calibrate(
         if run is not None:
             state = run.prepare(state)
             if not continuing:
-                state = run.resume(state, config, lr=lr, beta=const_beta)
+                state = run.resume(state, lr=lr, beta=const_beta)
             todo = run.remaining(state, epochs, continuing)
             run.start(config, problem, state)
         if todo > 0:
@@ -297,7 +297,7 @@ def calibrate(
 
     Args:
       M: matrix of shape (m targets, n households): scipy sparse (CSR/CSC/COO, matrix or array),
-        NumPy or JAX dense, or an operator from ``as_operator``.
+        NumPy or JAX dense (nested lists too); checked once (2-D, non-empty, real, finite).
       targets: target values, shape (m,).
       key: a JAX PRNG key or an integer seed; all randomness (jitter, gate noise) comes from it.
       lambda_l0: L0 penalty strength (cost of each expected open gate), >= 0; None means 0.01, or 0
@@ -328,7 +328,8 @@ def calibrate(
       polish_epochs: Adam steps of the polish; default ``default_polish_epochs(epochs)``.
       log_every: epochs per compiled chunk: one history row and one progress-bar update each.
       verbose: show a tqdm progress bar (loss, mean and max relative error, active count).
-      backend: matrix backend for ``as_operator``: ``"auto"``, ``"dense"``, ``"sparse"``, ``"scipy"``.
+      backend: how products with M run: ``"auto"`` (chosen from the shape and density),
+        ``"dense"``, ``"sparse"`` or ``"scipy"``.
       state: a ``CalibrationState`` (``result.state``) to continue from: its parameters, optimizer
         moments, key and step count are kept (no new jitter); the lambdas, ``lr`` and ``beta`` given
         here replace the old ones. ``init_*``, jitter and ``key`` are then not used.
@@ -438,7 +439,7 @@ class SparseCalibrationWeights:
         checks.check_positive("beta", beta, hint="It is the gate temperature, e.g. 2/3.")
         checks.check_stretch(gamma, zeta)
         checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
-        checks.check_choice("backend", backend, ("auto", "dense", "sparse", "scipy"))
+        checks.check_choice("backend", backend, BACKENDS)
         self.beta, self.gamma, self.zeta = float(beta), float(gamma), float(zeta)
         self.log_weight_jitter_sd = float(log_weight_jitter_sd)
         self.log_alpha_jitter_sd = float(log_alpha_jitter_sd)
@@ -630,7 +631,7 @@ class SparseCalibrationWeights:
             raise ValueError(f"M must have shape (m, {self.n_features}), got {shape}.")
         if not isinstance(M, MatrixOperator):
             data = M.data if sp.issparse(M) else np.asarray(M)
-            checks.check_finite("M", np.asarray(data, np.float64) if data.dtype.kind not in "fc" else data)
+            checks.check_finite("M", data)
         return _host_predict(M, self.get_weights(deterministic=True))
 
     def get_active_weights(self) -> dict[str, Any]:

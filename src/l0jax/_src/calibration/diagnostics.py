@@ -370,7 +370,7 @@ class CsvLog:
         if len(names) != y.size:
             raise ValueError(f"CsvLog has {len(names)} target names but the fit has {y.size} targets.")
         err = est - y
-        rel = np.divide(np.abs(err), np.abs(y), out=np.abs(err), where=y != 0)
+        rel = np.abs(relative_error(est, y))
         loss = repr(float(info.row["loss"]))
         with open(self.path, "a", newline="") as f:
             w = csv.writer(f)

@@ -43,7 +43,7 @@ from l0jax._src.calibration.model import (
     objective,
     prob_open,
 )
-from l0jax._src.schedules import AnnealTemperatureState, anneal_temperature
+from l0jax._src.schedules import AnnealTemperatureState, anneal_temperature, current_temperature
 
 Array = jax.Array
 
@@ -54,8 +54,9 @@ class NonFiniteLossError(FloatingPointError):
     Attributes:
       epoch: the 1-based epoch whose loss was not finite (computed at the state after epoch
         ``epoch - 1``).
-      state: the last state whose loss was finite (after epoch ``epoch - 2``), from which that
-        state was reached; continue from it with a smaller learning rate, or inspect it.
+      state: the last state whose loss was finite: the one after epoch ``epoch - 2``, one
+        optimizer step before the state whose loss failed. Continue from it with a smaller
+        learning rate, or inspect it.
       history: the per-chunk metrics recorded before the failure.
     """
 
@@ -80,7 +81,7 @@ def held_temperature() -> optax.GradientTransformation:
 
     ``init`` starts at NaN and ``set_temperature`` writes the value, so one compiled step serves
     every temperature (``anneal_temperature(beta)`` would bake ``beta`` into the program).
-    ``current_temperature`` (of l0jax and of this module) reads it like any annealed temperature.
+    ``l0jax.current_temperature`` reads it like any annealed temperature.
     """
 
     def init_fn(params: Any) -> HeldTemperatureState:
@@ -152,18 +153,6 @@ def set_learning_rate(opt_state: Any, lr: float) -> Any:
         return s
 
     return _map_states(opt_state, optax.InjectStatefulHyperparamsState, put)
-
-
-def current_temperature(opt_state: Any) -> Array:
-    """The gate temperature carried by the optimizer state."""
-    found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: isinstance(s, AnnealTemperatureState))
-             if isinstance(s, AnnealTemperatureState)]
-    if len(found) != 1:
-        raise ValueError(
-            f"the optimizer state must hold exactly one temperature state, found {len(found)}; pass the "
-            f"parameter optimizer alone as optimizer= and the temperature (schedule) as temperature=."
-        )
-    return found[0].temperature
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +295,7 @@ def run_chunk_impl(config: StepConfig, state: CalibrationState, problem: Problem
     return state, stats
 
 
-run_chunk = jax.jit(run_chunk_impl, static_argnums=0, donate_argnums=())
+run_chunk = jax.jit(run_chunk_impl, static_argnums=0)
 
 
 def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, opt_state: Any,
@@ -444,7 +433,9 @@ def fit(
         finite state.
     """
     epochs = checks.check_int_at_least("epochs", epochs, 1)
-    chunk = checks.check_int_at_least("verbose_freq", chunk, 1)
+    # calibrate and SparseCalibrationWeights.fit check their own names (log_every, verbose_freq)
+    # first; only a direct caller of fit gets here with a bad one.
+    chunk = checks.check_int_at_least("chunk", chunk, 1)
     rows: list[dict[str, float]] = []
     # The starts of the last two chunks: from them a failed chunk is replayed (bitwise) up to the
     # last state whose loss was finite, at no cost while nothing fails.

@@ -14,6 +14,7 @@ product with the m predictions per epoch, whatever the number of households.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from l0jax._src import checks
+from l0jax._src.calibration.diagnostics import relative_error
 from l0jax._src.calibration.penalties import PenaltyTerm
 from l0jax._src.operators import MatrixOperator, as_operator
 
@@ -72,7 +74,8 @@ def aggregation_matrix(labels: Sequence[Any]) -> tuple[sp.csr_matrix, list[Any]]
 
     Returns:
       ``(A, keys)``: ``A`` of shape (len(keys), m) with ``A[k, i] = 1`` when target i has label
-      ``keys[k]``; ``keys`` are the distinct labels, sorted.
+      ``keys[k]``; ``keys`` are the distinct labels, sorted naturally: numerically when every
+      label is a number (1, 2, 10), else by their text.
 
     Example:
       >>> A, states = aggregation_matrix(["CA", "CA", "NY"])   # A @ district_totals -> state totals
@@ -80,7 +83,9 @@ def aggregation_matrix(labels: Sequence[Any]) -> tuple[sp.csr_matrix, list[Any]]
     labels = list(labels)
     if not labels:
         raise ValueError("labels must name the aggregate of each target; got an empty list.")
-    keys = sorted({lab for lab in labels if lab is not None}, key=str)
+    distinct = {lab for lab in labels if lab is not None}
+    numeric = all(isinstance(k, numbers.Real) for k in distinct)
+    keys = sorted(distinct, key=float if numeric else str)
     index = {k: i for i, k in enumerate(keys)}
     cols = [j for j, lab in enumerate(labels) if lab is not None]
     rows = [index[labels[j]] for j in cols]
@@ -144,7 +149,6 @@ def aggregate_errors(aggregates: Any, predictions: np.ndarray) -> list[np.ndarra
     out = []
     pred = np.asarray(predictions, np.float64)
     for A, t, _ in aggregates:
-        t = np.asarray(t, np.float64).reshape(-1)
-        err = np.asarray(A @ pred, np.float64).reshape(-1) - t
-        out.append(np.divide(err, np.abs(t), out=err.copy(), where=t != 0))
+        estimate = np.asarray(A @ pred, np.float64).reshape(-1)
+        out.append(relative_error(estimate, np.asarray(t, np.float64).reshape(-1)))
     return out

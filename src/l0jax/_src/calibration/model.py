@@ -15,10 +15,12 @@ step count and the hyperparameters ``HyperParams`` (the lambdas, gamma and zeta)
 them never recompiles. The problem data (operator, targets, per-target scales and weights) travel
 as a second pytree, ``Problem``, an argument of the step as well.
 
-Extending: a new penalty (a distance to design weights, an aggregation penalty) is a new entry of
-``terms`` in ``objective`` with its strength in ``HyperParams`` and its data in ``Problem``; a
-hyperparameter that adapts during the fit (e.g. lambda_l0 by dual ascent) is updated in
-``engine.train_step`` from the step's terms, since it already lives in the state.
+Extending: a new penalty is a ``penalties.PenaltyTerm`` in ``Problem.terms`` carrying its own
+strength and data (the distance to design weights and the aggregate penalties are built so);
+``objective`` adds ``strength * value`` of each, so neither it nor ``HyperParams`` changes. Keep-K
+mode (``Problem.budget``) adapts no hyperparameter: after every optimizer step ``engine.train_step``
+lets ``dual.apply_budget`` move an offset of the gate logits (the budget's multiplier, kept in the
+state's ``dual``; dual.py says why an offset and not ``lambda_l0``); the lambdas stay as given.
 """
 
 from __future__ import annotations
@@ -88,8 +90,8 @@ class Problem(NamedTuple):
       weights: per-target loss weights, shape (m,) (``losses.group_weights``).
       terms: extra objective terms (``penalties.PenaltyTerm``: distance to design weights,
         aggregate penalties), each adding ``strength * value`` to the loss; empty by default.
-      budget: a ``dual.ActiveBudget`` (keep K households: lambda_l0 follows a dual-ascent rule
-        after every step), or None.
+      budget: a ``dual.ActiveBudget`` (keep K households: a gate-logit offset follows a
+        dual-ascent rule after every step), or None.
     """
 
     op: MatrixOperator

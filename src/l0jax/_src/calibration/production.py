@@ -35,6 +35,9 @@ Array = jax.Array
 
 # Keep-K mode promises a final active count within this fraction of K.
 TARGET_ACTIVE_BAND = 0.05
+# Keep-K's budget falls from n to K over this fraction of the epochs, then holds K: early epochs
+# fit the targets with most households open, the rest close gates gradually.
+TARGET_ACTIVE_ANNEAL = 0.5
 # Hyperparameters that may change on resume (with a warning), and settings that may not.
 _MAY_CHANGE = ("lr", "lambda_l0", "lambda_l2", "beta", "distance_strength", "aggregate_lambdas", "target_active",
                "target_active_rate")
@@ -51,7 +54,6 @@ class ProductionOptions:
 
     target_active: int | float | None = None
     target_active_rate: float = 0.05
-    target_active_anneal: float = 0.5
     distance: str | None = None
     distance_strength: float = 1e-3
     aggregates: Any = None
@@ -104,7 +106,7 @@ class ChunkInfo:
     Attributes:
       epoch: epochs done so far.
       row: the chunk's history row (``loss``, ``mean_rel_error``, ``max_rel_error``, ``active``,
-        ``lambda_l0``, ...; see ``CalibrationResult.history``).
+        ``temperature``, ...; see ``CalibrationResult.history``).
       state: the ``CalibrationState`` after this chunk.
       targets: the targets, shape (m,).
     """
@@ -176,9 +178,8 @@ class Run:
         terms.extend(self.aggregate_terms)
         budget = None
         if self.k is not None:
-            # The budget falls from n to K over the first half of the epochs, then holds K.
             budget = dual.make_budget(self.k, rate=self.opts.target_active_rate,
-                                      anneal=self.opts.target_active_anneal * self.settings["epochs"])
+                                      anneal=TARGET_ACTIVE_ANNEAL * self.settings["epochs"])
         return problem._replace(terms=tuple(terms), budget=budget)
 
     # -- resume ----------------------------------------------------------------------------
@@ -189,8 +190,7 @@ class Run:
             state = state._replace(dual=dual.init_dual())
         return state
 
-    def resume(self, fresh: model.CalibrationState, config: engine.StepConfig, *, lr: float,
-               beta: float | None) -> model.CalibrationState:
+    def resume(self, fresh: model.CalibrationState, *, lr: float, beta: float | None) -> model.CalibrationState:
         """The state to start from: the checkpoint's when resuming (and one exists), else ``fresh``."""
         opts = self.opts
         fresh = self.prepare(fresh)
