@@ -7,6 +7,7 @@ jitted function) means changing it never recompiles: it is an array, not a const
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,7 +56,9 @@ def temperature_schedule(init: float, final: float, steps: int, kind: str = "exp
         count = jnp.asarray(count)
         progress = jnp.clip(count.astype(jnp.float32) / steps, 0.0, 1.0)
         if kind == "exponential":
-            value = jnp.exp(np.log(init_f) + (np.log(final_f) - np.log(init_f)) * progress)
+            # math.log gives weak Python floats: np.log's float64 scalars would not combine with
+            # the float32 progress under x64 and strict dtype promotion.
+            value = jnp.exp(math.log(init_f) + (math.log(final_f) - math.log(init_f)) * progress)
         elif kind == "linear":
             value = init_f + (final_f - init_f) * progress
         else:
