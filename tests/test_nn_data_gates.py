@@ -146,3 +146,33 @@ def test_hybrid_gate_arguments():
         HybridGate(10, l0_fraction=-0.1)
     with pytest.raises(ValueError, match="key"):
         only_random.select(jnp.arange(10), "seed")
+
+
+def test_hybrid_shares_add_up_to_the_target():
+    hybrid = HybridGate(50, target_items=10, deterministic=True)  # 10 * 0.25 and 10 * 0.75
+    assert (hybrid.n_l0, hybrid.n_random) == (2, 8)  # flooring each share gave 2 + 7
+    log_alpha = np.full(50, -5.0, np.float32)
+    log_alpha[[3, 17]] = 5.0  # the L0 gate trained to exactly its share
+    hybrid.l0_gate.log_alpha[...] = jnp.asarray(log_alpha)
+    _, idx, kinds = hybrid.select(jnp.arange(50.0), jax.random.key(0))
+    assert idx.size == 10 and np.unique(np.asarray(idx)).size == 10
+    assert list(np.asarray(idx)[kinds == "l0"]) == [3, 17] and int(np.sum(kinds == "random")) == 8
+    thirds = HybridGate(10, l0_fraction=0.3, random_fraction=0.7, target_items=10)
+    assert (thirds.n_l0, thirds.n_random) == (3, 7)  # 10 * 0.3 is 2.9999... in floating point
+    partial = HybridGate(10, l0_fraction=0.25, random_fraction=0.5, target_items=10)
+    assert (partial.n_l0, partial.n_random) == (2, 5)  # shares below 1 are each floored
+
+
+def test_hybrid_gate_passes_stretch_and_eval_rule_to_its_gate():
+    hybrid = HybridGate(8, 0.5, 0.5, target_items=4, gamma=-0.2, zeta=1.05, eval_rule="paper",
+                        deterministic=True)
+    gate = hybrid.l0_gate
+    assert (gate.gamma, gate.zeta, gate.eval_rule) == (-0.2, 1.05, "paper")
+    gate.log_alpha[...] = jnp.asarray(LOG_ALPHA)
+    # Paper rule (eq. 13) with this gate's stretch and no temperature.
+    expected = np.clip(1 / (1 + np.exp(-LOG_ALPHA)) * 1.25 - 0.2, 0, 1)
+    np.testing.assert_allclose(gate(), expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="eval_rule"):
+        HybridGate(8, 0.0, 1.0, target_items=4, eval_rule="mean")
+    with pytest.raises(ValueError, match="zeta"):
+        HybridGate(8, 0.0, 1.0, target_items=4, zeta=0.9)
