@@ -558,8 +558,18 @@ class L0DepthwiseConv(_ConvBase):
         return jnp.repeat(z, self.channel_multiplier, total_repeat_length=self.out_features)
 
 
-def _per_layer(name: str, value: Any, n: int, scalar_types: tuple) -> list:
-    if isinstance(value, scalar_types) or (isinstance(value, np.ndarray) and value.ndim == 0):
+def _is_scalar(value: Any) -> bool:
+    """True for one value (a string, a Python or NumPy number, a 0-d NumPy or JAX array)."""
+    if isinstance(value, str):
+        return True
+    try:
+        return np.ndim(value) == 0
+    except ValueError:  # a ragged list: one entry per layer, not a scalar
+        return False
+
+
+def _per_layer(name: str, value: Any, n: int) -> list:
+    if _is_scalar(value):
         return [value] * n
     values = list(value)
     if len(values) != n:
@@ -625,8 +635,8 @@ class SparseMLP(nnx.Module):
         if len(features) < 2:
             raise ValueError(f"features must list at least the input and output widths, got {features!r}.")
         n = len(features) - 1
-        gates = _per_layer("gate", gate, n, (str,))
-        keeps = _per_layer("init_keep_prob", init_keep_prob, n, (int, float, np.floating))
+        gates = _per_layer("gate", gate, n)
+        keeps = _per_layer("init_keep_prob", init_keep_prob, n)
         self.features = tuple(_check_features("features", f) for f in features)
         self.activation = activation
         self.layers = nnx.List(
