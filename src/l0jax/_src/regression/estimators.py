@@ -122,8 +122,10 @@ class _SparseL0Model:
         """The intercept (a scalar array), or None when ``fit_intercept=False``."""
         return self.params.get("bias")
 
-    def _hyper(self, lambda_reg: float = 0.0, lr: float = 0.01) -> obj.GateHyper:
-        return self._hyper_for(self.params["weight"].dtype, lambda_reg, lr)
+    def _hyper(self) -> obj.GateHyper:
+        # Gates, penalties and predictions read only the stretch and temperature; the L0 strength
+        # and learning rate matter to fit, which builds its own with _hyper_for.
+        return self._hyper_for(self.params["weight"].dtype, 0.0, 0.01)
 
     def _hyper_for(self, dtype: Any, lambda_reg: Any, lr: Any) -> obj.GateHyper:
         f = lambda v: jnp.asarray(v, dtype)  # noqa: E731
@@ -259,8 +261,12 @@ class _SparseL0Model:
         return train.expected_l0(self.params, self._hyper())
 
     def get_sparsity(self) -> float:
-        """Fraction of features whose deterministic gate is below 0.01."""
-        return float(np.mean(np.asarray(self.get_deterministic_gates()) < train.ACTIVE_THRESHOLD))
+        """Fraction of features not selected: deterministic gate at or below 0.01.
+
+        The complement of ``get_selected_features()`` at its default threshold, so every feature
+        is counted exactly once (a gate of exactly 0.01 was once in neither).
+        """
+        return 1.0 - float(np.mean(np.asarray(self.get_deterministic_gates()) > train.ACTIVE_THRESHOLD))
 
     def get_selected_features(self, threshold: float = 0.01) -> np.ndarray:
         """Indices of the features whose deterministic gate exceeds ``threshold`` (>= 0).
