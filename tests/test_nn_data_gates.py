@@ -36,10 +36,19 @@ def test_l0_gate_applies_along_any_axis(axis):
 def test_eval_selection_is_deterministic_and_follows_the_median_rule():
     gate = _gate_with(L0Gate(8, temperature=0.5, deterministic=True))
     idx = np.asarray(gate.active_indices())
-    # Median rule: the gate exceeds 1/2 exactly when sigmoid(log_alpha / beta) > 1/2, i.e. log_alpha > 0.
+    # Median rule with the default stretch (gamma + zeta = 1): the gate exceeds 1/2 exactly when
+    # sigmoid(log_alpha / beta) > (0.5 - gamma) / (zeta - gamma) = 1/2, i.e. log_alpha > 0.
     np.testing.assert_array_equal(idx, np.flatnonzero(LOG_ALPHA > 0))
     np.testing.assert_array_equal(gate.active_indices(), idx)
     np.testing.assert_array_equal(gate.get_active_indices(), idx)
+
+
+def test_eval_selection_with_an_asymmetric_stretch():
+    # gamma + zeta != 1: the cut is sigmoid(log_alpha / beta) > (0.5 + 0.3) / (1.05 + 0.3), not log_alpha > 0.
+    gate = _gate_with(L0Gate(8, temperature=0.5, gamma=-0.3, zeta=1.05, deterministic=True))
+    cut = 0.5 * np.log((0.5 + 0.3) / (1.05 - 0.5))  # beta * logit((0.5 - gamma) / (zeta - gamma))
+    np.testing.assert_array_equal(gate.active_indices(), np.flatnonzero(LOG_ALPHA > cut))
+    assert 0.05 < cut < 0.2 and gate.active_indices().size < np.sum(LOG_ALPHA > 0)
 
 
 def test_training_mode_selection_is_a_function_of_the_key():

@@ -133,8 +133,10 @@ class L0Gate(HardConcreteGate):
     ) -> Array:
         """Indices of the items whose gate value exceeds ``threshold`` (l0-python's rule).
 
-        In eval mode these are deterministic; with the median rule a gate exceeds 0.5 exactly when
-        its ``log_alpha > 0``, i.e. when its gate is above 1/2 with probability above 1/2.
+        In eval mode these are deterministic. The median-rule gate is the gate's median, so it
+        exceeds 0.5 exactly when the gate is above 1/2 with probability above 1/2, i.e. when
+        ``sigmoid(log_alpha / temperature) > (0.5 - gamma) / (zeta - gamma)``; for a stretch
+        symmetric about 1/2 (``gamma + zeta = 1``, as the default -0.1, 1.1) that is ``log_alpha > 0``.
 
         Args:
           threshold: gate value in [0, 1).
