@@ -98,10 +98,10 @@ def anneal_temperature(schedule: Schedule | float) -> optax.GradientTransformati
     state never recompiles when it changes.
 
     Example:
-      >>> import optax, l0jax
+      >>> import jax.numpy as jnp, optax, l0jax
       >>> tx = optax.chain(optax.adam(1e-2),
       ...                  l0jax.anneal_temperature(l0jax.temperature_schedule(2.0, 0.1, 100)))
-      >>> state = tx.init({"w": jax.numpy.zeros(3)})
+      >>> state = tx.init({"w": jnp.zeros(3)})
       >>> float(l0jax.current_temperature(state))
       2.0
 

@@ -93,6 +93,7 @@ class HardConcreteGate(nnx.Module):
 
     Example:
       >>> from flax import nnx
+      >>> from l0jax.nn import HardConcreteGate
       >>> gate = HardConcreteGate((3,), init_keep_prob=0.9, rngs=nnx.Rngs(0))
       >>> z = gate()                          # sampled, shape (3,)
       >>> z_eval = gate(deterministic=True)   # deterministic
