@@ -378,3 +378,13 @@ def keep_prob_to_log_alpha(keep_prob: ArrayLike) -> Array:
     eps = jnp.finfo(p.dtype).eps
     p = jnp.clip(p, eps, 1.0 - eps)
     return jnp.log(p) - jnp.log1p(-p)
+
+
+def logit_np(p: ArrayLike) -> np.ndarray:
+    """``log(p) - log1p(-p)`` in float64 NumPy, for initial values computed on the host.
+
+    Exact where a float32 logit would round, and it compiles nothing (a jnp logit would compile
+    once per parameter shape). Callers check that ``p`` lies in (0, 1).
+    """
+    p = np.asarray(p, np.float64)
+    return np.log(p) - np.log1p(-p)

@@ -148,8 +148,7 @@ class HardConcreteGate(nnx.Module):
             raise ValueError(
                 f"init_keep_prob of shape {keep.shape} must broadcast to the gate shape {shape}."
             ) from None
-        # keep_prob_to_log_alpha's logit, in float64 NumPy: exact, and no XLA compilation per gate shape.
-        log_alpha = jnp.asarray(np.log(keep) - np.log1p(-keep), param_dtype)
+        log_alpha = jnp.asarray(hc.logit_np(keep), param_dtype)
         if init_jitter > 0:
             if rngs is None:
                 raise ValueError(
