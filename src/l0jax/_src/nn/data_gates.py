@@ -152,13 +152,31 @@ class L0Gate(HardConcreteGate):
 
     # l0-python names, so ported code runs unchanged.
     def get_gates(self, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
-        """Alias of ``__call__`` (l0-python's name)."""
+        """Alias of ``__call__`` (l0-python's name).
+
+        Args:
+          deterministic: overrides the mode for this call.
+          rngs: key or ``nnx.Rngs`` for this call's noise.
+
+        Returns:
+          The gates, shape (size,), in [0, 1].
+        """
         return self(deterministic=deterministic, rngs=rngs)
 
     def apply_gates(
         self, x: Array, dim: int = 0, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> Array:
-        """Alias of ``apply(x, axis=dim)`` (l0-python's name)."""
+        """Alias of ``apply(x, axis=dim)`` (l0-python's name).
+
+        Args:
+          x: any array with ``size`` entries on axis ``dim``.
+          dim: the gated axis (negative counts from the end).
+          deterministic: overrides the mode for this call.
+          rngs: key or ``nnx.Rngs`` for this call's noise.
+
+        Returns:
+          ``x`` scaled by the gates, same shape.
+        """
         return self.apply(x, dim, deterministic=deterministic, rngs=rngs)
 
     def get_penalty(self) -> Array:
@@ -168,7 +186,16 @@ class L0Gate(HardConcreteGate):
     def get_active_indices(
         self, threshold: float = 0.5, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> Array:
-        """Alias of ``active_indices`` (l0-python's name)."""
+        """Alias of ``active_indices`` (l0-python's name).
+
+        Args:
+          threshold: gate value in [0, 1).
+          deterministic: overrides the mode (False draws a fresh sample of gates).
+          rngs: key or ``nnx.Rngs`` for a sampled selection.
+
+        Returns:
+          Sorted int32 indices, shape (k,).
+        """
         return self.active_indices(threshold, deterministic=deterministic, rngs=rngs)
 
 

@@ -227,7 +227,7 @@ class HardConcreteGate(nnx.Module):
         _check_threshold(threshold)
         return self.prob_nonzero() > threshold
 
-    def set_view(self, deterministic: bool | None = None, eval_rule: str | None = None):
+    def set_view(self, deterministic: bool | None = None, eval_rule: str | None = None) -> None:
         """Used by ``nnx.view``.
 
         Args:
