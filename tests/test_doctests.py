@@ -21,4 +21,4 @@ def test_docstring_examples(name):
     # Empty globals: every example imports what it uses, as a reader copying it would have to.
     result = doctest.testmod(module, globs={}, report=False)
     assert result.attempted > 0, f"{name} has no examples: remove it from MODULES or add one."
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name} (output above)."
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name} (see above)."

@@ -85,7 +85,8 @@ def test_sampling_from_given_noise_rejects_bad_noise():
     with pytest.raises(ValueError, match=r"u of shape \(4,\)"):
         l0jax.hard_concrete_from_uniform(jnp.full((4,), 0.5), log_alpha, 0.5)
     # A scalar u broadcasts to the gates' shape: the gates at the median of the noise.
-    np.testing.assert_allclose(l0jax.hard_concrete_from_uniform(0.5, log_alpha, 0.5), np.full(3, 0.5), atol=1e-6)
+    np.testing.assert_allclose(l0jax.hard_concrete_from_uniform(0.5, log_alpha, 0.5), np.full(3, 0.5),
+                               atol=1e-6)
     # Under jit the noise is a tracer and passes unchecked (the shape check still runs).
     jitted = jax.jit(lambda u: l0jax.hard_concrete_from_uniform(u, log_alpha, 0.5))
     assert jitted(jnp.full((3,), 0.5)).shape == (3,)

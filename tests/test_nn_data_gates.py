@@ -166,10 +166,10 @@ def test_hybrid_shares_add_up_to_the_target():
     _, idx, kinds = hybrid.select(jnp.arange(50.0), jax.random.key(0))
     assert idx.size == 10 and np.unique(np.asarray(idx)).size == 10
     assert list(np.asarray(idx)[kinds == "l0"]) == [3, 17] and int(np.sum(kinds == "random")) == 8
-    thirds = HybridGate(10, l0_fraction=0.3, random_fraction=0.7, target_items=10)
-    assert (thirds.n_l0, thirds.n_random) == (3, 7)  # 10 * 0.3 is 2.9999... in floating point
-    partial = HybridGate(10, l0_fraction=0.25, random_fraction=0.5, target_items=10)
-    assert (partial.n_l0, partial.n_random) == (2, 5)  # shares below 1 are each floored
+    rounded = HybridGate(100, l0_fraction=0.29, random_fraction=0.71, target_items=100)
+    assert (rounded.n_l0, rounded.n_random) == (29, 71)  # 100 * 0.29 is 28.999999999999996
+    partial = HybridGate(100, l0_fraction=0.25, random_fraction=0.57, target_items=10)
+    assert (partial.n_l0, partial.n_random) == (2, 5)  # shares summing below 1 are each floored
 
 
 def test_hybrid_gate_passes_stretch_and_eval_rule_to_its_gate():

@@ -134,5 +134,6 @@ def check_int_in_range(
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer between {low} and {upper}, got {value!r}.")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {upper}, got {value!r}" + (f": {hint}" if hint else "."))
+        ending = f": {hint}" if hint else "."
+        raise ValueError(f"{name} must be between {low} and {upper}, got {value!r}{ending}")
     return int(value)

@@ -545,18 +545,19 @@ class HybridGate(nnx.Module):
             target = max(1, int(n * 0.2))
         else:
             target = checks.check_int_in_range(
-                "target_items", target_items, 1, n, high_name="n_items", hint="or pass None for 20% of the items."
+                "target_items", target_items, 1, n, high_name="n_items",
+                hint="or pass None for 20% of the items.",
             )
         self.n_items, self.target_items = n, target
         self.l0_fraction, self.random_fraction = float(l0_fraction), float(random_fraction)
-        # The 1e-9 keeps products such as 10 * 0.3 = 2.9999... from rounding down a whole item.
-        self.n_l0 = int(math.floor(target * self.l0_fraction + 1e-9))
+        # The 1e-9 keeps products such as 100 * 0.29 = 28.999999999999996 from losing a whole item.
+        self.n_l0 = math.floor(target * self.l0_fraction + 1e-9)
         if abs(self.l0_fraction + self.random_fraction - 1.0) <= 1e-9:
             # Flooring both shares separately would lose an item to rounding (10 * 0.25 + 10 * 0.75
             # gave 2 + 7): when the shares cover the whole target, the random part takes the rest.
             self.n_random = target - self.n_l0
         else:
-            self.n_random = int(math.floor(target * self.random_fraction + 1e-9))
+            self.n_random = math.floor(target * self.random_fraction + 1e-9)
         # With no L0 share there is nothing to train: no gate rather than l0-python's log(0) crash.
         self.l0_gate = (
             SampleGate(
