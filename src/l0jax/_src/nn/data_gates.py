@@ -13,6 +13,8 @@ l0-python's ``L0Gate``, ``SampleGate``, ``FeatureGate`` and ``HybridGate`` with 
 * ``FeatureGate`` returns at most ``max_features`` features (l0-python never enforced the cap).
 * ``SampleGate.select_weighted_samples`` selects by gate, not by ``weight * gate > 1e-8``, which
   silently dropped samples with zero or negative weights.
+* ``HybridGate``'s two shares add up to ``target_items`` when the fractions sum to 1 (l0-python
+  floored each, so 10 items at 0.25/0.75 became 2 + 7).
 * ``HybridGate.select`` takes an explicit key; l0-python called ``torch.manual_seed``, resetting
   the global generator of the whole process.
 
