@@ -172,14 +172,14 @@ def train(spec: str, data, *, epochs: int, seed: int, batch: int = 100, lr: floa
     n = lambda_n or n_data  # the N dividing the regulariser (the paper: the training set size)
     model = build(name, seed)
     gated = has_gates(model)
-    l2_only = name == "sparse_mlp"  # l0-python's objective has no expected-L2 term
+    no_l2 = name == "sparse_mlp"  # l0-python's objective has no expected-L2 term
 
     def loss_fn(model, x, y):
         ce = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
         if not gated:
             return ce + 0.5 * WEIGHT_DECAY * ln.l2_penalty(model) / n
         reg = LAMBDA_L0 * ln.l0_penalty(model)
-        if not l2_only:
+        if not no_l2:
             reg = reg + 0.5 * WEIGHT_DECAY * ln.l2_penalty(model, expected=True)
         return ce + reg / n
 

@@ -74,6 +74,34 @@ def test_sampling_equals_reference_formula_given_the_noise(key):
     assert float(u.min()) > 0 and float(u.max()) < 1
 
 
+def test_sampling_from_given_noise_rejects_bad_noise():
+    log_alpha = jnp.zeros((3,))
+    for bad in (0.0, 1.0, -0.2, 1.5, float("nan")):
+        u = jnp.array([0.5, bad, 0.25])
+        with pytest.raises(ValueError, match="u must lie strictly between 0 and 1"):
+            l0jax.hard_concrete_from_uniform(u, log_alpha, 0.5)
+    with pytest.raises(ValueError, match=r"u of shape \(2, 3\) must have log_alpha's shape \(3,\)"):
+        l0jax.hard_concrete_from_uniform(jnp.full((2, 3), 0.5), log_alpha, 0.5)
+    with pytest.raises(ValueError, match=r"u of shape \(4,\)"):
+        l0jax.hard_concrete_from_uniform(jnp.full((4,), 0.5), log_alpha, 0.5)
+    # A scalar u broadcasts to the gates' shape: the gates at the median of the noise.
+    np.testing.assert_allclose(l0jax.hard_concrete_from_uniform(0.5, log_alpha, 0.5), np.full(3, 0.5),
+                               atol=1e-6)
+    # Under jit the noise is a tracer and passes unchecked (the shape check still runs).
+    jitted = jax.jit(lambda u: l0jax.hard_concrete_from_uniform(u, log_alpha, 0.5))
+    assert jitted(jnp.full((3,), 0.5)).shape == (3,)
+    with pytest.raises(ValueError, match="u of shape"):
+        jitted(jnp.full((2, 3), 0.5))
+
+
+def test_largest_uniform_draw_is_one_minus_two_to_the_minus_23():
+    # What uniform_noise's docstring states about jax.random.uniform's float32 sampler.
+    bits = np.array([0x3FFFFFFF], np.uint32).view(np.float32)[0]  # 1.0 with every mantissa bit set
+    assert bits - np.float32(1) == np.float32(1 - 2**-23)
+    u = np.asarray(l0jax.uniform_noise(jax.random.key(0), (1 << 20,)))
+    assert u.max() <= np.float32(1 - 2**-23) and u.max() > np.float32(1 - 2**-18)
+
+
 def test_eval_rules_equal_their_formulas():
     log_alpha = np.linspace(-8, 8, 301).astype(np.float32)
     beta = 0.5

@@ -36,10 +36,19 @@ def test_l0_gate_applies_along_any_axis(axis):
 def test_eval_selection_is_deterministic_and_follows_the_median_rule():
     gate = _gate_with(L0Gate(8, temperature=0.5, deterministic=True))
     idx = np.asarray(gate.active_indices())
-    # Median rule: the gate exceeds 1/2 exactly when sigmoid(log_alpha / beta) > 1/2, i.e. log_alpha > 0.
+    # Median rule with the default stretch (gamma + zeta = 1): the gate exceeds 1/2 exactly when
+    # sigmoid(log_alpha / beta) > (0.5 - gamma) / (zeta - gamma) = 1/2, i.e. log_alpha > 0.
     np.testing.assert_array_equal(idx, np.flatnonzero(LOG_ALPHA > 0))
     np.testing.assert_array_equal(gate.active_indices(), idx)
     np.testing.assert_array_equal(gate.get_active_indices(), idx)
+
+
+def test_eval_selection_with_an_asymmetric_stretch():
+    # gamma + zeta != 1: the cut is sigmoid(log_alpha / beta) > (0.5 + 0.3) / (1.05 + 0.3), not log_alpha > 0.
+    gate = _gate_with(L0Gate(8, temperature=0.5, gamma=-0.3, zeta=1.05, deterministic=True))
+    cut = 0.5 * np.log((0.5 + 0.3) / (1.05 - 0.5))  # beta * logit((0.5 - gamma) / (zeta - gamma))
+    np.testing.assert_array_equal(gate.active_indices(), np.flatnonzero(LOG_ALPHA > cut))
+    assert 0.05 < cut < 0.2 and gate.active_indices().size < np.sum(LOG_ALPHA > 0)
 
 
 def test_training_mode_selection_is_a_function_of_the_key():
@@ -146,3 +155,33 @@ def test_hybrid_gate_arguments():
         HybridGate(10, l0_fraction=-0.1)
     with pytest.raises(ValueError, match="key"):
         only_random.select(jnp.arange(10), "seed")
+
+
+def test_hybrid_shares_add_up_to_the_target():
+    hybrid = HybridGate(50, target_items=10, deterministic=True)  # 10 * 0.25 and 10 * 0.75
+    assert (hybrid.n_l0, hybrid.n_random) == (2, 8)  # flooring each share gave 2 + 7
+    log_alpha = np.full(50, -5.0, np.float32)
+    log_alpha[[3, 17]] = 5.0  # the L0 gate trained to exactly its share
+    hybrid.l0_gate.log_alpha[...] = jnp.asarray(log_alpha)
+    _, idx, kinds = hybrid.select(jnp.arange(50.0), jax.random.key(0))
+    assert idx.size == 10 and np.unique(np.asarray(idx)).size == 10
+    assert list(np.asarray(idx)[kinds == "l0"]) == [3, 17] and int(np.sum(kinds == "random")) == 8
+    rounded = HybridGate(100, l0_fraction=0.29, random_fraction=0.71, target_items=100)
+    assert (rounded.n_l0, rounded.n_random) == (29, 71)  # 100 * 0.29 is 28.999999999999996
+    partial = HybridGate(100, l0_fraction=0.25, random_fraction=0.57, target_items=10)
+    assert (partial.n_l0, partial.n_random) == (2, 5)  # shares summing below 1 are each floored
+
+
+def test_hybrid_gate_passes_stretch_and_eval_rule_to_its_gate():
+    hybrid = HybridGate(8, 0.5, 0.5, target_items=4, gamma=-0.2, zeta=1.05, eval_rule="paper",
+                        deterministic=True)
+    gate = hybrid.l0_gate
+    assert (gate.gamma, gate.zeta, gate.eval_rule) == (-0.2, 1.05, "paper")
+    gate.log_alpha[...] = jnp.asarray(LOG_ALPHA)
+    # Paper rule (eq. 13) with this gate's stretch and no temperature.
+    expected = np.clip(1 / (1 + np.exp(-LOG_ALPHA)) * 1.25 - 0.2, 0, 1)
+    np.testing.assert_allclose(gate(), expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="eval_rule"):
+        HybridGate(8, 0.0, 1.0, target_items=4, eval_rule="mean")
+    with pytest.raises(ValueError, match="zeta"):
+        HybridGate(8, 0.0, 1.0, target_items=4, zeta=0.9)

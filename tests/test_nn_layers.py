@@ -198,14 +198,32 @@ def test_sparse_mlp_flattens_and_chains_layers():
     assert mlp.l0_chain() == list(mlp.layers)
 
 
+def test_sparse_mlp_takes_zero_dimensional_arrays_as_one_value():
+    for keep in (jnp.float32(0.2), np.float32(0.2), np.array(0.2), jnp.array(0.2)):
+        mlp = SparseMLP((4, 3, 2), gate=np.str_("input"), init_keep_prob=keep, kernel_init=np_init,
+                        rngs=nnx.Rngs(0))
+        assert [layer.granularity for layer in mlp.layers] == ["input", "input"]
+        for layer in mlp.layers:
+            np.testing.assert_allclose(np.asarray(layer.gate.log_alpha[...]), np.log(0.25), rtol=1e-6)
+    ragged = SparseMLP((4, 3, 2), init_keep_prob=[0.2, np.full((3, 2), 0.5)], kernel_init=np_init,
+                       rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(ragged.layers[1].gate.log_alpha[...]), np.zeros((3, 2)), atol=1e-6)
+
+
 def test_half_precision_inputs_compute_in_float32():
     layer = L0Linear(3, 2, kernel_init=np_init, rngs=nnx.Rngs(0))
-    y = layer(jnp.ones((2, 3), jnp.bfloat16), deterministic=True)
+    x = normal(11, (2, 3)).astype(jnp.bfloat16)
+    y = layer(x, deterministic=True)
     assert y.dtype == jnp.float32
+    # bfloat16 inputs are exact in float32, so computing in float32 gives the float32 result.
+    y32 = layer(x.astype(jnp.float32), deterministic=True)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y32), rtol=1e-6)
     ybf = L0Linear(3, 2, dtype=jnp.bfloat16, kernel_init=np_init, rngs=nnx.Rngs(0))(
-        jnp.ones((2, 3)), deterministic=True
+        x.astype(jnp.float32), deterministic=True
     )
     assert ybf.dtype == jnp.bfloat16
+    # bfloat16 keeps 8 bits of mantissa: about 2 significant digits of the float32 result.
+    np.testing.assert_allclose(np.asarray(ybf, np.float32), np.asarray(y32), rtol=3e-2, atol=3e-2)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
-"""The README's Python examples run as written (they are the first thing a new user copies)."""
+"""The README's Python examples run as written (they are the first thing a new user copies) and
+print what the README says they print."""
 
+import io
 import re
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import jax
@@ -12,7 +15,23 @@ def test_readme_python_blocks_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert blocks, "the README has no python examples"
     namespace: dict = {}
+    outputs = []
+    nn_stats = None
     # Users run the README without the test suite's strict promotion settings.
     with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
         for block in blocks:
-            exec(compile(block, str(README), "exec"), namespace)
+            out = io.StringIO()
+            with redirect_stdout(out):
+                exec(compile(block, str(README), "exec"), namespace)
+            outputs.append(out.getvalue())
+            if "ln.SparseMLP(" in block:  # later blocks reuse the name `model`
+                nn_stats = namespace["ln"].sparsity_stats(namespace["model"])["layers.0"]
+                nn_small = namespace["small"]
+    # The stated outputs (comments in the blocks) that do not depend on float rounding.
+    regression = next(out for block, out in zip(blocks, outputs) if "l0jax.SparseL0Linear(" in block)
+    assert regression.splitlines()[0] == "[1. 0. 1. 0.]"
+    nn_out = next(out for block, out in zip(blocks, outputs) if "ln.SparseMLP(" in block)
+    assert (nn_stats["open_gates"], nn_stats["gates"]) == (38, 64)  # "38 of 64 here"
+    assert "'open_gates': 38" in nn_out
+    # Input gates shrink the first layer to its 38 open inputs.
+    assert nn_small.layers[0].kernel.shape[0] == 38

@@ -201,6 +201,14 @@ def test_coefficients_and_selected_features(small):
     assert set(model.get_selected_features().tolist()) == {0, 3}
 
 
+def test_sparsity_is_the_complement_of_the_selection(monkeypatch):
+    model = l0jax.SparseL0Linear(4)
+    gates = jnp.array([0.01, 0.5, 0.0, 0.02], jnp.float32)  # 0.01 exactly: not selected, so sparse
+    monkeypatch.setattr(model, "get_deterministic_gates", lambda: gates)
+    np.testing.assert_array_equal(model.get_selected_features(), [1, 3])
+    assert model.get_sparsity() == 0.5
+
+
 def test_verbose_prints_l0_python_progress_lines(small, capsys):
     X, y = small
     model = l0jax.SparseL0Linear(12).fit(X, y, lambda_reg=0.1, epochs=250, verbose=True, verbose_freq=60)

@@ -47,7 +47,7 @@ def test_labels_probabilities_and_decision_function():
     # As accurate on the sample as the Bayes rule with the true logits (up to 3 points).
     bayes = np.mean(np.where(logits > 0, "yes", "no") == labels)
     assert np.mean(model.predict(X) == labels) >= bayes - 0.03
-    # The final training cross-entropy is the history's, and 0/1 labels give the same fit.
+    # 0/1 labels give the same fit as the strings they encode.
     same = l0jax.SparseL0Logistic(5, seed=1).fit(X, (labels == "yes").astype(int), lambda_reg=0.01, lr=0.05,
                                                  epochs=800)
     np.testing.assert_array_equal(np.asarray(same.weight), np.asarray(model.weight))

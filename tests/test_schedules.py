@@ -134,3 +134,14 @@ def test_current_temperature_inside_nnx_optimizer():
         t = step(model, optimizer)
         np.testing.assert_allclose(float(t), float(schedule(k)))
         np.testing.assert_allclose(float(l0jax.current_temperature(optimizer.opt_state)), float(schedule(k)))
+
+
+def test_schedule_quoted_values_with_x64_enabled():
+    # With x64 on, a float64 constant in the formula would meet the float32 progress and strict
+    # dtype promotion would raise; the values must stay float32 and unchanged.
+    expected = {"exponential": 0.4472, "linear": 1.05, "cosine": 1.05}
+    with jax.enable_x64(True):
+        for kind, value in expected.items():
+            temperature = l0jax.temperature_schedule(2.0, 0.1, 100, kind)(50)
+            assert temperature.dtype == jnp.float32
+            assert round(float(temperature), 4) == value

@@ -1,7 +1,25 @@
 """l0jax: L0 regularisation with hard-concrete gates in JAX (Louizos, Welling & Kingma 2018).
 
-The public surface: pure, jittable gate functions; temperature schedules and their optax
-transform. Flax NNX layers live in ``l0jax.nn``.
+The public surface:
+
+* Gates: pure functions safe under ``jit``, ``vmap`` and ``grad`` that sample
+  (``hard_concrete``, ``hard_concrete_from_uniform``, ``uniform_noise``) and evaluate
+  (``hard_concrete_eval``) hard-concrete gates, with their probabilities (``prob_nonzero``,
+  ``prob_zero``, ``prob_one``), penalties (``l0_penalty``, ``l0l2_penalty``) and
+  ``keep_prob_to_log_alpha``.
+* Schedules: ``temperature_schedule`` and ``constant_temperature``, the optax transform
+  ``anneal_temperature`` that carries the temperature in the optimizer state, and
+  ``current_temperature`` to read it back.
+* Calibration: survey weights that match target totals with few non-zero weights, functional
+  (``calibrate`` -> ``CalibrationResult``) or with l0-python's object API
+  (``SparseCalibrationWeights``), plus target checks and diagnostics (``check_targets``,
+  ``target_diagnostics``, ``weight_summary``, ``CsvLog``), hierarchies of targets
+  (``aggregation_matrix``), and checkpoints and per-chunk callbacks for long runs
+  (``CheckpointError``, ``CheckpointWarning``, ``ChunkInfo``).
+* Regression: sparse linear and logistic models (``SparseL0Linear``, ``SparseL0Logistic``) and
+  regularisation paths over the L0 strength (``l0_path``, ``select_lambda``).
+* ``l0jax.nn``: Flax NNX gates and layers (``HardConcreteGate``, ``L0Linear``, ``L0Conv``,
+  ``SparseMLP``, data-selection gates), model-wide penalties, ``prune`` and ``compress``.
 """
 
 from l0jax._src.calibration.api import SparseCalibrationWeights

@@ -120,3 +120,20 @@ def check_int_at_least(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def check_int_in_range(
+    name: str, value: Any, low: int, high: int, *, high_name: str = "", hint: str = ""
+) -> int:
+    """Returns ``value`` as an int, raising ValueError unless it is an integer in [low, high].
+
+    ``high_name`` names the argument the upper bound comes from (the message then reads
+    "between 1 and n_items=10"); ``hint`` says why the range is what it is.
+    """
+    upper = f"{high_name}={high}" if high_name else f"{high}"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer between {low} and {upper}, got {value!r}.")
+    if not low <= value <= high:
+        ending = f": {hint}" if hint else "."
+        raise ValueError(f"{name} must be between {low} and {upper}, got {value!r}{ending}")
+    return int(value)

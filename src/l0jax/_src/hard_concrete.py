@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from l0jax._src import checks
 
@@ -72,7 +73,8 @@ def uniform_noise(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) 
 
     Returns:
       An array of ``shape`` in the open interval (0, 1): the smallest value is the dtype's smallest
-      normal number, the largest ``1 - 2**-24`` (float32) so both logs below stay finite.
+      normal number, the largest ``1 - 2**-23`` (float32; ``1 - 2**-52`` in float64): JAX fills the
+      mantissa of a float in [1, 2) and subtracts 1. Both logs below stay finite.
     """
     dtype = _compute_dtype(dtype)
     return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
@@ -93,7 +95,8 @@ def hard_concrete_from_uniform(
     the deterministic map, which is what makes the expected L0 objective trainable.
 
     Args:
-      u: uniform noise in (0, 1), broadcastable to ``log_alpha``'s shape.
+      u: uniform noise in the open interval (0, 1), of ``log_alpha``'s shape or broadcastable
+        to it (a larger ``u`` would silently broadcast the gates).
       log_alpha: gate locations, any shape.
       temperature: concrete temperature beta > 0 (scalar or broadcastable).
       gamma: lower end of the stretch interval, < 0.
@@ -101,7 +104,35 @@ def hard_concrete_from_uniform(
 
     Returns:
       Gates in [0, 1] with the shape and floating dtype of ``log_alpha``.
+
+    Raises:
+      ValueError: when ``u`` would change the shape of the gates, or a concrete ``u`` is not
+        strictly between 0 and 1 (log u - log(1 - u) would give NaN gates).
     """
+    u_shape, la_shape = jnp.shape(u), jnp.shape(log_alpha)
+    try:
+        broadcast = jnp.broadcast_shapes(u_shape, la_shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != la_shape:
+        raise ValueError(
+            f"u of shape {u_shape} must have log_alpha's shape {la_shape} (or broadcast to it); "
+            f"draw it with l0jax.uniform_noise(key, log_alpha.shape)."
+        )
+    u_concrete = checks._real("u", u)
+    if u_concrete is not None and not np.all((u_concrete > 0) & (u_concrete < 1)):
+        raise ValueError(
+            f"u must lie strictly between 0 and 1 (uniform noise; 0 and 1 map to infinite logits and "
+            f"values outside give NaN gates), got min {np.min(u_concrete)!r} and max "
+            f"{np.max(u_concrete)!r}; draw it with l0jax.uniform_noise."
+        )
+    return _gates_from_uniform(u, log_alpha, temperature, gamma, zeta)
+
+
+def _gates_from_uniform(u: ArrayLike, log_alpha: ArrayLike, temperature: ArrayLike, gamma: ArrayLike,
+                        zeta: ArrayLike) -> Array:
+    """``hard_concrete_from_uniform`` without the checks of ``u``, for noise drawn here (valid by
+    construction, and reading it back to the host to check would cost a device round trip)."""
     log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
     u = jnp.asarray(u).astype(log_alpha.dtype)
     logistic = jnp.log(u) - jnp.log1p(-u)
@@ -139,7 +170,7 @@ def hard_concrete(
     """
     log_alpha = jnp.asarray(log_alpha)
     u = uniform_noise(key, log_alpha.shape, log_alpha.dtype)
-    return hard_concrete_from_uniform(u, log_alpha, temperature, gamma=gamma, zeta=zeta)
+    return _gates_from_uniform(u, log_alpha, temperature, gamma, zeta)
 
 
 def hard_concrete_eval(
@@ -347,3 +378,13 @@ def keep_prob_to_log_alpha(keep_prob: ArrayLike) -> Array:
     eps = jnp.finfo(p.dtype).eps
     p = jnp.clip(p, eps, 1.0 - eps)
     return jnp.log(p) - jnp.log1p(-p)
+
+
+def logit_np(p: ArrayLike) -> np.ndarray:
+    """``log(p) - log1p(-p)`` in float64 NumPy, for initial values computed on the host.
+
+    Exact where a float32 logit would round, and it compiles nothing (a jnp logit would compile
+    once per parameter shape). Callers check that ``p`` lies in (0, 1).
+    """
+    p = np.asarray(p, np.float64)
+    return np.log(p) - np.log1p(-p)

@@ -7,6 +7,7 @@ jitted function) means changing it never recompiles: it is an array, not a const
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,7 +56,9 @@ def temperature_schedule(init: float, final: float, steps: int, kind: str = "exp
         count = jnp.asarray(count)
         progress = jnp.clip(count.astype(jnp.float32) / steps, 0.0, 1.0)
         if kind == "exponential":
-            value = jnp.exp(np.log(init_f) + (np.log(final_f) - np.log(init_f)) * progress)
+            # math.log gives weak Python floats: np.log's float64 scalars would not combine with
+            # the float32 progress under x64 and strict dtype promotion.
+            value = jnp.exp(math.log(init_f) + (math.log(final_f) - math.log(init_f)) * progress)
         elif kind == "linear":
             value = init_f + (final_f - init_f) * progress
         else:
@@ -95,10 +98,10 @@ def anneal_temperature(schedule: Schedule | float) -> optax.GradientTransformati
     state never recompiles when it changes.
 
     Example:
-      >>> import optax, l0jax
+      >>> import jax.numpy as jnp, optax, l0jax
       >>> tx = optax.chain(optax.adam(1e-2),
       ...                  l0jax.anneal_temperature(l0jax.temperature_schedule(2.0, 0.1, 100)))
-      >>> state = tx.init({"w": jax.numpy.zeros(3)})
+      >>> state = tx.init({"w": jnp.zeros(3)})
       >>> float(l0jax.current_temperature(state))
       2.0
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import jax
 import jax.numpy as jnp
@@ -520,7 +520,7 @@ class SparseCalibrationWeights:
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
         resume: bool = False,
-    ) -> SparseCalibrationWeights:
+    ) -> Self:
         """Fits the weights (l0-python's arguments); a second call continues the same run.
 
         Args:

@@ -49,6 +49,14 @@ def _load(layer: nnx.Module, kernel: Array, bias: Array | None, input_index: Seq
     layer.input_index = None if input_index is None else tuple(int(i) for i in input_index)
 
 
+def _gather_inputs(layer: nnx.Module, x: Array) -> Array:
+    """The input units (last axis) a compressed layer uses, or all of ``x`` when it uses all."""
+    x = jnp.asarray(x)
+    if layer.input_index is None:
+        return x
+    return jnp.take(x, np.asarray(layer.input_index, np.int32), axis=-1)
+
+
 class CompressedLinear(nnx.Linear):
     """The dense layer ``compress`` puts in place of an ``L0Linear``: an ``nnx.Linear`` that first
     gathers the input features it uses.
@@ -88,10 +96,7 @@ class CompressedLinear(nnx.Linear):
         """x: (..., n_inputs) -> (..., out). ``deterministic``/``rngs`` are accepted and ignored, so
         model code written for the gated layer runs unchanged."""
         del deterministic, rngs
-        x = jnp.asarray(x)
-        if self.input_index is not None:
-            x = jnp.take(x, np.asarray(self.input_index, np.int32), axis=-1)
-        return super().__call__(x)
+        return super().__call__(_gather_inputs(self, x))
 
 
 class CompressedConv(nnx.Conv):
@@ -146,10 +151,7 @@ class CompressedConv(nnx.Conv):
         """x: (*batch, *spatial, n_inputs) -> (*batch, *spatial_out, out); ``deterministic`` and
         ``rngs`` are accepted and ignored."""
         del deterministic, rngs
-        x = jnp.asarray(x)
-        if self.input_index is not None:
-            x = jnp.take(x, np.asarray(self.input_index, np.int32), axis=-1)
-        return super().__call__(x)
+        return super().__call__(_gather_inputs(self, x))
 
 
 # ----------------------------------------------------------------------------- chains
@@ -235,7 +237,7 @@ def _is_conv(layer: L0Layer) -> bool:
     return isinstance(layer, (L0Conv, L0DepthwiseConv))
 
 
-def _rows_alive(layer: L0Layer, kernel: np.ndarray) -> np.ndarray:
+def _rows_alive(kernel: np.ndarray) -> np.ndarray:
     """Input units (features or channels) with any non-zero weight, for dense and plain conv."""
     k = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
     return np.any(k != 0, axis=(0, 2))
@@ -294,7 +296,7 @@ def _compress_chain(
             out = np.repeat(chans, m)  # a kept channel computes all its filters
             need = chans
         else:
-            need = _rows_alive(layer, k)
+            need = _rows_alive(k)
         kept_out[j], need_in[j] = out, need
         if j > 0:
             producer = layers[j - 1]
@@ -376,11 +378,15 @@ def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool 
     link layers.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from flax import nnx
+      >>> from l0jax.nn import SparseMLP, compress
       >>> mlp = SparseMLP((20, 16, 3), gate="input", rngs=nnx.Rngs(0))
+      >>> # Close the input gates of 6 of the 16 hidden units.
+      >>> mlp.layers[1].gate.log_alpha[...] = jnp.where(jnp.arange(16) < 10, 3.0, -3.0)
       >>> small = compress(mlp)            # uses mlp.l0_chain()
-      >>> small.layers[0].kernel.shape[1] <= 16
-      True
+      >>> small.layers[0].kernel.shape, small.layers[1].kernel.shape
+      ((20, 10), (10, 3))
 
     Args:
       model: a Flax NNX module with L0 layers (or an L0 layer itself).

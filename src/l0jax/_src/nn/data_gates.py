@@ -13,6 +13,8 @@ l0-python's ``L0Gate``, ``SampleGate``, ``FeatureGate`` and ``HybridGate`` with 
 * ``FeatureGate`` returns at most ``max_features`` features (l0-python never enforced the cap).
 * ``SampleGate.select_weighted_samples`` selects by gate, not by ``weight * gate > 1e-8``, which
   silently dropped samples with zero or negative weights.
+* ``HybridGate``'s two shares add up to ``target_items`` when the fractions sum to 1 (l0-python
+  floored each, so 10 items at 0.25/0.75 became 2 + 7).
 * ``HybridGate.select`` takes an explicit key; l0-python called ``torch.manual_seed``, resetting
   the global generator of the whole process.
 
@@ -22,6 +24,7 @@ Selections return arrays whose size depends on the gate values, so they run eage
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +47,11 @@ def _check_axis_size(name: str, x: Any, axis: int, size: int, what: str) -> None
         raise ValueError(f"{name} of shape {shape} must have {size} {what} on axis {axis}.")
 
 
+def _indices_above(z: Array, threshold: float) -> Array:
+    """Sorted int32 indices of the gates above ``threshold``; eager, as the size depends on ``z``."""
+    return jnp.asarray(np.flatnonzero(np.asarray(z) > threshold), jnp.int32)
+
+
 def _count(name: str, value: Any, minimum: int = 1) -> int:
     return checks.check_int_at_least(name, value, minimum)
 
@@ -52,7 +60,8 @@ class L0Gate(HardConcreteGate):
     """A vector of ``size`` hard-concrete gates for selecting items (rows, features, ...).
 
     Example:
-      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> from l0jax.nn import L0Gate
       >>> gate = L0Gate(4, init_keep_prob=0.9, deterministic=True)
       >>> gate.apply(jnp.ones((3, 4)), axis=1).shape
       (3, 4)
@@ -127,8 +136,10 @@ class L0Gate(HardConcreteGate):
     ) -> Array:
         """Indices of the items whose gate value exceeds ``threshold`` (l0-python's rule).
 
-        In eval mode these are deterministic; with the median rule a gate exceeds 0.5 exactly when
-        its ``log_alpha > 0``, i.e. when its gate is above 1/2 with probability above 1/2.
+        In eval mode these are deterministic. The median-rule gate is the gate's median, so it
+        exceeds 0.5 exactly when the gate is above 1/2 with probability above 1/2, i.e. when
+        ``sigmoid(log_alpha / temperature) > (0.5 - gamma) / (zeta - gamma)``; for a stretch
+        symmetric about 1/2 (``gamma + zeta = 1``, as the default -0.1, 1.1) that is ``log_alpha > 0``.
 
         Args:
           threshold: gate value in [0, 1).
@@ -139,18 +150,35 @@ class L0Gate(HardConcreteGate):
           Sorted int32 indices, shape (k,).
         """
         _check_threshold(threshold)
-        z = self(deterministic=deterministic, rngs=rngs)
-        return jnp.asarray(np.flatnonzero(np.asarray(z) > threshold), jnp.int32)
+        return _indices_above(self(deterministic=deterministic, rngs=rngs), threshold)
 
     # l0-python names, so ported code runs unchanged.
     def get_gates(self, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
-        """Alias of ``__call__`` (l0-python's name)."""
+        """Alias of ``__call__`` (l0-python's name).
+
+        Args:
+          deterministic: overrides the mode for this call.
+          rngs: key or ``nnx.Rngs`` for this call's noise.
+
+        Returns:
+          The gates, shape (size,), in [0, 1].
+        """
         return self(deterministic=deterministic, rngs=rngs)
 
     def apply_gates(
         self, x: Array, dim: int = 0, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> Array:
-        """Alias of ``apply(x, axis=dim)`` (l0-python's name)."""
+        """Alias of ``apply(x, axis=dim)`` (l0-python's name).
+
+        Args:
+          x: any array with ``size`` entries on axis ``dim``.
+          dim: the gated axis (negative counts from the end).
+          deterministic: overrides the mode for this call.
+          rngs: key or ``nnx.Rngs`` for this call's noise.
+
+        Returns:
+          ``x`` scaled by the gates, same shape.
+        """
         return self.apply(x, dim, deterministic=deterministic, rngs=rngs)
 
     def get_penalty(self) -> Array:
@@ -160,7 +188,16 @@ class L0Gate(HardConcreteGate):
     def get_active_indices(
         self, threshold: float = 0.5, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> Array:
-        """Alias of ``active_indices`` (l0-python's name)."""
+        """Alias of ``active_indices`` (l0-python's name).
+
+        Args:
+          threshold: gate value in [0, 1).
+          deterministic: overrides the mode (False draws a fresh sample of gates).
+          rngs: key or ``nnx.Rngs`` for a sampled selection.
+
+        Returns:
+          Sorted int32 indices, shape (k,).
+        """
         return self.active_indices(threshold, deterministic=deterministic, rngs=rngs)
 
 
@@ -174,6 +211,7 @@ class SampleGate(L0Gate):
 
     Example:
       >>> from flax import nnx
+      >>> from l0jax.nn import SampleGate
       >>> gate = SampleGate(100, 20, init_jitter=0.5, rngs=nnx.Rngs(0))
       >>> float(gate.count_loss(gate())) >= 0
       True
@@ -207,18 +245,15 @@ class SampleGate(L0Gate):
         rngs: nnx.Rngs | rnglib.RngStream | None = None,
     ):
         n = _count("n_samples", n_samples)
-        if isinstance(target_samples, bool) or not isinstance(target_samples, (int, np.integer)):
-            raise ValueError(f"target_samples must be an integer, got {target_samples!r}.")
-        if not 1 <= target_samples <= n:
-            raise ValueError(
-                f"target_samples must be between 1 and n_samples={n}, got {target_samples}: a gate "
-                f"cannot select more rows than exist, and selecting none needs no gate."
-            )
-        self.n_samples, self.target_samples = n, int(target_samples)
+        target = checks.check_int_in_range(
+            "target_samples", target_samples, 1, n, high_name="n_samples",
+            hint="a gate cannot select more rows than exist, and selecting none needs no gate.",
+        )
+        self.n_samples, self.target_samples = n, target
         super().__init__(
             n,
             temperature=temperature,
-            init_keep_prob=float(np.clip(target_samples / n, 1e-6, 1 - 1e-6)),
+            init_keep_prob=float(np.clip(target / n, 1e-6, 1 - 1e-6)),
             init_jitter=init_jitter,
             gamma=gamma,
             zeta=zeta,
@@ -293,8 +328,10 @@ class SampleGate(L0Gate):
             raise ValueError(f"weights of shape {weights.shape} must have shape ({self.n_samples},).")
         checks.check_finite("weights", weights)
         _check_threshold(threshold)
+        # One draw of the gates serves both the selection and the weights, so in training mode
+        # the weights belong to the gates that selected the rows.
         z = self(deterministic=deterministic, rngs=rngs)
-        idx = jnp.asarray(np.flatnonzero(np.asarray(z) > threshold), jnp.int32)
+        idx = _indices_above(z, threshold)
         dtype = weights.dtype if jnp.issubdtype(weights.dtype, jnp.floating) else z.dtype
         gated = weights.astype(dtype) * z.astype(dtype)
         return jnp.asarray(data)[idx], gated[idx], idx
@@ -308,10 +345,13 @@ class FeatureGate(L0Gate):
     gates are kept (ties broken by ``log_alpha``, then by position).
 
     Example:
+      >>> import jax.numpy as jnp
+      >>> from l0jax.nn import FeatureGate
       >>> gate = FeatureGate(5, 2, deterministic=True)
+      >>> gate.log_alpha[...] = jnp.array([1.0, -2.0, 3.0, 2.0, -1.0])  # three gates open
       >>> _, names = gate.select_features_with_names(jnp.ones((3, 5)), list("abcde"))
-      >>> len(names) <= 2
-      True
+      >>> names                             # capped at the two largest
+      ['c', 'd']
 
     Args:
       n_features: number of features, >= 1.
@@ -441,16 +481,24 @@ class FeatureGate(L0Gate):
 class HybridGate(nnx.Module):
     """Selects items partly by a trained ``SampleGate`` and partly at random (for coverage).
 
-    ``target_items`` is split into ``int(target_items * l0_fraction)`` items for the L0 gate
-    and ``int(target_items * random_fraction)`` drawn uniformly, without replacement, from the
-    items the gate did not select.
+    ``target_items`` is split into ``n_l0 = floor(target_items * l0_fraction)`` items for the L0
+    gate and ``n_random`` drawn uniformly, without replacement, from the items the gate did not
+    select. When the fractions sum to 1, ``n_random = target_items - n_l0``, so the shares add up
+    to the target (l0-python floored both, so 10 items at 0.25/0.75 gave 2 + 7); when they sum to
+    less, ``n_random = floor(target_items * random_fraction)``. The L0 gate selects the items whose
+    gate exceeds the threshold, so it picks exactly ``n_l0`` only once trained to its target.
 
     Example:
-      >>> import jax
+      >>> import jax, jax.numpy as jnp
+      >>> from l0jax.nn import HybridGate
       >>> hybrid = HybridGate(50, target_items=10, deterministic=True)
+      >>> hybrid.n_l0, hybrid.n_random
+      (2, 8)
       >>> rows, idx, kinds = hybrid.select(jnp.arange(50.0), jax.random.key(0))
-      >>> sorted(set(kinds.tolist())) <= ["l0", "random"]
+      >>> set(kinds.tolist()) <= {"l0", "random"}
       True
+      >>> int((kinds == "random").sum())   # the untrained L0 gate selects no row yet
+      8
 
     Args:
       n_items: number of items, >= 1.
@@ -460,6 +508,9 @@ class HybridGate(nnx.Module):
         ``max(1, int(0.2 * n_items))`` (l0-python's default).
       temperature: concrete temperature of the L0 gate (l0-python's default 0.25).
       init_jitter: std of Gaussian noise on the L0 gate's initial ``log_alpha``.
+      gamma: lower end of the L0 gate's stretch interval, < 0.
+      zeta: upper end of the L0 gate's stretch interval, > 1.
+      eval_rule: ``"median"`` or ``"paper"``, the L0 gate's deterministic rule.
       deterministic: default mode of the L0 gate.
       rngs: ``nnx.Rngs`` for the L0 gate's jitter and noise.
     """
@@ -473,10 +524,16 @@ class HybridGate(nnx.Module):
         *,
         temperature: float = 0.25,
         init_jitter: float = 0.0,
+        gamma: float = hc.GAMMA,
+        zeta: float = hc.ZETA,
+        eval_rule: str = "median",
         deterministic: bool | None = False,
         rngs: nnx.Rngs | rnglib.RngStream | None = None,
     ):
         n = _count("n_items", n_items)
+        # Checked here too because without an L0 share no inner gate exists to check them.
+        checks.check_stretch(gamma, zeta)
+        checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
         for name, frac in (("l0_fraction", l0_fraction), ("random_fraction", random_fraction)):
             checks.check_finite(name, frac)
             if not 0.0 <= float(frac) <= 1.0:
@@ -489,15 +546,20 @@ class HybridGate(nnx.Module):
         if target_items is None:
             target = max(1, int(n * 0.2))
         else:
-            if isinstance(target_items, bool) or not isinstance(target_items, (int, np.integer)):
-                raise ValueError(f"target_items must be an integer or None, got {target_items!r}.")
-            if not 1 <= target_items <= n:
-                raise ValueError(f"target_items must be between 1 and n_items={n}, got {target_items}.")
-            target = int(target_items)
+            target = checks.check_int_in_range(
+                "target_items", target_items, 1, n, high_name="n_items",
+                hint="or pass None for 20% of the items.",
+            )
         self.n_items, self.target_items = n, target
         self.l0_fraction, self.random_fraction = float(l0_fraction), float(random_fraction)
-        self.n_l0 = int(target * self.l0_fraction)
-        self.n_random = int(target * self.random_fraction)
+        # The 1e-9 keeps products such as 100 * 0.29 = 28.999999999999996 from losing a whole item.
+        self.n_l0 = math.floor(target * self.l0_fraction + 1e-9)
+        if abs(self.l0_fraction + self.random_fraction - 1.0) <= 1e-9:
+            # Flooring both shares separately would lose an item to rounding (10 * 0.25 + 10 * 0.75
+            # gave 2 + 7): when the shares cover the whole target, the random part takes the rest.
+            self.n_random = target - self.n_l0
+        else:
+            self.n_random = math.floor(target * self.random_fraction + 1e-9)
         # With no L0 share there is nothing to train: no gate rather than l0-python's log(0) crash.
         self.l0_gate = (
             SampleGate(
@@ -505,6 +567,9 @@ class HybridGate(nnx.Module):
                 self.n_l0,
                 temperature=temperature,
                 init_jitter=init_jitter,
+                gamma=gamma,
+                zeta=zeta,
+                eval_rule=eval_rule,
                 deterministic=deterministic,
                 rngs=rngs,
             )

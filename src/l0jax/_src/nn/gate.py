@@ -93,6 +93,7 @@ class HardConcreteGate(nnx.Module):
 
     Example:
       >>> from flax import nnx
+      >>> from l0jax.nn import HardConcreteGate
       >>> gate = HardConcreteGate((3,), init_keep_prob=0.9, rngs=nnx.Rngs(0))
       >>> z = gate()                          # sampled, shape (3,)
       >>> z_eval = gate(deterministic=True)   # deterministic
@@ -147,8 +148,7 @@ class HardConcreteGate(nnx.Module):
             raise ValueError(
                 f"init_keep_prob of shape {keep.shape} must broadcast to the gate shape {shape}."
             ) from None
-        # keep_prob_to_log_alpha's logit, in float64 NumPy: exact, and no XLA compilation per gate shape.
-        log_alpha = jnp.asarray(np.log(keep) - np.log1p(-keep), param_dtype)
+        log_alpha = jnp.asarray(hc.logit_np(keep), param_dtype)
         if init_jitter > 0:
             if rngs is None:
                 raise ValueError(
@@ -227,7 +227,7 @@ class HardConcreteGate(nnx.Module):
         _check_threshold(threshold)
         return self.prob_nonzero() > threshold
 
-    def set_view(self, deterministic: bool | None = None, eval_rule: str | None = None):
+    def set_view(self, deterministic: bool | None = None, eval_rule: str | None = None) -> None:
         """Used by ``nnx.view``.
 
         Args:

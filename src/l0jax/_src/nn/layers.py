@@ -162,7 +162,9 @@ class L0Linear(L0Layer):
     """A dense layer ``y = x @ (kernel * z) + bias`` with hard-concrete gates.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from flax import nnx
+      >>> from l0jax.nn import L0Linear
       >>> layer = L0Linear(784, 300, gate="input", init_keep_prob=0.8, rngs=nnx.Rngs(0))
       >>> layer(jnp.ones((2, 784))).shape
       (2, 300)
@@ -367,7 +369,9 @@ class L0Conv(_ConvBase):
     """An N-D convolution (Flax's channels-last layout) with hard-concrete gates.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from flax import nnx
+      >>> from l0jax.nn import L0Conv
       >>> conv = L0Conv(1, 20, (5, 5), padding="VALID", structured=True, rngs=nnx.Rngs(0))
       >>> conv(jnp.ones((2, 28, 28, 1))).shape
       (2, 24, 24, 20)
@@ -468,7 +472,9 @@ class L0DepthwiseConv(_ConvBase):
     closed channel still emits its bias; its ``prune_model`` crashes on this layer.)
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from flax import nnx
+      >>> from l0jax.nn import L0DepthwiseConv
       >>> dw = L0DepthwiseConv(8, (3, 3), channel_multiplier=2, rngs=nnx.Rngs(0))
       >>> dw(jnp.ones((2, 16, 16, 8))).shape
       (2, 16, 16, 16)
@@ -558,8 +564,18 @@ class L0DepthwiseConv(_ConvBase):
         return jnp.repeat(z, self.channel_multiplier, total_repeat_length=self.out_features)
 
 
-def _per_layer(name: str, value: Any, n: int, scalar_types: tuple) -> list:
-    if isinstance(value, scalar_types) or (isinstance(value, np.ndarray) and value.ndim == 0):
+def _is_scalar(value: Any) -> bool:
+    """True for one value (a string, a Python or NumPy number, a 0-d NumPy or JAX array)."""
+    if isinstance(value, str):
+        return True
+    try:
+        return np.ndim(value) == 0
+    except ValueError:  # a ragged list: one entry per layer, not a scalar
+        return False
+
+
+def _per_layer(name: str, value: Any, n: int) -> list:
+    if _is_scalar(value):
         return [value] * n
     values = list(value)
     if len(values) != n:
@@ -575,7 +591,9 @@ class SparseMLP(nnx.Module):
     as l0-python does. The activation runs between layers, not after the last.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from flax import nnx
+      >>> from l0jax.nn import SparseMLP
       >>> mlp = SparseMLP((64, 32, 10), gate="input", rngs=nnx.Rngs(0))
       >>> mlp(jnp.ones((5, 8, 8))).shape
       (5, 10)
@@ -625,8 +643,8 @@ class SparseMLP(nnx.Module):
         if len(features) < 2:
             raise ValueError(f"features must list at least the input and output widths, got {features!r}.")
         n = len(features) - 1
-        gates = _per_layer("gate", gate, n, (str,))
-        keeps = _per_layer("init_keep_prob", init_keep_prob, n, (int, float, np.floating))
+        gates = _per_layer("gate", gate, n)
+        keeps = _per_layer("init_keep_prob", init_keep_prob, n)
         self.features = tuple(_check_features("features", f) for f in features)
         self.activation = activation
         self.layers = nnx.List(

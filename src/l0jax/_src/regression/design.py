@@ -108,7 +108,9 @@ def as_targets(y: Any, n_samples: int, *, name: str = "y", numeric: bool = True)
         )
     if numeric:
         _check_numeric(name, arr.dtype)
-    checks.check_finite(name, arr)
+    if numeric or arr.dtype.kind in "biuf":
+        # Class labels may be strings; only numbers can be NaN or infinite.
+        checks.check_finite(name, arr)
     return arr
 
 

@@ -15,7 +15,7 @@ Differences from l0-python's ``l0.sparse.SparseL0Linear`` (each a fix, documente
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import jax
 import jax.numpy as jnp
@@ -122,8 +122,10 @@ class _SparseL0Model:
         """The intercept (a scalar array), or None when ``fit_intercept=False``."""
         return self.params.get("bias")
 
-    def _hyper(self, lambda_reg: float = 0.0, lr: float = 0.01) -> obj.GateHyper:
-        return self._hyper_for(self.params["weight"].dtype, lambda_reg, lr)
+    def _hyper(self) -> obj.GateHyper:
+        # Gates, penalties and predictions read only the stretch and temperature; the L0 strength
+        # and learning rate matter to fit, which builds its own with _hyper_for.
+        return self._hyper_for(self.params["weight"].dtype, 0.0, 0.01)
 
     def _hyper_for(self, dtype: Any, lambda_reg: Any, lr: Any) -> obj.GateHyper:
         f = lambda v: jnp.asarray(v, dtype)  # noqa: E731
@@ -169,7 +171,7 @@ class _SparseL0Model:
         verbose_freq: int = 100,
         *,
         lambda_l0: float | None = None,
-    ):
+    ) -> Self:
         """Fits by full-batch Adam on ``data_loss + lambda_reg * expected L0`` (compiled, ``lax.scan``).
 
         Starts from the seed's initialisation every time (weights N(0, 0.1^2), log_alpha =
@@ -259,11 +261,18 @@ class _SparseL0Model:
         return train.expected_l0(self.params, self._hyper())
 
     def get_sparsity(self) -> float:
-        """Fraction of features whose deterministic gate is below 0.01."""
-        return float(np.mean(np.asarray(self.get_deterministic_gates()) < train.ACTIVE_THRESHOLD))
+        """Fraction of features not selected: deterministic gate at or below 0.01.
+
+        The complement of ``get_selected_features()`` at its default threshold, so every feature
+        is counted exactly once (a gate of exactly 0.01 was once in neither).
+        """
+        return 1.0 - float(np.mean(np.asarray(self.get_deterministic_gates()) > train.ACTIVE_THRESHOLD))
 
     def get_selected_features(self, threshold: float = 0.01) -> np.ndarray:
         """Indices of the features whose deterministic gate exceeds ``threshold`` (>= 0).
+
+        Args:
+          threshold: gate value, >= 0; l0-python's 0.01 by default.
 
         Returns:
           A 1-D int64 NumPy array of column indices, ascending.
@@ -273,6 +282,9 @@ class _SparseL0Model:
 
     def get_coefficients(self, threshold: float = 0.01) -> np.ndarray:
         """Gated coefficients ``weight * gate`` with gates at or below ``threshold`` set to exactly 0.
+
+        Args:
+          threshold: gate value, >= 0; l0-python's 0.01 by default.
 
         Returns:
           Shape (n_features,), NumPy.
@@ -329,7 +341,7 @@ class SparseL0Linear(_SparseL0Model):
         """Predictions with the deterministic gates.
 
         Args:
-          X_sparse: (n_samples, n_features) sparse or dense.
+          X_sparse: (n_samples, n_features) scipy sparse, NumPy or JAX array.
 
         Returns:
           Shape (n_samples,).
@@ -382,16 +394,33 @@ class SparseL0Logistic(_SparseL0Model):
         return (labels == self.classes_[1]).astype(np.float64)
 
     def decision_function(self, X: Any) -> Array:
-        """Logits ``X @ (w * gate) + b`` of the positive class ``classes_[1]``, shape (n_samples,)."""
+        """Logits ``X @ (w * gate) + b`` of the positive class ``classes_[1]`` (deterministic gates).
+
+        Args:
+          X: (n_samples, n_features) scipy sparse, NumPy or JAX array.
+
+        Returns:
+          Shape (n_samples,).
+        """
         return self._decision(X)
 
     def predict_proba(self, X: Any) -> Array:
-        """Class probabilities, shape (n_samples, 2), columns ordered as ``classes_``."""
+        """Class probabilities with the deterministic gates.
+
+        Args:
+          X: (n_samples, n_features) scipy sparse, NumPy or JAX array.
+
+        Returns:
+          Shape (n_samples, 2), columns ordered as ``classes_``; rows sum to 1.
+        """
         p = jax.nn.sigmoid(self._decision(X))
         return jnp.stack([1 - p, p], axis=1)
 
     def predict(self, X_sparse: Any) -> np.ndarray:
         """Predicted labels (from ``classes_``): the positive class where its probability > 0.5.
+
+        Args:
+          X_sparse: (n_samples, n_features) scipy sparse, NumPy or JAX array.
 
         Returns:
           Shape (n_samples,), NumPy, dtype of ``classes_``.

@@ -22,7 +22,6 @@ from l0jax._src import hard_concrete as hc
 
 Array = jax.Array
 Params = dict[str, Array]
-KINDS = ("linear", "logistic")
 
 
 class GateHyper(NamedTuple):
@@ -54,7 +53,7 @@ def init_params(
       The parameter dict (NumPy arrays).
     """
     weight = 0.1 * rng.standard_normal(n_features)
-    mu = np.log(init_keep_prob) - np.log1p(-init_keep_prob)
+    mu = hc.logit_np(init_keep_prob)
     log_alpha = mu + 0.01 * rng.standard_normal(n_features)
     params = {"weight": weight.astype(dtype), "log_alpha": log_alpha.astype(dtype)}
     if bias is not None:
@@ -67,8 +66,7 @@ def initial_bias(y: np.ndarray, kind: str) -> float:
     mean = float(np.mean(y))
     if kind == "linear":
         return mean
-    p = min(max(mean, 1e-3), 1 - 1e-3)
-    return float(np.log(p) - np.log1p(-p))
+    return float(hc.logit_np(min(max(mean, 1e-3), 1 - 1e-3)))
 
 
 def sample_gates(key: Array, params: Params, hyper: GateHyper) -> Array:
