@@ -3,6 +3,7 @@ hard-concrete demo under its new name. (``l0jax demo`` itself: test_production_w
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,26 @@ def test_bad_invocation_with_overwrite_keeps_the_earlier_checkpoint(files, tmp_p
     assert (out / "checkpoint.npz").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "diagnostics.csv", "log.csv",
                                                      "run_config.json", "weights.csv"]
+
+
+def test_overwrite_keeps_the_new_runs_checkpoint_when_it_fails_after_saving(files, tmp_path, capsys, monkeypatch):
+    # A fit that diverges after saving states of its own leaves its last finite state (to resume with
+    # another learning rate); the earlier run's checkpoint goes, as --overwrite asked.
+    import l0jax
+
+    d, _, _ = files
+    out = tmp_path / "run"
+    args = ["calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", out, "--epochs", 20,
+            "--log-every", 10, "--quiet"]
+    assert _run(*args) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+
+    def saves_then_diverges(*a, checkpoint_path, **kw):
+        Path(checkpoint_path).write_bytes(b"the new run's state")
+        raise FloatingPointError("the training loss became NaN or infinite at epoch 15")
+
+    monkeypatch.setattr(l0jax, "calibrate", saves_then_diverges)
+    assert _run(*args, "--overwrite") == 2
+    assert "NaN or infinite at epoch 15" in capsys.readouterr().err
+    assert (out / "checkpoint.npz").read_bytes() == b"the new run's state" != before
+    assert not (out / "checkpoint.npz.previous").exists()

@@ -291,7 +291,12 @@ def _calibrate_command(args: argparse.Namespace) -> int:
             print(f"l0jax calibrate: warning: {w.message}", file=sys.stderr)
     except (ValueError, FloatingPointError) as err:  # CheckpointError, NonFiniteLossError are among them
         if previous is not None:
-            previous.replace(checkpoint)
+            if checkpoint.exists():
+                # The new run saved states of its own (a diverging fit keeps its last finite one,
+                # to resume with another learning rate): --overwrite asked for that run.
+                previous.unlink()
+            else:
+                previous.replace(checkpoint)
         print(f"l0jax calibrate: error: {err}", file=sys.stderr)
         return 2
     if previous is not None:
