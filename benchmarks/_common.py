@@ -81,3 +81,28 @@ def run_reference(code: str, payload: dict | None = None, *, timeout: float = 36
         print(f"l0-python reference failed:\n{out.stderr[-2000:]}", file=sys.stderr)
         return None
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# The start of every l0-python calibration reference: the matrix, targets and settings of the payload.
+CALIBRATION_PRELUDE = r"""
+import json, sys, time, numpy as np, scipy.sparse as sp, torch
+from l0.calibration import SparseCalibrationWeights
+torch.set_num_threads(2)
+cfg = json.load(sys.stdin)
+M = sp.load_npz(cfg["matrix"]).tocsr()
+y = np.load(cfg["targets"])
+kw = cfg["settings"]
+"""
+
+
+def run_calibration_reference(body: str, folder: str, M, y, payload: dict, *, timeout: float) -> dict | None:
+    """Writes ``M`` (scipy sparse) and ``y`` into ``folder`` and runs ``CALIBRATION_PRELUDE + body``
+    under l0-python with ``payload`` plus the two file names."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    matrix, targets = os.path.join(folder, "M.npz"), os.path.join(folder, "y.npy")
+    sp.save_npz(matrix, M, compressed=False)
+    np.save(targets, y)
+    return run_reference(CALIBRATION_PRELUDE + body, {"matrix": matrix, "targets": targets, **payload},
+                         timeout=timeout)

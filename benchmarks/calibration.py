@@ -35,7 +35,6 @@ Timings on a shared machine are noisy; the script prints everything needed to ju
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -47,7 +46,7 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import best_time, machine, run_reference
+from _common import best_time, machine, run_calibration_reference
 
 import l0jax
 from l0jax._src.operators import as_operator
@@ -184,14 +183,8 @@ def time_l0jax(name: str, M: sp.csr_matrix, y: np.ndarray, epochs: int) -> dict:
     return out
 
 
+# Runs after _common.CALIBRATION_PRELUDE (M, y, kw = the settings, cfg = the payload).
 REFERENCE = r"""
-import json, sys, time, numpy as np, scipy.sparse as sp, torch
-from l0.calibration import SparseCalibrationWeights
-torch.set_num_threads(2)
-cfg = json.load(sys.stdin)
-M = sp.load_npz(cfg["matrix"]).tocsr()
-y = np.load(cfg["targets"])
-kw = cfg["settings"]
 model = SparseCalibrationWeights(n_features=M.shape[1], beta=kw["beta"], init_keep_prob=kw["init_keep_prob"],
                                  log_weight_jitter_sd=kw["log_weight_jitter_sd"], seed=0)
 fit = dict(lambda_l0=kw["lambda_l0"], lr=kw["lr"], loss_type=kw["loss_type"], verbose=False)
@@ -217,11 +210,8 @@ print(json.dumps(out))
 
 def run_l0_python(name: str, M: sp.csr_matrix, y: np.ndarray, epochs: int, *, quality: bool = False) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
-        sp.save_npz(os.path.join(tmp, "M.npz"), M, compressed=False)
-        np.save(os.path.join(tmp, "y.npy"), y)
-        return run_reference(REFERENCE, {"matrix": os.path.join(tmp, "M.npz"), "targets": os.path.join(tmp, "y.npy"),
-                                         "settings": SETTINGS[name], "epochs": epochs, "quality": quality},
-                             timeout=6 * 3600)
+        return run_calibration_reference(REFERENCE, tmp, M, y, {"settings": SETTINGS[name], "epochs": epochs,
+                                                                 "quality": quality}, timeout=6 * 3600)
 
 
 # -- reports -------------------------------------------------------------------------------------

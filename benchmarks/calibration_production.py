@@ -32,11 +32,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, run_reference  # noqa: E402
+from _common import machine, run_calibration_reference  # noqa: E402
 
 import l0jax  # noqa: E402
 from l0jax._src.datasets import district_totals, world_bank_survey  # noqa: E402
@@ -46,14 +45,8 @@ MAX_SHARE = 0.05
 # total over the kept households, which helps the untargeted totals.
 SETTINGS = {"lr": 0.1, "beta": 2 / 3, "init_keep_prob": 0.5, "loss_type": "relative", "lambda_l2": 1e-8}
 
+# Runs after _common.CALIBRATION_PRELUDE (M, y, kw = the settings, cfg = the payload).
 REFERENCE = r"""
-import json, sys, time, numpy as np, scipy.sparse as sp, torch
-from l0.calibration import SparseCalibrationWeights
-torch.set_num_threads(2)
-cfg = json.load(sys.stdin)
-M = sp.load_npz(cfg["matrix"]).tocsr()
-y = np.load(cfg["targets"])
-kw = cfg["settings"]
 out = {"torch": torch.__version__, "fits": []}
 for lam in cfg["lambdas"]:
     model = SparseCalibrationWeights(n_features=M.shape[1], beta=kw["beta"], init_keep_prob=kw["init_keep_prob"],
@@ -95,12 +88,10 @@ def run_l0jax(problem, keep: int, epochs: int) -> tuple[dict[str, float], float,
 
 def run_l0_python(problem, lambdas: list[float], epochs: int) -> list[tuple[float, dict[str, float], float]] | None:
     with tempfile.TemporaryDirectory() as tmp:
-        sp.save_npz(os.path.join(tmp, "M.npz"), problem.matrix, compressed=False)
-        np.save(os.path.join(tmp, "y.npy"), problem.targets)
         pattern = os.path.join(tmp, "w_{lam}.npy")
-        out = run_reference(REFERENCE, {"matrix": os.path.join(tmp, "M.npz"), "targets": os.path.join(tmp, "y.npy"),
-                                        "settings": SETTINGS, "lambdas": lambdas, "epochs": epochs,
-                                        "weights": pattern}, timeout=12 * 3600)
+        out = run_calibration_reference(REFERENCE, tmp, problem.matrix, problem.targets,
+                                        {"settings": SETTINGS, "lambdas": lambdas, "epochs": epochs,
+                                         "weights": pattern}, timeout=12 * 3600)
         if out is None:
             return None
         return [(f["lambda_l0"], evaluate(problem, np.load(pattern.format(lam=f["lambda_l0"]))), f["seconds"])

@@ -33,6 +33,14 @@ def apiclus1():
             "sch.wide": col("sch.wide", str)}
 
 
+@pytest.fixture(scope="module")
+def raking(apiclus1):
+    """R's raking example: design weights, indicators of stype (E, H, M) and sch.wide (No, Yes), totals."""
+    X = np.stack([apiclus1["stype"] == "E", apiclus1["stype"] == "H", apiclus1["stype"] == "M",
+                  apiclus1["sch.wide"] == "No", apiclus1["sch.wide"] == "Yes"]).astype(float)
+    return apiclus1["pw"], X, np.array([4421.0, 755.0, 1018.0, 1072.0, 5122.0])
+
+
 def _mean(w, x):
     w = np.asarray(w, np.float64)
     return float(np.sum(w * x) / np.sum(w))
@@ -53,11 +61,8 @@ def test_greg_on_api99_matches_r_survey(apiclus1):
     np.testing.assert_allclose(res.predictions, totals, rtol=1e-4)
 
 
-def test_raking_on_stype_and_sch_wide_matches_r_survey(apiclus1):
-    d = apiclus1["pw"]
-    X = np.stack([apiclus1["stype"] == "E", apiclus1["stype"] == "H", apiclus1["stype"] == "M",
-                  apiclus1["sch.wide"] == "No", apiclus1["sch.wide"] == "Yes"]).astype(float)
-    totals = np.array([4421.0, 755.0, 1018.0, 1072.0, 5122.0])
+def test_raking_on_stype_and_sch_wide_matches_r_survey(apiclus1, raking):
+    d, X, totals = raking
     ipf = d.copy()
     for _ in range(200):  # iterative proportional fitting, margin by margin
         for i in range(5):
@@ -71,12 +76,9 @@ def test_raking_on_stype_and_sch_wide_matches_r_survey(apiclus1):
     np.testing.assert_allclose(res.predictions, totals, rtol=1e-4)
 
 
-def test_without_the_distance_the_weights_are_not_the_textbook_ones(apiclus1):
+def test_without_the_distance_the_weights_are_not_the_textbook_ones(apiclus1, raking):
     """The oracle is a real test of the distance term: meeting the totals alone lands elsewhere."""
-    d = apiclus1["pw"]
-    X = np.stack([apiclus1["stype"] == "E", apiclus1["stype"] == "H", apiclus1["stype"] == "M",
-                  apiclus1["sch.wide"] == "No", apiclus1["sch.wide"] == "Yes"]).astype(float)
-    totals = np.array([4421.0, 755.0, 1018.0, 1072.0, 5122.0])
+    d, X, totals = raking
     res = calibrate(X, totals, key=0, use_gates=False, init_weights=d, loss_type="relative", lr=0.01, epochs=20_000,
                     log_every=5000)
     np.testing.assert_allclose(res.predictions, totals, rtol=1e-3)
