@@ -33,11 +33,12 @@ def _exact_mean(log_alpha, beta):
     return _survival(1.0, log_alpha, beta) + inner
 
 
+@pytest.mark.parametrize("noise", ["random", "hash"])
 @pytest.mark.parametrize("log_alpha", [-3.0, 0.0, 0.7, 3.0])
 @pytest.mark.parametrize("beta", [0.25, 2 / 3, 2.0])
-def test_monte_carlo_matches_closed_forms(log_alpha, beta):
+def test_monte_carlo_matches_closed_forms(log_alpha, beta, noise):
     key = jax.random.key(1234)
-    z = np.asarray(l0jax.hard_concrete(key, jnp.full((N_DRAWS,), log_alpha, jnp.float32), beta))
+    z = np.asarray(l0jax.hard_concrete(key, jnp.full((N_DRAWS,), log_alpha, jnp.float32), beta, noise=noise))
     p0 = float(l0jax.prob_zero(jnp.float32(log_alpha), beta))
     p1 = float(l0jax.prob_one(jnp.float32(log_alpha), beta))
     mean = _exact_mean(log_alpha, beta)
@@ -262,3 +263,104 @@ def test_keep_prob_to_log_alpha_is_the_logit():
     # Under jit (traced), values at the edges are clipped instead of raising.
     out = jax.jit(l0jax.keep_prob_to_log_alpha)(jnp.array([0.0, 1.0]))
     assert np.all(np.isfinite(np.asarray(out))) and float(out[0]) < -15 and float(out[1]) > 15
+
+
+# ----------------------------------------------------------------------------------------------
+# The counter-based hash noise (hash_uniform, hard_concrete(..., noise="hash")). Its values are
+# integer arithmetic and exact float32 scalings, identical on every machine, so the statistics
+# below are fixed numbers, not seed-dependent outcomes.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_hash_noise_lies_on_a_symmetric_grid_inside_the_open_interval():
+    u = np.asarray(l0jax.hash_uniform(jax.random.key(0), (N_DRAWS,)), np.float64)
+    k = u * 2**23 - 0.5
+    np.testing.assert_array_equal(k, np.round(k))  # exactly (k + 1/2) / 2**23
+    assert 0 < u.min() and u.max() < 1
+    assert u.min() >= 0.5 / 2**23 and u.max() <= 1 - 0.5 / 2**23
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hash_noise_is_uniform_and_independent(seed):
+    from scipy import stats
+
+    key = jax.random.key(seed)
+    n = N_DRAWS
+    a = np.asarray(l0jax.hash_uniform(key, (n,), counter=0), np.float64)
+    b = np.asarray(l0jax.hash_uniform(key, (n,), counter=1), np.float64)
+    c = np.asarray(l0jax.hash_uniform(jax.random.fold_in(key, 1), (n,), counter=0), np.float64)
+    # Kolmogorov-Smirnov distance below its 0.1% critical value (1.95 / sqrt(n)).
+    assert stats.kstest(a, "uniform").statistic < 1.95 / np.sqrt(n)
+    # Neighbouring gates, consecutive counters and different keys are uncorrelated: each sample
+    # correlation has standard error 1 / sqrt(n); 5 standard errors.
+    for x, y in [(a[:-1], a[1:]), (a, b), (a, c), (a[: n // 2], a[n // 2:])]:
+        assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(x.size)
+    # Bits of the grid index are balanced (each bit set in half of the draws, 5 standard errors).
+    k = (a * 2**23 - 0.5).astype(np.int64)
+    for bit in range(23):
+        assert abs(np.mean((k >> bit) & 1) - 0.5) < 5 * 0.5 / np.sqrt(n)
+
+
+def test_hash_noise_is_a_function_of_key_counter_and_global_index():
+    key = jax.random.key(5)
+    whole = np.asarray(l0jax.hash_uniform(key, (1000,), counter=7))
+    # A block drawn with an offset equals the same slice of the whole draw (device-count invariance).
+    np.testing.assert_array_equal(l0jax.hash_uniform(key, (300,), counter=7, offset=400), whole[400:700])
+    # Shapes index the flattened array.
+    np.testing.assert_array_equal(l0jax.hash_uniform(key, (10, 100), counter=7), whole.reshape(10, 100))
+    np.testing.assert_array_equal(l0jax.hash_uniform(key, (1000,), counter=7), whole)
+    assert not np.array_equal(l0jax.hash_uniform(key, (1000,), counter=8), whole)
+    assert not np.array_equal(l0jax.hash_uniform(jax.random.key(6), (1000,), counter=7), whole)
+    # Any key implementation is hashed through its raw data.
+    rbg = l0jax.hash_uniform(jax.random.key(5, impl="rbg"), (1000,), counter=7)
+    assert rbg.shape == (1000,) and not np.array_equal(rbg, whole)
+
+
+def test_hash_gates_equal_the_map_of_their_noise(key):
+    log_alpha = jax.random.normal(key, (4096,)) * 3
+    beta, gamma, zeta = 0.4, -0.2, 1.3
+    gates = l0jax.hard_concrete(jax.random.key(3), log_alpha, beta, gamma=gamma, zeta=zeta, noise="hash")
+    u = l0jax.hash_uniform(jax.random.key(3), (4096,))
+    ref = l0jax.hard_concrete_from_uniform(u, log_alpha, beta, gamma=gamma, zeta=zeta)
+    np.testing.assert_allclose(np.asarray(gates), np.asarray(ref), atol=2e-6)
+    assert not np.array_equal(gates, l0jax.hard_concrete(jax.random.key(3), log_alpha, beta, gamma=gamma, zeta=zeta))
+
+
+def test_hash_gates_are_finite_and_differentiable_at_extremes():
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        log_alpha = jnp.array([-1e3, -5.0, 0.0, 5.0, 1e3], dtype)
+        z = l0jax.hard_concrete(jax.random.key(0), log_alpha, 2 / 3, noise="hash")
+        assert z.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(z[jnp.array([0, 4])], np.float32), [0.0, 1.0])
+        grad = jax.grad(lambda la: jnp.sum(l0jax.hard_concrete(jax.random.key(0), la, 2 / 3, noise="hash")
+                                           .astype(jnp.float32)))(log_alpha.astype(jnp.float32))
+        assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_hash_noise_does_not_recompile_for_new_counters_or_keys():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def draw(key, counter, offset):
+        return l0jax.hash_uniform(key, (64,), counter=counter, offset=offset)
+
+    chex.clear_trace_counter()
+    draws = {np.asarray(draw(jax.random.key(k), jnp.uint32(c), jnp.uint32(7))).tobytes()
+             for k in range(3) for c in range(3)}
+    assert len(draws) == 9  # nine different (key, counter) pairs, nine different draws, one trace
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def gates(key, t):
+        return l0jax.hard_concrete(key, jnp.zeros(64), t, noise="hash")
+
+    for t in (0.3, 0.5, 2.0):
+        gates(jax.random.key(0), jnp.float32(t))
+
+
+def test_hash_noise_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="noise"):
+        l0jax.hard_concrete(jax.random.key(0), jnp.zeros(3), 0.5, noise="philox")
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+        l0jax.hard_concrete(0, jnp.zeros(3), 0.5, noise="hash")
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+        l0jax.hash_uniform(jnp.float32(0.0), (3,))

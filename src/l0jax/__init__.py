@@ -3,7 +3,7 @@
 The public surface:
 
 * Gates: pure functions safe under ``jit``, ``vmap`` and ``grad`` that sample
-  (``hard_concrete``, ``hard_concrete_from_uniform``, ``uniform_noise``) and evaluate
+  (``hard_concrete``, ``hard_concrete_from_uniform``, ``uniform_noise``, ``hash_uniform``) and evaluate
   (``hard_concrete_eval``) hard-concrete gates, with their probabilities (``prob_nonzero``,
   ``prob_zero``, ``prob_one``), penalties (``l0_penalty``, ``l0l2_penalty``) and
   ``keep_prob_to_log_alpha``.
@@ -40,6 +40,7 @@ from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.hard_concrete import hard_concrete
 from l0jax._src.hard_concrete import hard_concrete_eval
 from l0jax._src.hard_concrete import hard_concrete_from_uniform
+from l0jax._src.hard_concrete import hash_uniform
 from l0jax._src.hard_concrete import keep_prob_to_log_alpha
 from l0jax._src.hard_concrete import l0_penalty
 from l0jax._src.hard_concrete import l0l2_penalty
@@ -84,6 +85,7 @@ __all__ = [
     "hard_concrete",
     "hard_concrete_eval",
     "hard_concrete_from_uniform",
+    "hash_uniform",
     "keep_prob_to_log_alpha",
     "l0_path",
     "l0_penalty",
