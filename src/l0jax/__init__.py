@@ -36,6 +36,8 @@ from l0jax._src.calibration.diagnostics import weight_summary
 from l0jax._src.calibration.engine import NonFiniteLossError
 from l0jax._src.calibration.hierarchy import aggregation_matrix
 from l0jax._src.calibration.model import CalibrationState
+from l0jax._src.calibration.path import CalibrationPath
+from l0jax._src.calibration.path import calibrate_path
 from l0jax._src.calibration.production import CheckpointWarning
 from l0jax._src.calibration.production import ChunkInfo
 from l0jax._src.calibration.result import CalibrationResult
@@ -72,6 +74,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnnealTemperatureState",
+    "CalibrationPath",
     "CalibrationResult",
     "CalibrationState",
     "CalibrationWarning",
@@ -93,6 +96,7 @@ __all__ = [
     "anneal_temperature",
     "calibrate",
     "calibrate_classical",
+    "calibrate_path",
     "calibrated_mean",
     "calibrated_total",
     "check_targets",
