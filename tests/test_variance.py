@@ -12,6 +12,7 @@ sampled out of 757):
 """
 
 import csv
+import warnings
 from pathlib import Path
 
 import jax
@@ -226,3 +227,16 @@ def test_design_errors_are_named(clus1, strat):
         cal.mean(clus1["api00"][:10])
     with pytest.raises(TypeError, match="ReplicateWeights"):
         cal.replicate(np.ones((3, d.size)))
+
+
+def test_a_float64_calibration_keeps_its_precision_outside_the_x64_context(clus1):
+    cal = _calibrations(clus1)["greg"]  # made in 64-bit mode (the autouse fixture)
+    inside = cal.mean(clus1["api00"], **_design(clus1))
+    reps = l0jax.replicate_weights(clus1["pw"], method="JK1", **_design(clus1))
+    inside_jk = cal.replicate(reps).mean(clus1["api00"]).se
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outside = cal.mean(clus1["api00"], **_design(clus1))
+        outside_jk = cal.replicate(reps).mean(clus1["api00"]).se
+    assert outside.se == inside.se == pytest.approx(3.29588091215716, rel=1e-9)
+    assert outside_jk == inside_jk

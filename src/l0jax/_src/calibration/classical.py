@@ -36,6 +36,7 @@ one run (``variance.py``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Sequence
@@ -188,12 +189,15 @@ def newton_impl(method: str, gram: DenseGram | PaddedGram, targets: Array, desig
         return gram.matvec(design * g_weight(method, u, lower, upper)) - targets
 
     def dual(lam, u):
-        # h(lam) and a bound on its rounding error (sum of the magnitudes of its terms).
+        # h(lam), and the sum of the magnitudes of its terms (the scale of its rounding error).
         terms = design * g_weight_integral(method, u, lower, upper)
         return jnp.sum(terms) - lam @ targets, jnp.sum(jnp.abs(terms)) + jnp.abs(lam) @ jnp.abs(targets)
 
     def cond(st):
         return (~st.converged) & (~st.stalled) & (st.iterations < max_iter)
+
+    def merit(residual):
+        return jnp.sum(jnp.square(residual / scale))
 
     def body(st):
         hess = gram.gram(design * g_weight_slope(method, st.u, lower, upper))
@@ -201,22 +205,26 @@ def newton_impl(method: str, gram: DenseGram | PaddedGram, targets: Array, desig
         du = gram.rmatvec(step)
         slope = st.residual @ step  # <= 0: a descent direction of h
         h0, size = dual(st.lam, st.u)
-        # Near the solution the decrease of h falls below its rounding; such steps are accepted
-        # (the residual, not h, decides convergence).
         slack = 64 * jnp.finfo(h0.dtype).eps * size
 
-        def too_long(carry):
-            alpha, k = carry
+        def armijo(alpha):
             h, _ = dual(st.lam + alpha * step, st.u + alpha * du)
-            ok = jnp.isfinite(h) & (h <= h0 + _ARMIJO * alpha * slope + slack)
-            return (~ok) & (k < _HALVINGS)
+            return jnp.isfinite(h) & (h <= h0 + _ARMIJO * alpha * slope + slack)
 
-        alpha, k = jax.lax.while_loop(too_long, lambda c: (c[0] * 0.5, c[1] + 1),
-                                      (jnp.ones((), h0.dtype), jnp.zeros((), jnp.int32)))
-        failed = (k >= _HALVINGS) | ~jnp.isfinite(slope)
+        # The full step is taken when it lowers h or the residual: near the solution the decrease
+        # of h drowns in the rounding of its sum over n households, while the residual (needed for
+        # the convergence test anyway) still measures Newton's quadratic progress.
+        r_full = residual_at(st.u + du)
+        full = (merit(r_full) < merit(st.residual)) | armijo(jnp.ones((), h0.dtype))
+        alpha, k = jax.lax.while_loop(lambda c: ~full & ~armijo(c[0]) & (c[1] < _HALVINGS),
+                                      lambda c: (c[0] * 0.5, c[1] + 1),
+                                      (jnp.full((), 0.5, h0.dtype), jnp.zeros((), jnp.int32)))
+        alpha = jnp.where(full, 1, alpha)
+        failed = (~full & (k >= _HALVINGS)) | ~jnp.isfinite(slope)
         lam = jnp.where(failed, st.lam, st.lam + alpha * step)
         u = jnp.where(failed, st.u, st.u + alpha * du)
-        residual = jnp.where(failed, st.residual, residual_at(u))
+        residual = jax.lax.cond(full, lambda: r_full, lambda: residual_at(u))
+        residual = jnp.where(failed, st.residual, residual)
         return NewtonState(lam, u, residual, st.iterations + (~failed).astype(jnp.int32),
                            _converged(residual, scale, tol), failed)
 
@@ -313,6 +321,12 @@ def _abs_matvec(gram, w):
 
 def _dtype_of(gram: DenseGram | PaddedGram) -> Any:
     return (gram.data if isinstance(gram, DenseGram) else gram.val).dtype
+
+
+def precision_of(gram: DenseGram | PaddedGram) -> Any:
+    """A context computing in the gram's precision: 64-bit JAX for a float64 calibration (made under
+    ``jax.enable_x64``), so its standard errors and replicates keep float64 wherever they are asked for."""
+    return jax.enable_x64(True) if _dtype_of(gram) == np.float64 else contextlib.nullcontext()
 
 
 def default_tol(dtype: Any) -> float:

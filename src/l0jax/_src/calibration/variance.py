@@ -195,7 +195,9 @@ _greg_fitted = jax.jit(_greg_fitted_impl)
 def greg_scores(cal: classical.ClassicalCalibration, z: np.ndarray) -> np.ndarray:
     """The linearised scores ``w_j (z_j - x_j' B)`` of the total of each column of z, shape (n, k)."""
     dt = classical._dtype_of(cal.gram)
-    fitted = np.asarray(_greg_fitted(cal.gram, jnp.asarray(cal.design_weights, dt), jnp.asarray(z, dt)), np.float64)
+    with classical.precision_of(cal.gram):
+        fitted = _greg_fitted(cal.gram, jnp.asarray(cal.design_weights, dt), jnp.asarray(z, dt))
+        fitted = np.asarray(fitted, np.float64)
     return np.asarray(cal.weights, np.float64)[:, None] * (z - fitted)
 
 
@@ -474,10 +476,12 @@ def recalibrate_replicates(cal: classical.ClassicalCalibration, replicates: Repl
                          f"{n}.")
     dt = classical._dtype_of(cal.gram)
     lower, upper = cal.bounds
-    scale = classical.residual_scale(cal.gram, cal.design_weights, cal.targets)
-    iterations, converged, g = jax.device_get(solve_replicates(
-        cal.method, cal.gram, *(jnp.asarray(a, dt) for a in (cal.targets, replicates.weights, lower, upper, scale,
-                                                              cal.tol)), jnp.asarray(cal.max_iter, jnp.int32)))
+    with classical.precision_of(cal.gram):
+        scale = classical.residual_scale(cal.gram, cal.design_weights, cal.targets)
+    with classical.precision_of(cal.gram):
+        args = [jnp.asarray(a, dt) for a in (cal.targets, replicates.weights, lower, upper, scale, cal.tol)]
+        iterations, converged, g = jax.device_get(solve_replicates(
+            cal.method, cal.gram, *args, jnp.asarray(cal.max_iter, jnp.int32)))
     converged = np.asarray(converged)
     if not converged.all():
         bad = np.flatnonzero(~converged)
