@@ -38,12 +38,10 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import jax
 from _common import machine
 
-import jax
-
 import l0jax
-
 
 # -- problems ------------------------------------------------------------------------------------
 
@@ -73,9 +71,9 @@ def world_bank():
 def numpy_newton(M: sp.csr_matrix, t: np.ndarray, d: np.ndarray, method: str, tol: float = 1e-10,
                  max_iter: int = 50) -> tuple[np.ndarray, int]:
     """Newton's method on the calibration multipliers with an Armijo line search, in NumPy/scipy."""
-    F = np.exp if method == "raking" else (lambda u: 1 + u)  # noqa: E731
+    F = np.exp if method == "raking" else (lambda u: 1 + u)
     dF = np.exp if method == "raking" else np.ones_like
-    Phi = (lambda u: np.exp(u) - 1) if method == "raking" else (lambda u: u + 0.5 * u * u)  # noqa: E731
+    Phi = (lambda u: np.exp(u) - 1) if method == "raking" else (lambda u: u + 0.5 * u * u)
     MT = M.T.tocsr()
     scale = np.maximum(np.abs(t), abs(M) @ d)
     lam, u = np.zeros(M.shape[0]), np.zeros(M.shape[1])
@@ -121,14 +119,14 @@ def run(name: str, M, t, d, engine_epochs: int, engine_methods: tuple[str, ...])
           f"{'max rel gap to exact':>21}")
     for method in ("raking", "linear"):
         with jax.enable_x64():
-            first, t_first = timed(lambda: l0jax.calibrate_classical(M, t, d, method=method))
-            warm, t_warm = timed(lambda: l0jax.calibrate_classical(M, t, d, method=method))
+            first, t_first = timed(lambda: l0jax.calibrate_classical(M, t, d, method=method))  # noqa: B023
+            warm, t_warm = timed(lambda: l0jax.calibrate_classical(M, t, d, method=method))  # noqa: B023
         exact = warm.weights
         print(f"{method:<8} {'calibrate_classical, first call':<34} {t_first:>9.3f} {first.iterations:>11d} "
               f"{rel_residual(M, first.weights, t):>17.2e} {'':>21}")
         print(f"{'':<8} {'calibrate_classical, warm':<34} {t_warm:>9.3f} {warm.iterations:>11d} "
               f"{rel_residual(M, exact, t):>17.2e} {'(layout ' + warm.gram.layout + ')':>21}")
-        (w_np, it_np), t_np = timed(lambda: numpy_newton(sp.csr_matrix(M), t, d, method))
+        (w_np, it_np), t_np = timed(lambda: numpy_newton(sp.csr_matrix(M), t, d, method))  # noqa: B023
         gap = float(np.max(np.abs(w_np / exact - 1)))
         print(f"{'':<8} {'NumPy/scipy Newton loop':<34} {t_np:>9.3f} {it_np:>11d} {rel_residual(M, w_np, t):>17.2e} "
               f"{gap:>21.2e}")
@@ -136,7 +134,7 @@ def run(name: str, M, t, d, engine_epochs: int, engine_methods: tuple[str, ...])
         if method in engine_methods:
             kind = "raking" if method == "raking" else "chi2"
             res, t_eng = timed(lambda: l0jax.calibrate(
-                M, t, key=0, use_gates=False, init_weights=d, distance=kind, distance_strength=1e-3,
+                M, t, key=0, use_gates=False, init_weights=d, distance=kind, distance_strength=1e-3,  # noqa: B023
                 loss_type="relative", lr=0.01, epochs=engine_epochs, log_every=max(1, engine_epochs // 10)))
             gap = float(np.max(np.abs(res.weights.astype(np.float64) / exact - 1)))
             print(f"{'':<8} {f'L0 engine, distance={kind!r}':<34} {t_eng:>9.3f} {engine_epochs:>11d} "

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.optimize import minimize
+from scipy.optimize import minimize, root
 
 import l0jax
 from l0jax._src.calibration import classical, gram
@@ -108,17 +108,12 @@ def _logit_distance_slope(x, lo, hi):
 
 
 def _scipy_logit(M, totals, d, lo, hi):
-    """The primal problem min sum d G(w/d) s.t. M w = t, solved by SLSQP over the ratios x = w/d."""
+    """The calibration equations M d F(M' lam) = t with Deville-Saerndal's logit F, by scipy's root."""
     a = (hi - lo) / ((1 - lo) * (hi - 1))
-    dist = lambda x: ((x - lo) * np.log((x - lo) / (1 - lo)) + (hi - x) * np.log((hi - x) / (hi - 1))) / a
-    md = M * d
-    cons = {"type": "eq", "fun": lambda x: (md @ x - totals) / totals, "jac": lambda x: md / totals[:, None]}
-    eps = 1e-9
-    res = minimize(lambda x: d @ dist(x) / d.sum(), np.ones_like(d), method="SLSQP",
-                   jac=lambda x: d * _logit_distance_slope(x, lo, hi) / d.sum(), constraints=[cons],
-                   bounds=[(lo + eps, hi - eps)] * d.size, options={"ftol": 1e-15, "maxiter": 1000})
-    assert res.success, res.message
-    return res.x
+    ratio = lambda lam: lo + (hi - lo) / (1 + (hi - 1) / (1 - lo) * np.exp(-a * (lam @ M)))  # noqa: E731
+    sol = root(lambda lam: (M @ (d * ratio(lam)) - totals) / totals, np.zeros(M.shape[0]), method="hybr", tol=1e-14)
+    assert sol.success, sol.message
+    return ratio(sol.x)
 
 
 @pytest.mark.parametrize("problem", ["greg", "margins"])
@@ -132,14 +127,15 @@ def test_logit_within_bounds_meets_totals_and_matches_scipy(api, x64, problem):
     assert res.converged and res.iterations <= 10
     assert np.all((res.g_weights > 0.5) & (res.g_weights < 2.0))
     assert np.all(np.abs(M @ res.weights - totals) <= 1e-8 * totals)
-    # Optimality certificate: G'(w/d) = x' lam for every household (KKT of the convex problem).
+    # Optimality certificate of the primal problem min sum d G(w/d) s.t. M w = t: the distance's
+    # slope G'(w/d) is x' lam for every household (KKT of a convex problem).
     u = _logit_distance_slope(res.g_weights, 0.5, 2.0)
     np.testing.assert_allclose(u, res.multipliers @ M, atol=1e-9)
-    # An independent primal solve (scipy's SLSQP: ~1e-7 accurate; the margins' last row is
-    # redundant, which SLSQP cannot take).
+    # An independent solve of the calibration equations by MINPACK's hybrid method (the margins'
+    # last row is redundant, which a square root-finder cannot take).
     keep = slice(None) if problem == "greg" else slice(0, 4)
     x = _scipy_logit(M[keep], totals[keep], d, 0.5, 2.0)
-    np.testing.assert_allclose(res.g_weights, x, rtol=1e-5)
+    np.testing.assert_allclose(res.g_weights, x, rtol=1e-9)
 
 
 def test_truncated_linear_clips_at_binding_bounds_and_is_optimal(api, x64):
@@ -195,7 +191,8 @@ def test_jointly_unreachable_targets_are_named_by_the_lp(api, x64):
     # Elementary schools need ratios near 1.9, schools meeting their target near 0.6: each alone is
     # reachable with w/d in (0.5, 2), both together are not (most elementary schools met theirs).
     totals = np.array([d.sum(), 1.9 * d[elem].sum(), 0.6 * d[yes].sum()])
-    with pytest.raises(ValueError, match=r"cannot be met jointly .* targets (0 \('N'\), )?1 \('E'\), 2 \('Yes'\) conflict"):
+    conflict = r"cannot be met jointly .* targets (0 \('N'\), )?1 \('E'\), 2 \('Yes'\) conflict"
+    with pytest.raises(ValueError, match=conflict):
         l0jax.calibrate_classical(M, totals, d, method="logit", bounds=(0.5, 2.0), target_names=["N", "E", "Yes"])
 
 

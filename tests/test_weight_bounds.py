@@ -22,7 +22,7 @@ from l0jax._src.calibration.checkpoint import CheckpointError
 
 pytest.importorskip("svy")
 
-from l0jax._src.datasets import world_bank_survey  # noqa: E402
+from l0jax._src.datasets import world_bank_survey
 
 LO, HI = 0.5, 2.0
 
@@ -114,6 +114,9 @@ def test_object_api_keeps_bounds_and_refuses_new_ones(wb):
     assert np.all(sampled.astype(np.float64) <= HI * d * (1 + 1e-6))
     with pytest.raises(ValueError, match="weight_bounds"):
         fitted.fit(M, y, epochs=10, weight_bounds=(0.3, 3.0))
+    fitted.fit(M, y, lr=0.05, epochs=20, loss_type="relative", weight_bounds=[LO, HI])  # the same, as a list
+    r, _ = _ratios(fitted.get_weights(deterministic=True), d)
+    assert r.min() >= LO and r.max() <= HI
 
 
 def test_round_into_bounds_nudges_float32_rounding_inside():
@@ -133,7 +136,8 @@ def test_bounded_map_starts_at_the_design_weights():
     theta = model.initial_bounded_logit((LO, HI), 3)
     w = model.bounded_weights(jnp.asarray(theta, jnp.float32), model.make_weight_bounds((LO, HI), d, 3))
     np.testing.assert_allclose(w, d, rtol=1e-6)
-    extreme = model.bounded_weights(jnp.asarray([-1e4, 0.0, 1e4], jnp.float32), model.make_weight_bounds((LO, HI), d, 3))
+    bounds = model.make_weight_bounds((LO, HI), d, 3)
+    extreme = model.bounded_weights(jnp.asarray([-1e4, 0.0, 1e4], jnp.float32), bounds)
     np.testing.assert_allclose(extreme, [LO * 1.0, 1.25 * 2.0, HI * 50.0], rtol=1e-6)
 
 
@@ -155,7 +159,8 @@ def test_cli_bounds(tmp_path, capsys):
     args = ["calibrate", "--matrix", tmp_path / "M.npz", "--targets", tmp_path / "t.csv", "--initial-weights",
             tmp_path / "w0.csv", "--target-active", 200, "--epochs", 300, "--quiet"]
     assert cli.main([str(a) for a in [*args, "--out", tmp_path / "run", "--bounds", 0.6, 1.5]]) == 0
-    w = np.array([float(r["weight"]) for r in csv.DictReader(open(tmp_path / "run" / "weights.csv"))])
+    with open(tmp_path / "run" / "weights.csv") as f:
+        w = np.array([float(r["weight"]) for r in csv.DictReader(f)])
     r, active = _ratios(w, d)
     assert abs(active.sum() - 200) <= 10 and r.min() >= 0.6 and r.max() <= 1.5
     capsys.readouterr()

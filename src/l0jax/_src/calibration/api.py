@@ -376,7 +376,8 @@ def calibrate(
         ``[L d, U d]`` (d = ``init_weights``, 1 if None) throughout training and in the returned
         weights, where its gate is open. Held exactly by the parameterisation
         ``w = d (L + (U - L) sigmoid(theta)) * z`` (``theta`` is then what ``log_weight`` holds), not
-        by a penalty; training starts at ``w = d``. Pass the same bounds when continuing a state.
+        by a penalty; an open deterministic gate then counts fully (the returned gates are 0 or 1).
+        Training starts at ``w = d``. Pass the same bounds when continuing a state.
 
     Returns:
       A ``CalibrationResult``.
@@ -576,6 +577,8 @@ class SparseCalibrationWeights:
         Returns:
           self.
         """
+        if weight_bounds is not None:
+            weight_bounds = model.check_weight_bounds(weight_bounds)
         if self._state is not None and weight_bounds != self._weight_bounds:
             raise ValueError(f"weight_bounds={weight_bounds!r} differs from the first fit's ({self._weight_bounds!r}); "
                              f"a continued fit must keep the bounds (they define what the weights' parameters mean).")
@@ -612,7 +615,7 @@ class SparseCalibrationWeights:
         return self
 
     def _set_bounds(self, weight_bounds: tuple[float, float] | None) -> None:
-        self._weight_bounds = None if weight_bounds is None else model.check_weight_bounds(weight_bounds)
+        self._weight_bounds = weight_bounds
         self._bounds = None if weight_bounds is None else model.make_weight_bounds(
             weight_bounds, self.init_weights, self.n_features, self._state.params["log_weight"].dtype)
 

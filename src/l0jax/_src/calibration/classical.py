@@ -296,7 +296,9 @@ def check_design_weights(design_weights: Any, n: int) -> np.ndarray:
 
 def check_targets(targets: Any, m: int, n: int) -> np.ndarray:
     """``targets`` as float64 of shape (m,), finite; a transposed M is named in the error."""
-    t = np.asarray(targets, np.float64).reshape(-1) if np.ndim(targets) == 2 else np.asarray(targets, np.float64)
+    t = np.asarray(targets, np.float64)
+    if t.ndim == 2 and 1 in t.shape:
+        t = t.reshape(-1)
     if t.shape != (m,):
         hint = (" M looks transposed: it must be targets x households, as in l0jax.calibrate; pass M.T."
                 if t.shape == (n,) else "")
@@ -395,7 +397,8 @@ class ClassicalCalibration:
 
     def summary(self) -> str:
         """One line: method, convergence, iterations, largest relative residual, range of w/d."""
-        rel = np.max(np.abs(self.residuals) / np.maximum(np.abs(self.targets), 1e-300))
+        t = np.abs(self.targets)
+        rel = np.max(np.abs(self.residuals) / np.where(t > 0, t, 1.0))
         positive = self.design_weights > 0
         g = self.g_weights[positive]
         state = "converged" if self.converged else "NOT converged"

@@ -27,9 +27,9 @@ import scipy.sparse as sp
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import dual, engine, losses, model
-from l0jax._src.calibration.production import TARGET_ACTIVE_ANNEAL
 from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.distance import DISTANCES, distance_term
+from l0jax._src.calibration.production import TARGET_ACTIVE_ANNEAL
 from l0jax._src.operators import MatrixOperator, as_operator
 
 Array = jax.Array
@@ -99,7 +99,7 @@ def _holdout_rows(holdout: Any, m: int, key: Any) -> tuple[np.ndarray, np.ndarra
     if isinstance(holdout, (float, np.floating)):
         if not 0 < holdout < 1:
             raise ValueError(f"holdout as a fraction must lie strictly between 0 and 1, got {holdout!r}.")
-        count = min(m - 1, max(1, int(round(holdout * m))))
+        count = min(m - 1, max(1, round(holdout * m)))
         held = np.sort(model.host_rng(key, 2).choice(m, size=count, replace=False))
     else:
         arr = np.asarray(holdout)
@@ -283,7 +283,7 @@ def calibrate_path(
     if weight_bounds is not None:
         weight_bounds = model.check_weight_bounds(weight_bounds)
     if isinstance(M, MatrixOperator):
-        raise ValueError("calibrate_path needs the matrix itself (scipy sparse or dense) to split off the held-out "
+        raise TypeError("calibrate_path needs the matrix itself (scipy sparse or dense) to split off the held-out "
                          "rows, not an operator.")
     hparams = model.make_hyperparams(0.0, lambda_l2, gamma, zeta)
     key = _as_key(key)
@@ -308,7 +308,8 @@ def calibrate_path(
         problem = problem._replace(bounds=model.make_weight_bounds(weight_bounds, init_weights, n, dt))
     k = grid.size
     if kind == "target_active":
-        problem = problem._replace(budget=dual.make_budget(n, rate=target_active_rate, anneal=TARGET_ACTIVE_ANNEAL * epochs))
+        budget = dual.make_budget(n, rate=target_active_rate, anneal=TARGET_ACTIVE_ANNEAL * epochs)
+        problem = problem._replace(budget=budget)
         budgets = jnp.asarray(grid, jnp.float32)
     else:
         budgets = jnp.zeros((k,), jnp.float32)
