@@ -228,8 +228,14 @@ def calibrate_path(
     and the point with the smallest held-out error is chosen (see the module docstring).
 
     Example:
-      >>> path = l0jax.calibrate_path(M, y, key=0, lambdas=np.logspace(-6, -2, 6), holdout=0.2)
-      >>> print(path.summary()); w = path.best_weights
+      >>> import numpy as np, l0jax
+      >>> rng = np.random.default_rng(0)
+      >>> M = rng.uniform(0, 1, (20, 300)) * (rng.uniform(0, 1, (20, 300)) < 0.3)
+      >>> y = M @ rng.uniform(0.5, 1.5, 300)
+      >>> path = l0jax.calibrate_path(M, y, key=0, lambdas=[1e-4, 1e-2, 1e-1], holdout=[0, 5, 10, 15],
+      ...                             lr=0.1, epochs=200)
+      >>> bool(path.holdout_error[path.best] == path.holdout_error.min()), path.weights.shape
+      (True, (3, 300))
 
     Args:
       M: matrix (m targets, n households): scipy sparse, NumPy or JAX.
