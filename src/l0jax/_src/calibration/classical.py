@@ -12,9 +12,10 @@ the convex dual function
 
     h(lam) = sum_j d_j Phi(x_j' lam) - lam' t,      Phi' = F,
 
-whose Hessian is ``M diag(d F'(M' lam)) M'``; Newton's method on ``h``, with a backtracking
-(Armijo) line search on ``h``, converges from ``lam = 0`` whenever the totals are reachable, in a
-handful of iterations (one for unbounded linear calibration). The functions ``F`` (the g-weights
+whose Hessian is ``M diag(d F'(M' lam)) M'``; Newton's method on ``h`` (the full step taken when it
+lowers ``h`` or the residual, else a backtracking Armijo line search on ``h``) converges from
+``lam = 0`` whenever the totals are reachable, in a handful of iterations (one for unbounded linear
+calibration). The functions ``F`` (the g-weights
 as a function of ``u = x' lam``) of the three methods of R's ``survey::calibrate``:
 
 * ``"linear"`` (chi-square distance, GREG): ``F(u) = 1 + u``; with bounds ``(L, U)`` on ``w/d`` it
@@ -167,7 +168,7 @@ def _converged(residual: Array, scale: Array, tol: Array) -> Array:
 
 def newton_impl(method: str, gram: DenseGram | PaddedGram, targets: Array, design: Array, lower: Array,
                 upper: Array, scale: Array, tol: Array, max_iter: Array) -> NewtonState:
-    """Newton's method on the dual ``h(lam)`` with an Armijo line search; pure, jit- and vmap-safe.
+    """Newton's method on the dual ``h(lam)`` with a line search (module docstring); pure, jit- and vmap-safe.
 
     Args:
       method: ``"linear"``, ``"raking"`` or ``"logit"`` (static).

@@ -382,14 +382,13 @@ def replicate_weights(design_weights: Any, *, method: str = "JK1", strata: Any =
         raise ValueError("method='bootstrap' draws at random: pass key= (an integer seed or a JAX PRNG key).")
     rng = _host_rng(key)
     lam = np.sqrt(1 - design.fraction)[design.psu_stratum]
-    factors = np.empty((replicates, design.psu_stratum.size))
-    for r in range(replicates):
-        times = np.zeros(design.psu_stratum.size)
-        for h in range(design.psu_count.size):
-            members = np.flatnonzero(design.psu_stratum == h)
-            drawn = rng.choice(members, size=members.size - 1, replace=True)
-            np.add.at(times, drawn, 1.0)
-        factors[r] = 1 - lam + lam * count / (count - 1.0) * times
+    times = np.zeros((replicates, design.psu_stratum.size))  # times each PSU is drawn, per replicate
+    for h in range(design.psu_count.size):
+        members = np.flatnonzero(design.psu_stratum == h)
+        k = members.size
+        draws = rng.integers(0, k, (replicates, k - 1)) + k * np.arange(replicates)[:, None]
+        times[:, members] = np.bincount(draws.ravel(), minlength=replicates * k).reshape(replicates, k)
+    factors = 1 - lam + lam * count / (count - 1.0) * times
     return ReplicateWeights(d[None, :] * factors[:, design.psu], 1.0 / (replicates - 1), np.ones(replicates),
                             "bootstrap", mse)
 
