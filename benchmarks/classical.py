@@ -15,7 +15,8 @@ Problems:
 Each problem is calibrated by raking and by linear calibration (GREG), three ways:
 
 * ``calibrate_classical`` (float64): the first call (with compilation) and a warm call, Newton
-  iterations, the largest relative residual ``|M w - t| / t``;
+  iterations, the largest relative residual ``|M w - t| / t``, and the part of the warm call spent
+  storing M for Newton's method on the host (``gram.gram_matrix``);
 * a NumPy/scipy Newton loop, the same algorithm (Newton on the multipliers with an Armijo line
   search, scipy sparse ``M diag(v) M.T``, an eigen-decomposition pseudo-inverse): time, iterations;
 * the L0 engine's distance runs (``calibrate(..., use_gates=False, distance=..., distance_strength=
@@ -42,6 +43,7 @@ import jax
 from _common import machine
 
 import l0jax
+from l0jax._src.calibration.gram import gram_matrix
 
 # -- problems ------------------------------------------------------------------------------------
 
@@ -126,6 +128,9 @@ def run(name: str, M, t, d, engine_epochs: int, engine_methods: tuple[str, ...])
               f"{rel_residual(M, first.weights, t):>17.2e} {'':>21}")
         print(f"{'':<8} {'calibrate_classical, warm':<34} {t_warm:>9.3f} {warm.iterations:>11d} "
               f"{rel_residual(M, exact, t):>17.2e} {'(layout ' + warm.gram.layout + ')':>21}")
+        with jax.enable_x64():
+            _, t_store = timed(lambda: gram_matrix(M))
+        print(f"{'':<8} {'  of which storing M (host)':<34} {t_store:>9.3f}")
         (w_np, it_np), t_np = timed(lambda: numpy_newton(sp.csr_matrix(M), t, d, method))  # noqa: B023
         gap = float(np.max(np.abs(w_np / exact - 1)))
         print(f"{'':<8} {'NumPy/scipy Newton loop':<34} {t_np:>9.3f} {it_np:>11d} {rel_residual(M, w_np, t):>17.2e} "

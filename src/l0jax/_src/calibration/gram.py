@@ -209,11 +209,13 @@ def gram_matrix(M: Any, *, layout: str = "auto", dtype: Any = None, name: str = 
         csc.eliminate_zeros()
     counts = np.diff(csc.indptr)
     q = max(1, int(counts.max(initial=0)))
-    # Position of each stored entry within its column, then scatter into the (n, q) layout.
-    col = np.repeat(np.arange(n), counts)
-    pos = np.arange(csc.nnz) - np.repeat(csc.indptr[:-1], counts)
-    idx = np.zeros((n, q), np.int32)
-    val = np.zeros((n, q), dt)
-    idx[col, pos] = csc.indices
-    val[col, pos] = csc.data
-    return PaddedGram(jnp.asarray(idx), jnp.asarray(val), m)
+    if csc.nnz == n * q:  # every household has q nonzeros (one per categorical margin): a reshape
+        idx = csc.indices.astype(np.int32, copy=False).reshape(n, q)
+        val = csc.data.astype(dt, copy=False).reshape(n, q)
+    else:  # each stored entry goes to its column's row of the layout, at its position in the column
+        flat = np.arange(csc.nnz) + np.repeat(np.arange(n) * q - csc.indptr[:-1], counts)
+        idx = np.zeros(n * q, np.int32)
+        val = np.zeros(n * q, dt)
+        idx[flat] = csc.indices
+        val[flat] = csc.data
+    return PaddedGram(jnp.asarray(idx.reshape(n, q)), jnp.asarray(val.reshape(n, q)), m)
