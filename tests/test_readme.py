@@ -35,3 +35,9 @@ def test_readme_python_blocks_run():
     assert "'open_gates': 38" in nn_out
     # Input gates shrink the first layer to its 38 open inputs.
     assert nn_small.layers[0].kernel.shape[0] == 38
+    # Classical calibration: converged, the bounded selection keeps 400 within [0.5, 2], and the
+    # path's chosen point is marked on the smallest held-out error.
+    classical = next(out for block, out in zip(blocks, outputs) if "calibrate_classical(" in block)
+    assert "raking calibration converged" in classical and "400 True True" in classical.splitlines()
+    path = namespace["path"]
+    assert path.holdout_error[path.best] == path.holdout_error.min()

@@ -25,6 +25,8 @@ The public surface:
 from l0jax._src.calibration.api import SparseCalibrationWeights
 from l0jax._src.calibration.api import calibrate
 from l0jax._src.calibration.checkpoint import CheckpointError
+from l0jax._src.calibration.classical import ClassicalCalibration
+from l0jax._src.calibration.classical import calibrate_classical
 from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.diagnostics import CsvLog
 from l0jax._src.calibration.diagnostics import TargetDiagnostics
@@ -34,9 +36,19 @@ from l0jax._src.calibration.diagnostics import weight_summary
 from l0jax._src.calibration.engine import NonFiniteLossError
 from l0jax._src.calibration.hierarchy import aggregation_matrix
 from l0jax._src.calibration.model import CalibrationState
+from l0jax._src.calibration.path import CalibrationPath
+from l0jax._src.calibration.path import calibrate_path
 from l0jax._src.calibration.production import CheckpointWarning
 from l0jax._src.calibration.production import ChunkInfo
 from l0jax._src.calibration.result import CalibrationResult
+from l0jax._src.calibration.variance import ReplicateCalibration
+from l0jax._src.calibration.variance import ReplicateWeights
+from l0jax._src.calibration.variance import SurveyEstimate
+from l0jax._src.calibration.variance import calibrated_mean
+from l0jax._src.calibration.variance import calibrated_total
+from l0jax._src.calibration.variance import design_variance
+from l0jax._src.calibration.variance import recalibrate_replicates
+from l0jax._src.calibration.variance import replicate_weights
 from l0jax._src.hard_concrete import hard_concrete
 from l0jax._src.hard_concrete import hard_concrete_eval
 from l0jax._src.hard_concrete import hard_concrete_from_uniform
@@ -63,25 +75,35 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnnealTemperatureState",
+    "CalibrationPath",
     "CalibrationResult",
     "CalibrationState",
     "CalibrationWarning",
     "CheckpointError",
     "CheckpointWarning",
     "ChunkInfo",
+    "ClassicalCalibration",
     "CsvLog",
     "L0Path",
     "NonFiniteLossError",
+    "ReplicateCalibration",
+    "ReplicateWeights",
     "SparseCalibrationWeights",
     "SparseL0Linear",
     "SparseL0Logistic",
+    "SurveyEstimate",
     "TargetDiagnostics",
     "aggregation_matrix",
     "anneal_temperature",
     "calibrate",
+    "calibrate_classical",
+    "calibrate_path",
+    "calibrated_mean",
+    "calibrated_total",
     "check_targets",
     "constant_temperature",
     "current_temperature",
+    "design_variance",
     "hard_concrete",
     "hard_concrete_eval",
     "hard_concrete_from_uniform",
@@ -93,6 +115,8 @@ __all__ = [
     "prob_nonzero",
     "prob_one",
     "prob_zero",
+    "recalibrate_replicates",
+    "replicate_weights",
     "select_lambda",
     "target_diagnostics",
     "temperature_schedule",

@@ -239,6 +239,13 @@ def _calibrate_command(args: argparse.Namespace) -> int:
             from l0jax._src.calibration.dual import resolve_target_active
 
             resolve_target_active(target_active, M.shape[1])  # before the output folder is touched
+        if args.bounds is not None:
+            from l0jax._src.calibration.model import check_weight_bounds
+
+            try:
+                check_weight_bounds(args.bounds)
+            except ValueError as err:
+                raise ValueError(f"--bounds {args.bounds[0]:g} {args.bounds[1]:g}: {err}") from None
     except (InputError, ValueError) as err:
         print(f"l0jax calibrate: error: {err}", file=sys.stderr)
         return 2
@@ -286,7 +293,8 @@ def _calibrate_command(args: argparse.Namespace) -> int:
                 distance=args.distance, distance_strength=args.distance_strength, polish=not args.no_polish,
                 log_every=args.log_every, tol=args.tol, backend=args.backend, verbose=not args.quiet,
                 callbacks=[log], checkpoint_path=checkpoint, checkpoint_every=args.checkpoint_every,
-                resume=args.resume, warn_targets=False)
+                resume=args.resume, warn_targets=False,
+                weight_bounds=None if args.bounds is None else tuple(args.bounds))
         for w in caught:
             print(f"l0jax calibrate: warning: {w.message}", file=sys.stderr)
     except (ValueError, FloatingPointError) as err:  # CheckpointError, NonFiniteLossError are among them
@@ -378,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--init-keep-prob", type=float, default=0.5)
     cal.add_argument("--distance", choices=("chi2", "raking"), help="stay close to --initial-weights")
     cal.add_argument("--distance-strength", type=float, default=1e-3)
+    cal.add_argument("--bounds", type=float, nargs=2, metavar=("L", "U"),
+                     help="keep every active weight within [L, U] times its initial weight")
     cal.add_argument("--no-gates", action="store_true", help="plain positive weights, no selection")
     cal.add_argument("--no-polish", action="store_true", help="skip the final refit of the active weights")
     cal.add_argument("--tol", type=float, help="stop early when every relative error is below this")

@@ -138,6 +138,7 @@ def _calibrate(
     n_features: int | None = None,
     options: production.ProductionOptions | None = None,
     warn_targets: bool = True,
+    weight_bounds: tuple[float, float] | None = None,
 ) -> CalibrationResult:
     # Validate every cheap argument before touching the (possibly large) matrix.
     if lambda_l0 is None:
@@ -154,6 +155,8 @@ def _calibrate(
     if temperature is not None and not callable(temperature):
         checks.check_positive("temperature", temperature, hint="A constant temperature, or a schedule.")
     key = _as_key(key)
+    if weight_bounds is not None:
+        weight_bounds = model.check_weight_bounds(weight_bounds)
     if options is not None and not options.active():
         options = None
     if options is not None:
@@ -175,12 +178,15 @@ def _calibrate(
     dt = op.dtype
     problem = model.Problem(op=op, targets=jnp.asarray(y, dt), scale=jnp.asarray(scale, dt),
                             weights=jnp.asarray(weights, dt))
+    if weight_bounds is not None:
+        problem = problem._replace(bounds=model.make_weight_bounds(weight_bounds, init_weights, n, dt))
     config = engine.StepConfig(tx=engine.make_optimizer(optimizer, temperature), eval_rule=eval_rule)
     const_beta = beta if temperature is None else (None if callable(temperature) else temperature)
     run = None
     if options is not None:  # keep-K, distance, aggregates, checkpoints, callbacks (production.py)
         settings = production.settings_of(lr=lr, lambda_l0=lambda_l0, lambda_l2=lambda_l2, beta=const_beta,
-                                          epochs=epochs, loss_type=loss_type, use_gates=use_gates, eval_rule=eval_rule)
+                                          epochs=epochs, loss_type=loss_type, use_gates=use_gates, eval_rule=eval_rule,
+                                          weight_bounds=weight_bounds)
         run = production.Run(options, M=M, targets=y, n=n, init_weights=init_weights, dtype=dt, settings=settings)
         problem = run.extend_problem(problem)
     continuing = state is not None
@@ -194,7 +200,7 @@ def _calibrate(
             params = model.init_params(
                 key, n, init_weights=init_weights, init_keep_prob=init_keep_prob,
                 log_weight_jitter_sd=log_weight_jitter_sd, log_alpha_jitter_sd=log_alpha_jitter_sd,
-                use_gates=use_gates, log_alpha=init_log_alpha)
+                use_gates=use_gates, log_alpha=init_log_alpha, weight_bounds=weight_bounds)
             state = engine.init_state(config, params, key, hparams, lr=lr, beta=const_beta)
         else:
             _check_state(state, config, n, use_gates)
@@ -223,6 +229,8 @@ def _calibrate(
         if polish and use_gates:
             p_epochs = default_polish_epochs(epochs) if polish_epochs is None else polish_epochs
         w, gates_np, end, start = engine.finish(config, state, problem, p_epochs, lr)
+        if weight_bounds is not None:
+            w = model.round_into_bounds(w, init_weights, weight_bounds)
         polish_info = {"epochs": p_epochs, "start": start, "end": end} if p_epochs else None
     return CalibrationResult(
         weights=w,
@@ -278,6 +286,7 @@ def calibrate(
     checkpoint_every: int | None = None,
     resume: bool = False,
     warn_targets: bool = True,
+    weight_bounds: tuple[float, float] | None = None,
 ) -> CalibrationResult:
     """Finds sparse non-negative household weights ``w`` with ``M @ w`` close to ``targets``.
 
@@ -363,6 +372,12 @@ def calibrate(
         or other targets raise ``CheckpointError``; changed lr or lambdas warn.
       warn_targets: warn (``CalibrationWarning``) about targets no non-negative weights reach and
         negative targets under ``loss_type="relative"``.
+      weight_bounds: ``(L, U)`` with ``0 <= L < U``: every household's ungated weight stays within
+        ``[L d, U d]`` (d = ``init_weights``, 1 if None) throughout training and in the returned
+        weights, where its gate is open. Held exactly by the parameterisation
+        ``w = d (L + (U - L) sigmoid(theta)) * z`` (``theta`` is then what ``log_weight`` holds), not
+        by a penalty; an open deterministic gate then counts fully (the returned gates are 0 or 1).
+        Training starts at ``w = d``. Pass the same bounds when continuing a state.
 
     Returns:
       A ``CalibrationResult``.
@@ -384,7 +399,8 @@ def calibrate(
         verbose=verbose, backend=backend, warn_targets=warn_targets, options=production.ProductionOptions(
             target_active=target_active, target_active_rate=target_active_rate, distance=distance,
             distance_strength=distance_strength, aggregates=aggregates, tol=tol, callbacks=tuple(callbacks),
-            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume))
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume),
+        weight_bounds=weight_bounds)
 
 
 class SparseCalibrationWeights:
@@ -457,6 +473,8 @@ class SparseCalibrationWeights:
         self._optimizer: optax.GradientTransformation | None = None
         self._temperature: Any = None
         self._draws = 0
+        self._weight_bounds: tuple[float, float] | None = None
+        self._bounds: model.WeightBounds | None = None
         self.result_: CalibrationResult | None = None
 
     # -- parameters ------------------------------------------------------------------------
@@ -520,6 +538,7 @@ class SparseCalibrationWeights:
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
         resume: bool = False,
+        weight_bounds: tuple[float, float] | None = None,
     ) -> Self:
         """Fits the weights (l0-python's arguments); a second call continues the same run.
 
@@ -552,10 +571,17 @@ class SparseCalibrationWeights:
           checkpoint_path: checkpoint file; ``checkpoint_every``: its period in epochs.
           checkpoint_every: epochs between checkpoints.
           resume: continue from ``checkpoint_path`` (only on a model's first ``fit``).
+          weight_bounds: ``(L, U)``: each active weight within ``[L, U]`` times ``init_weights``
+            (see ``l0jax.calibrate``); a second ``fit`` continuing the run must keep the same bounds.
 
         Returns:
           self.
         """
+        if weight_bounds is not None:
+            weight_bounds = model.check_weight_bounds(weight_bounds)
+        if self._state is not None and weight_bounds != self._weight_bounds:
+            raise ValueError(f"weight_bounds={weight_bounds!r} differs from the first fit's ({self._weight_bounds!r}); "
+                             f"a continued fit must keep the bounds (they define what the weights' parameters mean).")
         if self._state is not None:
             optimizer = self._optimizer if optimizer is None else optimizer
             temperature = self._temperature if temperature is None else temperature
@@ -574,16 +600,24 @@ class SparseCalibrationWeights:
                     target_active=target_active, target_active_rate=target_active_rate, distance=distance,
                     distance_strength=distance_strength, aggregates=aggregates, tol=tol,
                     callbacks=tuple(callbacks), checkpoint_path=checkpoint_path,
-                    checkpoint_every=checkpoint_every, resume=resume))
+                    checkpoint_every=checkpoint_every, resume=resume),
+                weight_bounds=weight_bounds)
         except engine.NonFiniteLossError as err:
             self._state = err.state  # keep the last finite state, as the error says
+            self._set_bounds(weight_bounds)
             self._optimizer, self._temperature = optimizer, temperature
             self.result_ = None
             raise
         self._state = result.state
+        self._set_bounds(weight_bounds)
         self._optimizer, self._temperature = optimizer, temperature
         self.result_ = result
         return self
+
+    def _set_bounds(self, weight_bounds: tuple[float, float] | None) -> None:
+        self._weight_bounds = weight_bounds
+        self._bounds = None if weight_bounds is None else model.make_weight_bounds(
+            weight_bounds, self.init_weights, self.n_features, self._state.params["log_weight"].dtype)
 
     # -- outputs ----------------------------------------------------------------------------
 
@@ -591,7 +625,7 @@ class SparseCalibrationWeights:
         """Deterministic gates of the current parameters, shape (n_features,) (ones without gates)."""
         params, temp, hp = self._params_and_temperature()
         with jax.numpy_dtype_promotion("standard"):
-            gates = _deterministic_gates(params, temp, hp, self.eval_rule)
+            gates = _deterministic_gates(params, temp, hp, self.eval_rule, self._bounds)
         return np.ones(self.n_features, np.float32) if gates is None else np.asarray(gates)
 
     def get_weights(self, deterministic: bool = False) -> np.ndarray:
@@ -609,13 +643,13 @@ class SparseCalibrationWeights:
         params, temp, hp = self._params_and_temperature()
         with jax.numpy_dtype_promotion("standard"):
             if deterministic:
-                gates = _deterministic_gates(params, temp, hp, self.eval_rule)
+                gates = _deterministic_gates(params, temp, hp, self.eval_rule, self._bounds)
             else:
                 # Training uses counters 0 .. 2**31 - 1 (the epochs); draws count on from 2**31.
                 self._draws += 1
                 counter = np.uint32(2**31 + self._draws % 2**31)
                 gates = _sampled_gates(params, self.key, temp, hp, counter)
-            return np.asarray(_gated_weights(params["log_weight"], gates))
+            return np.asarray(_gated_weights(params["log_weight"], gates, self._bounds))
 
     def predict(self, M: Any) -> np.ndarray:
         """``M @ get_weights(deterministic=True)`` in float64, shape (m,). Any matrix of n_features columns.

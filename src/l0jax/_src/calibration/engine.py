@@ -37,6 +37,7 @@ from l0jax._src.calibration.model import (
     HyperParams,
     Params,
     Problem,
+    base_weights,
     deterministic_gates,
     gated_weights,
     household_sums,
@@ -245,8 +246,8 @@ def evaluate(config: StepConfig, state: CalibrationState, problem: Problem) -> d
       (sum of P(z != 0)) and ``temperature``.
     """
     temperature = current_temperature(state.opt_state)
-    gates = deterministic_gates(state.params, temperature, state.hparams, config.eval_rule)
-    weights = gated_weights(state.params["log_weight"], gates)
+    gates = deterministic_gates(state.params, temperature, state.hparams, config.eval_rule, problem.bounds)
+    weights = gated_weights(state.params["log_weight"], gates, problem.bounds)
     pred = problem.op.matvec(weights)
     rel = losses.relative_errors(pred, problem.targets)
     residual = (pred - problem.targets) * problem.scale
@@ -312,13 +313,13 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
     """
     temperature = current_temperature(state.opt_state)
     hp = state.hparams
-    gates = deterministic_gates(state.params, temperature, hp, config.eval_rule)
+    gates = deterministic_gates(state.params, temperature, hp, config.eval_rule, problem.bounds)
 
     def loss_fn(log_weight):
-        w = gated_weights(log_weight, gates)
+        w = gated_weights(log_weight, gates, problem.bounds)
         pred = problem.op.matvec(w)
         data = losses.data_loss(pred, problem.targets, problem.scale, problem.weights)
-        loss = data + hp.lambda_l2 * jnp.sum(jnp.square(jnp.exp(log_weight)))
+        loss = data + hp.lambda_l2 * jnp.sum(jnp.square(base_weights(log_weight, problem.bounds)))
         if problem.terms:  # distance to design weights, aggregate penalties (penalties.py)
             loss = loss + penalties.extra_penalty(problem.terms, w, pred)[0]
         return loss
@@ -339,7 +340,7 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
     _, _, lw, best, start = jax.lax.fori_loop(0, num_steps + 1, body, (lw0, opt_state, lw0, inf, inf))
     # Without any finite iterate (a non-finite start), the starting weights are returned as they are.
     gates = jnp.ones_like(lw) if gates is None else gates
-    return gated_weights(lw, gates), gates, best, start
+    return gated_weights(lw, gates, problem.bounds), gates, best, start
 
 
 finish_run = jax.jit(finish_impl, static_argnums=0)

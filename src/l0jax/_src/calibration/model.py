@@ -2,6 +2,8 @@
 
 Household weights are ``w = exp(log_weight) * z`` with hard-concrete gates ``z`` (Louizos et al.
 2018) drawn from ``log_alpha``: non-negative by construction, and exactly zero where a gate closes.
+With bounds ``(L, U)`` on ``w/d`` (``WeightBounds``), ``w = d (L + (U - L) sigmoid(log_weight)) * z``:
+inside the bounds by construction, for any parameters.
 The objective minimised at each epoch is
 
     loss = data_loss(M @ w)  +  lambda_l0 * sum_j P(z_j != 0)  +  lambda_l2 * sum_j exp(log_weight_j)^2
@@ -92,6 +94,8 @@ class Problem(NamedTuple):
         aggregate penalties), each adding ``strength * value`` to the loss; empty by default.
       budget: a ``dual.ActiveBudget`` (keep K households: a gate-logit offset follows a
         dual-ascent rule after every step), or None.
+      bounds: a ``WeightBounds`` (every household's ungated weight held in ``[lower, upper]`` by
+        the map ``bounded_weights``; ``log_weight`` then holds its logit), or None.
     """
 
     op: MatrixOperator
@@ -100,6 +104,7 @@ class Problem(NamedTuple):
     weights: Array
     terms: tuple = ()
     budget: Any = None
+    bounds: Any = None
 
 
 class CalibrationState(NamedTuple):
@@ -195,6 +200,7 @@ def init_params(
     log_alpha_jitter_sd: float = 0.01,
     use_gates: bool = True,
     log_alpha: Any = None,
+    weight_bounds: tuple[float, float] | None = None,
 ) -> Params:
     """Starting parameters: log weights and gate logits, each with optional Gaussian jitter.
 
@@ -209,13 +215,18 @@ def init_params(
       use_gates: without gates there is no ``"log_alpha"``.
       log_alpha: ready-made gate logits of shape (n,) to use instead of ``init_keep_prob`` and its
         jitter (the object API draws them in its constructor).
+      weight_bounds: ``(L, U)`` on ``w / init_weights``: ``"log_weight"`` then holds the logit of
+        ``bounded_weights``, starting at ratio 1 (``initial_bounded_logit``), jitter added to it.
 
     Returns:
       ``{"log_weight": (n,), "log_alpha": (n,)}``, float32.
     """
     checks.check_nonnegative("log_weight_jitter_sd", log_weight_jitter_sd)
     checks.check_nonnegative("log_alpha_jitter_sd", log_alpha_jitter_sd)
-    log_weight = initial_log_weight(init_weights, n)
+    if weight_bounds is None:
+        log_weight = initial_log_weight(init_weights, n)
+    else:
+        log_weight = initial_bounded_logit(weight_bounds, n)
     if log_weight_jitter_sd > 0:
         log_weight = log_weight + log_weight_jitter_sd * host_rng(key, 1).standard_normal(n)
     params = {"log_weight": jnp.asarray(log_weight, jnp.float32)}
@@ -284,16 +295,106 @@ def sampled_gates(params: Params, key: Array, temperature: Array, hparams: Hyper
     return hc.hard_concrete_from_uniform(u, log_alpha, temperature, gamma=hparams.gamma, zeta=hparams.zeta)
 
 
-def deterministic_gates(params: Params, temperature: Array, hparams: HyperParams, rule: str) -> Array | None:
-    """Test-time gates (``hard_concrete_eval``; None without gates)."""
+def deterministic_gates(params: Params, temperature: Array, hparams: HyperParams, rule: str,
+                        bounds: WeightBounds | None = None) -> Array | None:
+    """Test-time gates (``hard_concrete_eval``; None without gates).
+
+    With weight bounds an open gate counts fully (1): a household is either out (weight 0) or in
+    with its weight inside its bounds, never scaled below its lower bound by a fractional gate.
+    """
     if "log_alpha" not in params:
         return None
-    return hc.hard_concrete_eval(params["log_alpha"], temperature, gamma=hparams.gamma, zeta=hparams.zeta, rule=rule)
+    z = hc.hard_concrete_eval(params["log_alpha"], temperature, gamma=hparams.gamma, zeta=hparams.zeta, rule=rule)
+    return z if bounds is None else (z > 0).astype(z.dtype)
 
 
-def gated_weights(log_weight: Array, gates: Array | None) -> Array:
-    """``exp(log_weight) * gates`` (just ``exp(log_weight)`` without gates)."""
-    w = jnp.exp(log_weight)
+class WeightBounds(NamedTuple):
+    """Bounds on each household's ungated weight: ``L d_j <= w_j <= U d_j`` (``weight_bounds=(L, U)``).
+
+    Attributes:
+      lower: ``L * d``, shape (n,).
+      upper: ``U * d``, shape (n,).
+    """
+
+    lower: Array
+    upper: Array
+
+
+def check_weight_bounds(weight_bounds: Any) -> tuple[float, float]:
+    """``weight_bounds=(L, U)`` on ``w / init_weights`` as two floats with ``0 <= L < U < inf``.
+
+    Raises:
+      ValueError: anything else, naming the argument.
+    """
+    try:
+        lo, hi = (float(b) for b in weight_bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"weight_bounds must be a pair (L, U) bounding w / init_weights, got "
+                         f"{weight_bounds!r}.") from None
+    if not (0 <= lo < hi < np.inf):
+        raise ValueError(f"weight_bounds=(L, U) needs 0 <= L < U < inf (bounds on w / init_weights), got "
+                         f"{weight_bounds!r}; for no upper bound use a large U.")
+    return lo, hi
+
+
+def make_weight_bounds(weight_bounds: Any, init_weights: Any, n: int, dtype: Any = jnp.float32) -> WeightBounds:
+    """Checks ``weight_bounds=(L, U)`` on ``w/d`` (d = ``init_weights``, None = 1) and builds the bounds."""
+    lo, hi = check_weight_bounds(weight_bounds)
+    d = _per_household("init_weights", init_weights, n, 1.0)
+    checks.check_nonnegative("init_weights", d)
+    return WeightBounds(jnp.asarray(lo * d, dtype), jnp.asarray(hi * d, dtype))
+
+
+def initial_bounded_logit(weight_bounds: tuple[float, float], n: int) -> np.ndarray:
+    """The logit ``theta`` at which ``bounded_weights`` starts at ``w = d`` (ratio 1, or the nearest
+    ratio inside the bounds, a thousandth of their width in), float64 of shape (n,)."""
+    lo, hi = (float(b) for b in weight_bounds)
+    gap = 1e-3 * (hi - lo)
+    p = (min(max(1.0, lo + gap), hi - gap) - lo) / (hi - lo)
+    return np.full(n, np.log(p) - np.log1p(-p))
+
+
+def round_into_bounds(weights: np.ndarray, init_weights: Any, weight_bounds: tuple[float, float]) -> np.ndarray:
+    """The returned weights with every non-zero ``w / d`` inside ``[L, U]`` when computed in float64.
+
+    ``bounded_weights`` keeps the weights inside in exact arithmetic; rounding ``L d`` to float32
+    can land one unit in the last place outside. Such weights move to the nearest float inside.
+
+    Args:
+      weights: the weights, shape (n,), float32 or float64; zeros (closed gates) stay zero.
+      init_weights: d (None = 1), scalar or shape (n,).
+      weight_bounds: ``(L, U)``.
+
+    Returns:
+      The weights, same dtype.
+    """
+    w = np.array(weights)
+    d = _per_household("init_weights", init_weights, w.shape[0], 1.0)
+    lo, hi = (float(b) for b in weight_bounds)
+    active = (w > 0) & (d > 0)
+    for _ in range(4):  # one step fixes float rounding; a few guard against a bound on an ulp boundary
+        ratio = np.where(active, w.astype(np.float64) / np.where(d > 0, d, 1.0), lo)
+        low, high = active & (ratio < lo), active & (ratio > hi)
+        if not (low.any() or high.any()):
+            break
+        w[low] = np.nextafter(w[low], np.asarray(np.inf, w.dtype))
+        w[high] = np.nextafter(w[high], np.asarray(0, w.dtype))
+    return w
+
+
+def bounded_weights(theta: Array, bounds: WeightBounds) -> Array:
+    """``lower + (upper - lower) * sigmoid(theta)``: weights inside their bounds for any ``theta``."""
+    return bounds.lower + (bounds.upper - bounds.lower) * jax.nn.sigmoid(theta)
+
+
+def base_weights(log_weight: Array, bounds: WeightBounds | None = None) -> Array:
+    """The ungated weights: ``exp(log_weight)``, or ``bounded_weights(log_weight, bounds)`` with bounds."""
+    return jnp.exp(log_weight) if bounds is None else bounded_weights(log_weight, bounds)
+
+
+def gated_weights(log_weight: Array, gates: Array | None, bounds: WeightBounds | None = None) -> Array:
+    """``base_weights(log_weight, bounds) * gates`` (just the base weights without gates)."""
+    w = base_weights(log_weight, bounds)
     return w if gates is None else w * gates
 
 
@@ -327,11 +428,11 @@ def objective(
       unweighted value of each extra term of ``problem.terms`` under its name.
     """
     gates = sampled_gates(params, key, temperature, hparams, step)
-    weights = gated_weights(params["log_weight"], gates)
+    weights = gated_weights(params["log_weight"], gates, problem.bounds)
     predictions = problem.op.matvec(weights)
     l0, l2 = household_sums(
         prob_open(params, temperature, hparams),
-        jnp.square(jnp.exp(params["log_weight"])),
+        jnp.square(base_weights(params["log_weight"], problem.bounds)),
     )
     terms = {
         "data": losses.data_loss(predictions, problem.targets, problem.scale, problem.weights),

@@ -41,7 +41,7 @@ TARGET_ACTIVE_ANNEAL = 0.5
 # Hyperparameters that may change on resume (with a warning), and settings that may not.
 _MAY_CHANGE = ("lr", "lambda_l0", "lambda_l2", "beta", "distance_strength", "aggregate_lambdas", "target_active",
                "target_active_rate")
-_MUST_MATCH = ("loss_type", "use_gates", "distance", "eval_rule", "aggregates")
+_MUST_MATCH = ("loss_type", "use_gates", "distance", "eval_rule", "aggregates", "weight_bounds")
 
 
 class CheckpointWarning(UserWarning):
@@ -127,8 +127,8 @@ class ChunkInfo:
 
 def _predict_impl(config: engine.StepConfig, state: model.CalibrationState, problem: model.Problem) -> Array:
     temperature = engine.current_temperature(state.opt_state)
-    gates = model.deterministic_gates(state.params, temperature, state.hparams, config.eval_rule)
-    return problem.op.matvec(model.gated_weights(state.params["log_weight"], gates))
+    gates = model.deterministic_gates(state.params, temperature, state.hparams, config.eval_rule, problem.bounds)
+    return problem.op.matvec(model.gated_weights(state.params["log_weight"], gates, problem.bounds))
 
 
 _predict = jax.jit(_predict_impl, static_argnums=0)
