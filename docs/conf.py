@@ -7,9 +7,12 @@ shows its real output. The API reference is written from ``__all__`` (``_ext/api
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from sphinx.util import logging
@@ -30,22 +33,17 @@ release = version = l0jax.__version__
 extensions = [
     "myst_nb",
     "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
 ]
 
 exclude_patterns = ["_build", "_readme_draft.md", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
-templates_path = ["_templates"]
 
 # --- API reference ------------------------------------------------------------------------------
 apigen.write_api_pages(DOCS)
-autosummary_generate = True
-autosummary_imported_members = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_default_options = {"show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -98,6 +96,44 @@ def _skip_tuple_fields(app, what, name, obj, skip, options) -> bool | None:
     return None
 
 
+def _plain_default(node: ast.expr) -> str:
+    """A default value as written in the source, or its value when it is a plain literal."""
+    try:
+        return repr(ast.literal_eval(node))
+    except ValueError:
+        return ast.unparse(node)
+
+
+def _constructor_signature(app, what, name, obj, options, signature, return_annotation):
+    """Flax NNX classes: the constructor's signature rather than ``(*args, **kwargs)``.
+
+    Autodoc shows the ``__call__`` of a class's metaclass when there is one, and Flax's module
+    metaclass takes ``(*args, **kwargs)``; the signature is read from the ``__init__`` source.
+    """
+    if what != "class" or type(obj).__call__ is type.__call__:
+        return None
+    if not inspect.isfunction(obj.__init__):  # no constructor of its own: takes no arguments
+        return "()", None
+    tree = ast.parse(textwrap.dedent(inspect.getsource(obj.__init__)))
+    args = tree.body[0].args
+    positional = args.posonlyargs + args.args
+    with_default = positional[len(positional) - len(args.defaults) :]
+    defaults = {a.arg: d for a, d in zip(with_default, args.defaults, strict=True)}
+    defaults.update(
+        {a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None}
+    )
+
+    def param(a: ast.arg) -> str:
+        text = a.arg + (f": {ast.unparse(a.annotation)}" if a.annotation else "")
+        return text + (f" = {_plain_default(defaults[a.arg])}" if a.arg in defaults else "")
+
+    parts = [param(a) for a in positional[1:]]
+    parts += [f"*{args.vararg.arg}"] if args.vararg else (["*"] if args.kwonlyargs else [])
+    parts += [param(a) for a in args.kwonlyargs]
+    parts += [f"**{args.kwarg.arg}"] if args.kwarg else []
+    return f"({', '.join(parts)})", None
+
+
 def _check_api_pages(app, exception) -> None:
     """Fails the build (a warning, an error under -W) when a public name has no page."""
     if exception is None and app.builder.format == "html":
@@ -109,6 +145,7 @@ def setup(app) -> None:
     """Registers the hooks above."""
     app.connect("source-read", _notebook_size)
     app.connect("autodoc-skip-member", _skip_tuple_fields)
+    app.connect("autodoc-process-signature", _constructor_signature)
     app.connect("build-finished", _check_api_pages)
 
 

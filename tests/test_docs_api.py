@@ -38,17 +38,34 @@ def _public_objects():
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
-def test_every_public_name_has_an_api_page(module_name):
+def test_every_public_name_has_an_api_page(module_name, tmp_path):
     apigen = _apigen()
-    public = importlib.import_module(module_name).__all__
+    module = importlib.import_module(module_name)
     listed = [name for _, names in apigen.api_sections(module_name) for name in names]
     assert len(listed) == len(set(listed)), f"names listed twice in the API reference: {listed}"
-    missing = sorted(set(public) - set(listed))
-    assert not missing, f"{module_name}.__all__ names without an API page: {missing}"
-    assert sorted(listed) == sorted(public)
-    # Each name is an entry of an autosummary table, which is what gives it a page of its own.
-    page = apigen.api_page(module_name).splitlines()
-    assert [name for name in public if f"   {name}" not in page] == []
+    missing = sorted(set(module.__all__) - set(listed))
+    assert not missing, f"{module_name}.__all__ names missing from the API reference: {missing}"
+    assert sorted(listed) == sorted(module.__all__)
+
+    written = {path.name for path in apigen.write_api_pages(tmp_path)}
+    index = (tmp_path / "api" / apigen.GENERATED / f"{module_name}.rst").read_text()
+    for name in module.__all__:
+        page = f"{module_name}.{name}.rst"
+        assert page in written, f"no API page for {module_name}.{name}"
+        directive = "autoclass" if inspect.isclass(getattr(module, name)) else "autofunction"
+        assert f".. {directive}:: {name}" in (tmp_path / "api" / apigen.GENERATED / page).read_text()
+        # The module's page links the name and lists its page in the (hidden) table of contents.
+        assert f":py:obj:`~{module_name}.{name}`" in index and f"   {module_name}.{name}\n" in index
+
+
+def test_stale_api_pages_are_removed(tmp_path):
+    apigen = _apigen()
+    out = tmp_path / "api" / apigen.GENERATED
+    out.mkdir(parents=True)
+    (out / "l0jax.removed_name.rst").write_text("a name that left __all__")
+    apigen.write_api_pages(tmp_path)
+    assert not (out / "l0jax.removed_name.rst").exists()
+    assert (out / "l0jax.calibrate.rst").exists()
 
 
 def test_api_sections_keep_unknown_modules():
@@ -64,10 +81,9 @@ def test_api_sections_keep_unknown_modules():
     "qualname, obj", list(_public_objects()), ids=lambda v: v if isinstance(v, str) else ""
 )
 def test_public_names_have_a_docstring(qualname, obj):
-    # The page of a name shows its own docstring: a class must not borrow its base class's
-    # (NamedTuple, Exception, nnx.Module).
-    doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
-    assert doc and doc.strip().splitlines()[0].strip(), f"{qualname} has no docstring summary line"
+    # The module's page shows the first paragraph of each name's own docstring: a class must not
+    # borrow its base class's (NamedTuple, Exception, nnx.Module).
+    assert _apigen().summary(obj), f"{qualname} has no docstring of its own"
 
 
 def _api_examples():

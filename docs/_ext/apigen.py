@@ -1,15 +1,16 @@
 """API reference pages written from ``__all__`` at build time.
 
-Every name in ``l0jax.__all__`` and ``l0jax.nn.__all__`` gets an autosummary entry, and so a page
-of its own, without anyone listing it by hand: a name added to ``__all__`` appears in the next
-build. Names are grouped by the private module that defines them (``SECTIONS``); a name from a
-module not listed there lands in "Other" rather than being left out. ``tests/test_docs_api.py``
-checks this coverage against ``__all__`` at test time.
+Every name in ``l0jax.__all__`` and ``l0jax.nn.__all__`` gets a page of its own, without anyone
+listing it by hand: a name added to ``__all__`` appears in the next build. Names are grouped on
+the module's page by the private module that defines them (``SECTIONS``); a name from a module not
+listed there lands in "Other" rather than being left out. ``tests/test_docs_api.py`` checks this
+coverage against ``__all__`` at test time, and the build checks that every page was written.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 # (module prefix of the definition, section title), first match wins.
@@ -29,7 +30,6 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 OTHER = "Other"
-TITLES = {"l0jax": "``l0jax``", "l0jax.nn": "``l0jax.nn``"}
 GENERATED = "_generated"
 
 
@@ -52,46 +52,62 @@ def api_sections(module_name: str) -> list[tuple[str, list[str]]]:
     return [(title, sorted(names, key=str.lower)) for title, names in groups.items() if names]
 
 
+def summary(obj: object) -> str:
+    """The first paragraph of ``obj``'s own docstring, on one line (empty without a docstring)."""
+    doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
+    paragraph = inspect.cleandoc(doc or "").split("\n\n")[0]
+    return " ".join(paragraph.split())
+
+
+def _underline(title: str, char: str) -> list[str]:
+    return [title, char * len(title), ""]
+
+
 def api_page(module_name: str) -> str:
-    """The reStructuredText of one module's reference page: one autosummary table per section."""
-    title = TITLES[module_name]
-    lines = [
-        title,
-        "=" * len(title),
-        "",
-        f".. automodule:: {module_name}",
-        "   :no-members:",
-        "",
-        f".. currentmodule:: {module_name}",
-        "",
-    ]
+    """The reStructuredText of a module's reference page: a table of its names per section."""
+    module = importlib.import_module(module_name)
+    lines = _underline(f"``{module_name}``", "=")
+    lines += [f".. automodule:: {module_name}", "   :no-members:", ""]
     for section, names in api_sections(module_name):
-        lines += [
-            section,
-            "-" * len(section),
-            "",
-            ".. autosummary::",
-            "   :toctree: .",
-            "   :nosignatures:",
-            "",
-        ]
-        lines += [f"   {name}" for name in names]
+        lines += _underline(section, "-")
+        lines += [".. list-table::", "   :widths: 30 70", ""]
+        for name in names:
+            lines += [f"   * - :py:obj:`~{module_name}.{name}`", f"     - {summary(getattr(module, name))}"]
+        lines += ["", ".. toctree::", "   :hidden:", ""]
+        lines += [f"   {module_name}.{name}" for name in names]
         lines.append("")
     return "\n".join(lines)
 
 
+def object_page(module_name: str, name: str) -> str:
+    """The reStructuredText of one public name's page."""
+    obj = getattr(importlib.import_module(module_name), name)
+    lines = _underline(f"{module_name}.{name}", "=") + [f".. currentmodule:: {module_name}", ""]
+    if inspect.isclass(obj):
+        lines += [f".. autoclass:: {name}", "   :members:", "   :special-members: __call__"]
+    elif callable(obj):
+        lines += [f".. autofunction:: {name}"]
+    else:
+        lines += [f".. autodata:: {name}"]
+    return "\n".join(lines) + "\n"
+
+
 def write_api_pages(srcdir: Path) -> list[Path]:
-    """Writes ``api/_generated/<module>.rst`` for ``l0jax`` and ``l0jax.nn``, when they changed."""
+    """Writes ``api/_generated/``: a page per module and per public name; removes stale pages."""
     out = srcdir / "api" / GENERATED
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    pages = {}
     for module_name in SECTIONS:
-        path = out / f"{module_name}.rst"
-        text = api_page(module_name)
+        pages[f"{module_name}.rst"] = api_page(module_name)
+        for name in importlib.import_module(module_name).__all__:
+            pages[f"{module_name}.{name}.rst"] = object_page(module_name, name)
+    for stale in set(p.name for p in out.glob("*.rst")) - set(pages):
+        (out / stale).unlink()
+    for filename, text in pages.items():
+        path = out / filename
         if not path.exists() or path.read_text() != text:  # unchanged files keep Sphinx's cache valid
             path.write_text(text)
-        written.append(path)
-    return written
+    return [out / filename for filename in pages]
 
 
 def missing_pages(outdir: Path) -> list[str]:
