@@ -152,6 +152,8 @@ def setup(app) -> None:
 # --- HTML ----------------------------------------------------------------------------------------
 html_theme = "sphinx_book_theme"
 html_title = f"l0jax {version}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_theme_options = {
     "show_toc_level": 2,
     "home_page_in_toc": True,
