@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.l0jax-installed
 
-.PHONY: demo test test-all setup bench-env clean
+.PHONY: demo test test-all setup bench-env clean docs lint typecheck
 
 setup: $(STAMP)
 
@@ -23,9 +23,33 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest -m ""
 
+# The documentation site (Sphinx; every page and notebook is executed) into docs/_build/html, warnings
+# as errors. `make docs SPHINXOPTS="-D nb_execution_mode=off"` skips the execution (a quick look at the prose).
+DOCS_STAMP := $(VENV)/.l0jax-docs-installed
+LINT_STAMP := $(VENV)/.l0jax-lint-installed
+SPHINXOPTS ?=
+
+$(DOCS_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e ".[test,demo,docs]"
+	touch $@
+
+$(LINT_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e ".[test,demo,lint]"
+	touch $@
+
+docs: $(DOCS_STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sphinx-build -W --keep-going -b html $(SPHINXOPTS) docs docs/_build/html
+
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(LINT_STAMP)
+	$(VENV)/bin/pyright
+
 # The PyTorch reference of the benchmarks (l0-python on the CPU torch 2.13.0 wheel) in .venv-l0-python.
 bench-env:
 	bash benchmarks/reference_env.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache docs/_build docs/api/_generated docs/notebooks

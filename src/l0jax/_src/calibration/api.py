@@ -411,10 +411,14 @@ class SparseCalibrationWeights:
     gives bitwise the weights of ``l0jax.calibrate(M, y, key=key, ...)``.
 
     Example:
+      >>> import numpy as np, scipy.sparse as sp
       >>> from l0jax import SparseCalibrationWeights      # was: from l0.calibration import ...
+      >>> M = sp.random(50, 400, density=0.3, format="csr", random_state=np.random.default_rng(0))
+      >>> y = M @ np.random.default_rng(1).uniform(0, 2, 400)
       >>> model = SparseCalibrationWeights(n_features=M.shape[1], init_keep_prob=0.5, seed=0)
-      >>> model.fit(M, y, lambda_l0=1e-4, lr=0.1, epochs=500, loss_type="relative")
-      >>> model.get_sparsity(), model.predict(M)
+      >>> model = model.fit(M, y, lambda_l0=1e-4, lr=0.1, epochs=500, loss_type="relative")
+      >>> 0 <= model.get_sparsity() < 1, model.predict(M).shape
+      (True, (50,))
 
     Args:
       n_features: number of households (columns of M), >= 1.

@@ -336,8 +336,17 @@ class CsvLog:
     run the rows after the checkpoint's epoch are dropped and the log continues.
 
     Example:
-      >>> log = CsvLog("out/log.csv", target_names)
-      >>> l0jax.calibrate(M, y, key=0, callbacks=[log])
+      >>> import pathlib, tempfile
+      >>> import numpy as np, l0jax
+      >>> M, y = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]]), np.array([3.0, 4.0])
+      >>> path = pathlib.Path(tempfile.mkdtemp()) / "log.csv"
+      >>> log = l0jax.CsvLog(path, ["persons", "households"])
+      >>> res = l0jax.calibrate(M, y, key=0, epochs=200, log_every=100, callbacks=[log])
+      >>> lines = path.read_text().splitlines()
+      >>> lines[0]
+      'epoch,loss,target_name,target,estimate,error,abs_error,rel_abs_error'
+      >>> len(lines) - 1                  # 2 logged epochs x 2 targets
+      4
 
     Args:
       path: the CSV file (overwritten at the start of a new run).

@@ -78,7 +78,10 @@ def aggregation_matrix(labels: Sequence[Any]) -> tuple[sp.csr_matrix, list[Any]]
       label is a number (1, 2, 10), else by their text.
 
     Example:
+      >>> from l0jax import aggregation_matrix
       >>> A, states = aggregation_matrix(["CA", "CA", "NY"])   # A @ district_totals -> state totals
+      >>> states, A.toarray().tolist()
+      (['CA', 'NY'], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     """
     labels = list(labels)
     if not labels:

@@ -104,7 +104,7 @@ class CompressedConv(nnx.Conv):
     ``nnx.Conv`` that first gathers the input channels it uses.
 
     Args:
-      kernel: (*window, in / groups, out) weights with the eval gates folded in.
+      kernel: ``(*window, in / groups, out)`` weights with the eval gates folded in.
       bias: (out,) or None.
       strides: one int per spatial axis.
       padding: ``"SAME"``, ``"VALID"`` or (low, high) pairs.
@@ -148,8 +148,10 @@ class CompressedConv(nnx.Conv):
         _load(self, kernel, bias, input_index)
 
     def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
-        """x: (*batch, *spatial, n_inputs) -> (*batch, *spatial_out, out); ``deterministic`` and
-        ``rngs`` are accepted and ignored."""
+        """``x``: ``(*batch, *spatial, n_inputs)`` -> ``(*batch, *spatial_out, out)``.
+
+        ``deterministic`` and ``rngs`` are accepted and ignored.
+        """
         del deterministic, rngs
         return super().__call__(_gather_inputs(self, x))
 

@@ -311,8 +311,16 @@ class SparseL0Linear(_SparseL0Model):
     gate locations log_alpha (Louizos et al. 2018) with full-batch Adam in a compiled loop.
 
     Example:
+      >>> import numpy as np
+      >>> from l0jax import SparseL0Linear
+      >>> rng = np.random.default_rng(0)
+      >>> X = rng.normal(size=(200, 4))
+      >>> y = 30 + X @ np.array([1.0, 0.0, -2.0, 0.0]) + 0.5 * rng.normal(size=200)
       >>> model = SparseL0Linear(n_features=4, seed=0).fit(X, y, lambda_reg=0.2, epochs=3000)
-      >>> model.get_selected_features(), model.coef_, model.predict(X_new)
+      >>> model.get_selected_features().tolist()       # the two true features
+      [0, 2]
+      >>> model.predict(X[:3]).shape
+      (3,)
 
     Args:
       n_features: number of columns of X, >= 1.

@@ -104,9 +104,16 @@ def l0_path(
     rounding: batched matrix products sum in another order).
 
     Example:
-      >>> path = l0_path(X, y, np.geomspace(1e-3, 1.0, 20), X_val=X_val, y_val=y_val, epochs=2000)
+      >>> import numpy as np
+      >>> from l0jax import l0_path, select_lambda
+      >>> rng = np.random.default_rng(0)
+      >>> X = rng.normal(size=(300, 5))
+      >>> y = X @ np.array([2.0, 0.0, 0.0, -1.0, 0.0]) + 0.5 * rng.normal(size=300)
+      >>> path = l0_path(X[:200], y[:200], np.geomspace(1e-3, 1.0, 10), X_val=X[200:], y_val=y[200:],
+      ...                epochs=1000)
       >>> best = select_lambda(path)                 # lowest validation loss
-      >>> path.n_active[best], path.model(best).predict(X_test)
+      >>> path.n_active.shape, path.model(best).predict(X[200:203]).shape
+      ((10,), (3,))
 
     Args:
       X: (n_samples, n_features) dense array or scipy sparse matrix/array.
