@@ -208,3 +208,32 @@ def test_overwrite_keeps_the_new_runs_checkpoint_when_it_fails_after_saving(file
     assert "NaN or infinite at epoch 15" in capsys.readouterr().err
     assert (out / "checkpoint.npz").read_bytes() == b"the new run's state" != before
     assert not (out / "checkpoint.npz.previous").exists()
+
+
+def test_a_folder_of_column_blocks_gives_the_whole_matrix_result(files, tmp_path):
+    d, M, _ = files
+    blocks = tmp_path / "blocks"
+    blocks.mkdir()
+    csc = M.tocsc()
+    for i, (a, b) in enumerate([(0, 130), (130, 400), (400, 500)]):
+        sp.save_npz(blocks / f"block_{i:03d}.npz", csc[:, a:b])
+    args = ["--targets", d / "targets.csv", "--epochs", 200, "--quiet", "--devices", 1]
+    assert _run("calibrate", "--matrix", d / "M.npz", "--out", tmp_path / "whole", *args) == 0
+    assert _run("calibrate", "--matrix", blocks, "--out", tmp_path / "blocks_run", *args) == 0
+    read = lambda out: np.array([float(r["weight"]) for r in csv.DictReader(open(out / "weights.csv"))])  # noqa: E731
+    np.testing.assert_array_equal(read(tmp_path / "blocks_run"), read(tmp_path / "whole"))
+    configs = [json.loads((tmp_path / f / "run_config.json").read_text()) for f in ("whole", "blocks_run")]
+    assert configs[0]["problem"] == configs[1]["problem"]  # same fingerprint
+    diag = list(csv.DictReader(open(tmp_path / "blocks_run" / "diagnostics.csv")))
+    np.testing.assert_allclose([float(r["estimate"]) for r in diag], M @ read(tmp_path / "blocks_run"), rtol=1e-6)
+
+
+def test_a_folder_with_blocks_of_different_heights_is_a_one_line_error(files, tmp_path, capsys):
+    d, M, _ = files
+    blocks = tmp_path / "blocks"
+    blocks.mkdir()
+    sp.save_npz(blocks / "a.npz", M[:, :100])
+    sp.save_npz(blocks / "b.npz", M[:-1, 100:])
+    assert _run("calibrate", "--matrix", blocks, "--targets", d / "targets.csv", "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "different numbers of rows" in err and err.count("\n") == 1

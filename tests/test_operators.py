@@ -167,7 +167,7 @@ def test_auto_rule():
     # A dense matrix too big for 1 GiB is never materialised.
     assert choose_backend((20_000, 2_000_000), 4 * 10**10, platform="cpu") == "scipy"
     assert choose_backend((2_000, 20_000), 4_000_000, platform="gpu") == "dense"
-    assert choose_backend((20_000, 2_000_000), 80_000_000, platform="gpu") == "sparse"
+    assert choose_backend((20_000, 2_000_000), 80_000_000, platform="gpu") == "ell"
     assert as_operator(_matrix(m=20, n=50, density=0.5)).backend == choose_backend((20, 50), 500)
 
 

@@ -14,8 +14,9 @@ The public surface:
   (``calibrate`` -> ``CalibrationResult``) or with l0-python's object API
   (``SparseCalibrationWeights``), plus target checks and diagnostics (``check_targets``,
   ``target_diagnostics``, ``weight_summary``, ``CsvLog``), hierarchies of targets
-  (``aggregation_matrix``), and checkpoints and per-chunk callbacks for long runs
-  (``CheckpointError``, ``CheckpointWarning``, ``ChunkInfo``).
+  (``aggregation_matrix``), checkpoints and per-chunk callbacks for long runs
+  (``CheckpointError``, ``CheckpointWarning``, ``ChunkInfo``), and matrices given by column blocks
+  (``ColumnBlocks``) for runs sharded over devices and processes (``calibrate(..., devices=...)``).
 * Regression: sparse linear and logistic models (``SparseL0Linear``, ``SparseL0Logistic``) and
   regularisation paths over the L0 strength (``l0_path``, ``select_lambda``).
 * ``l0jax.nn``: Flax NNX gates and layers (``HardConcreteGate``, ``L0Linear``, ``L0Conv``,
@@ -24,6 +25,7 @@ The public surface:
 
 from l0jax._src.calibration.api import SparseCalibrationWeights
 from l0jax._src.calibration.api import calibrate
+from l0jax._src.calibration.blocks import ColumnBlocks
 from l0jax._src.calibration.checkpoint import CheckpointError
 from l0jax._src.calibration.classical import ClassicalCalibration
 from l0jax._src.calibration.classical import calibrate_classical
@@ -83,6 +85,7 @@ __all__ = [
     "CheckpointWarning",
     "ChunkInfo",
     "ClassicalCalibration",
+    "ColumnBlocks",
     "CsvLog",
     "L0Path",
     "NonFiniteLossError",

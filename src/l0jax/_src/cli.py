@@ -80,6 +80,13 @@ def _read_matrix(path: Path) -> Any:
     import numpy as np
     import scipy.sparse as sp
 
+    if path.is_dir():  # column blocks, one .npz per block, loaded only where a device needs them
+        from l0jax._src.calibration.blocks import ColumnBlocks
+
+        try:
+            return ColumnBlocks.from_npz_folder(path)
+        except ValueError as err:
+            raise InputError(path, str(err)) from None
     if not path.is_file():
         raise InputError(path, "no such file")
     suffix = path.suffix.lower()
@@ -215,6 +222,12 @@ def _calibrate_command(args: argparse.Namespace) -> int:
     import numpy as np
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if args.num_processes is not None:  # one of several processes (possibly on several hosts)
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices talk through gloo
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
     try:
         M = _read_matrix(Path(args.matrix))
         names, y = _read_targets(Path(args.targets))
@@ -227,10 +240,12 @@ def _calibrate_command(args: argparse.Namespace) -> int:
             if w0.size != M.shape[1]:
                 raise InputError(args.initial_weights, f"{w0.size} weights, but the matrix {args.matrix} has "
                                                        f"{M.shape[1]} columns (one per household)")
+        from l0jax._src.calibration.blocks import ColumnBlocks
         from l0jax._src.operators import check_matrix
 
         try:
-            check_matrix(M, name="M")
+            if not isinstance(M, ColumnBlocks):  # blocks are checked as they are loaded
+                check_matrix(M, name="M")
         except ValueError as err:
             raise InputError(args.matrix, str(err)) from None
         target_active: Any = None
@@ -262,16 +277,19 @@ def _calibrate_command(args: argparse.Namespace) -> int:
         weight_summary,
     )
 
+    # In a multi-process run the first process reports and writes the files; the others compute.
+    lead = jax.process_index() == 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_targets(M, y, target_names=names, initial_weights=w0, loss_type=args.loss, warn=True)
+        if lead:
+            check_targets(M, y, target_names=names, initial_weights=w0, loss_type=args.loss, warn=True)
     for w in caught:
         print(f"l0jax calibrate: warning: {w.message}", file=sys.stderr)
 
     out = Path(args.out)
     checkpoint = out / "checkpoint.npz"
     previous = None
-    if checkpoint.exists() and not args.resume:
+    if checkpoint.exists() and not args.resume and lead:
         if not args.overwrite:
             print(f"l0jax calibrate: error: {checkpoint}: a checkpoint of an earlier run is there; pass --resume to "
                   f"continue it, or --overwrite to start over.", file=sys.stderr)
@@ -293,7 +311,7 @@ def _calibrate_command(args: argparse.Namespace) -> int:
                 distance=args.distance, distance_strength=args.distance_strength, polish=not args.no_polish,
                 log_every=args.log_every, tol=args.tol, backend=args.backend, verbose=not args.quiet,
                 callbacks=[log], checkpoint_path=checkpoint, checkpoint_every=args.checkpoint_every,
-                resume=args.resume, warn_targets=False,
+                resume=args.resume, warn_targets=False, devices=args.devices,
                 weight_bounds=None if args.bounds is None else tuple(args.bounds))
         for w in caught:
             print(f"l0jax calibrate: warning: {w.message}", file=sys.stderr)
@@ -310,6 +328,8 @@ def _calibrate_command(args: argparse.Namespace) -> int:
     if previous is not None:
         previous.unlink()
     seconds = time.perf_counter() - t0
+    if not lead:
+        return 0
 
     with open(out / "weights.csv", "w") as f:
         f.write("household,weight\n")
@@ -327,6 +347,7 @@ def _calibrate_command(args: argparse.Namespace) -> int:
         "device": jax.default_backend(),
         "python": platform.python_version(),
         "problem": {"targets": int(y.size), "households": int(M.shape[1]), "fingerprint": fingerprint(M, y)},
+        "sharding": {"devices": args.devices, "processes": jax.process_count()},
         "result": {"active": res.active_count, "epochs": int(res.state.step),
                    "max_abs_rel_error": diag.max_abs_rel_error,
                    "mean_abs_rel_error": float(np.mean(np.abs(diag.rel_error))),
@@ -371,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Finds sparse non-negative household weights w with M @ w close to the targets, and writes "
                     "weights.csv, diagnostics.csv, log.csv (microcalibrate's schema), run_config.json and "
                     "checkpoint.npz to --out.")
-    cal.add_argument("--matrix", required=True, help="M (targets x households): scipy.sparse.save_npz .npz, or .npy")
+    cal.add_argument("--matrix", required=True,
+                     help="M (targets x households): scipy.sparse.save_npz .npz, or .npy; or a folder of .npz column "
+                          "blocks (sorted file names give the column order), loaded per device")
     cal.add_argument("--targets", required=True, help="CSV of targets: 'name,value' (header optional) or one column")
     cal.add_argument("--initial-weights", help="CSV (weight in the last column) or .npy of design weights")
     cal.add_argument("--out", required=True, help="output folder")
@@ -395,7 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default: every log row)")
     cal.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     cal.add_argument("--overwrite", action="store_true", help="start over even if OUT/checkpoint.npz exists")
-    cal.add_argument("--backend", default="auto", choices=("auto", "dense", "sparse", "scipy"))
+    cal.add_argument("--backend", default="auto", choices=("auto", "dense", "sparse", "ell", "scipy"))
+    cal.add_argument("--devices", type=int, help="split the households over this many devices (of all processes)")
+    cal.add_argument("--coordinator", help="multi-process runs: HOST:PORT of process 0 (jax.distributed.initialize)")
+    cal.add_argument("--num-processes", type=int, help="multi-process runs: the number of processes")
+    cal.add_argument("--process-id", type=int, help="multi-process runs: this process's index, 0 to N-1")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--quiet", action="store_true", help="no progress bar")
     cal.set_defaults(func=_calibrate_command)

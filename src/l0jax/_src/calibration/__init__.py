@@ -3,7 +3,9 @@
 Layers, each importing only the ones before it: ``losses`` (data losses, group weights) ->
 ``model`` (parameters, hyperparameters, state, the objective) -> ``engine`` (init/step, the
 compiled chunked loop, polish, host driver) -> ``result`` -> ``api`` (``calibrate`` and
-``SparseCalibrationWeights``). Matrices come in through ``l0jax._src.operators``.
+``SparseCalibrationWeights``). Matrices come in through ``l0jax._src.operators``; ``blocks``
+(column blocks of M) and ``sharding`` (households split over a device mesh: the layout, the
+sharded operator, host transfers across processes) serve ``calibrate(..., devices=...)``.
 
 Beside the L0 engine: ``classical`` (exact Deville-Saerndal calibration by Newton's method, on the
 matrix layouts of ``gram``; ``feasibility`` says which totals conflict), ``variance`` (linearised and

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
-from l0jax._src.calibration import diagnostics, engine, losses, model, production
+from l0jax._src.calibration import blocks, diagnostics, engine, losses, model, production, sharding
 from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.operators import BACKENDS, MatrixOperator, as_operator, row_block
 
@@ -139,6 +139,7 @@ def _calibrate(
     options: production.ProductionOptions | None = None,
     warn_targets: bool = True,
     weight_bounds: tuple[float, float] | None = None,
+    devices: Any = None,
 ) -> CalibrationResult:
     # Validate every cheap argument before touching the (possibly large) matrix.
     if lambda_l0 is None:
@@ -165,16 +166,34 @@ def _calibrate(
             raise ValueError("resume=True continues a checkpoint and cannot also continue a fitted state (state=, or a "
                              "second fit of the same SparseCalibrationWeights); use one or the other.")
 
-    op = as_operator(M, backend=backend)
-    m, n = op.shape
+    column_input = blocks.is_column_input(M)
+    layout = None
+    if isinstance(M, sharding.ShardedOperator):  # built once by sharding.shard_operator, fitted many times
+        if devices is not None:
+            raise ValueError("M is already split over devices (a ShardedOperator); leave devices=None.")
+        layout, op = M.layout, M
+        m, n = M.shape[0], M.layout.n
+    elif devices is not None or column_input:  # households split over a mesh (sharding.py)
+        if isinstance(M, MatrixOperator):
+            raise ValueError("devices= needs the matrix itself (scipy sparse, NumPy, JAX or ColumnBlocks) to split it "
+                             "over the devices, not an operator from as_operator.")
+        rows, n = blocks.shape_of(M)
+        m = rows if rows is not None else int(np.size(targets))
+        layout = sharding.resolve_devices(1 if devices is None else devices, n)
+    else:
+        op = as_operator(M, backend=backend)
+        m, n = op.shape
     if n_features is not None and n != n_features:
         raise ValueError(f"M has {n} columns (households) but the model has n_features={n_features}.")
     y = _targets(targets, m)
-    if warn_targets and not isinstance(M, MatrixOperator):
+    if warn_targets and not isinstance(M, MatrixOperator) and not column_input:
         diagnostics.check_targets(M, y, loss_type=loss_type, far_factor=None)
     scale = losses.target_scale(y, loss_type)
     weights = losses.group_weights(target_groups, m, normalize_groups=normalize_groups,
                                    group_multipliers=group_multipliers)
+    wants_fingerprint = options is not None and options.checkpoint_path is not None
+    if layout is not None and not isinstance(M, sharding.ShardedOperator):
+        op = sharding.shard_operator(M, layout, m=m, backend=backend, fingerprint=wants_fingerprint)
     dt = op.dtype
     problem = model.Problem(op=op, targets=jnp.asarray(y, dt), scale=jnp.asarray(scale, dt),
                             weights=jnp.asarray(weights, dt))
@@ -187,8 +206,11 @@ def _calibrate(
         settings = production.settings_of(lr=lr, lambda_l0=lambda_l0, lambda_l2=lambda_l2, beta=const_beta,
                                           epochs=epochs, loss_type=loss_type, use_gates=use_gates, eval_rule=eval_rule,
                                           weight_bounds=weight_bounds)
-        run = production.Run(options, M=M, targets=y, n=n, init_weights=init_weights, dtype=dt, settings=settings)
+        run = production.Run(options, M=M, targets=y, n=n, init_weights=init_weights, dtype=dt, settings=settings,
+                             layout=layout, fingerprint=None if layout is None else op.fingerprint(y))
         problem = run.extend_problem(problem)
+    if layout is not None:
+        problem = sharding.shard_problem(problem, layout)
     continuing = state is not None
 
     # optax's Adam computes decay**count with an int32 count, which strict dtype promotion rejects;
@@ -215,10 +237,18 @@ def _calibrate(
             if not continuing:
                 state = run.resume(state, lr=lr, beta=const_beta)
             todo = run.remaining(state, epochs, continuing)
+        if layout is not None:
+            state = layout.place(state)  # padded and split over the mesh
+        if run is not None:
             run.start(config, problem, state)
         if todo > 0:
-            state, history = engine.fit(config, state, problem, todo, chunk=log_every, verbose=verbose,
-                                        callback=None if run is None else run.callback)
+            try:
+                state, history = engine.fit(config, state, problem, todo, chunk=log_every, verbose=verbose,
+                                            callback=None if run is None else run.callback)
+            except engine.NonFiniteLossError as err:
+                if layout is not None:  # the caller continues from an unpadded state, on any layout
+                    err.state = layout.unplace(err.state)
+                raise
         else:
             history = production.empty_history()
         if run is not None:
@@ -229,14 +259,21 @@ def _calibrate(
         if polish and use_gates:
             p_epochs = default_polish_epochs(epochs) if polish_epochs is None else polish_epochs
         w, gates_np, end, start = engine.finish(config, state, problem, p_epochs, lr)
+        polish_info = {"epochs": p_epochs, "start": start, "end": end} if p_epochs else None
+        if layout is not None:
+            w, gates_np = w[:n], gates_np[:n]
+            state = layout.unplace(state)
         if weight_bounds is not None:
             w = model.round_into_bounds(w, init_weights, weight_bounds)
-        polish_info = {"epochs": p_epochs, "start": start, "end": end} if p_epochs else None
+        if column_input or isinstance(M, sharding.ShardedOperator):
+            predictions = sharding.block_predictions(M, problem.op, w, layout)
+        else:
+            predictions = _host_predict(M, w)
     return CalibrationResult(
         weights=w,
         gates=gates_np,
         active=np.flatnonzero(w > 0),
-        predictions=_host_predict(M, w),
+        predictions=predictions,
         targets=y,
         history=history,
         state=state,
@@ -287,6 +324,7 @@ def calibrate(
     resume: bool = False,
     warn_targets: bool = True,
     weight_bounds: tuple[float, float] | None = None,
+    devices: Any = None,
 ) -> CalibrationResult:
     """Finds sparse non-negative household weights ``w`` with ``M @ w`` close to ``targets``.
 
@@ -306,7 +344,10 @@ def calibrate(
 
     Args:
       M: matrix of shape (m targets, n households): scipy sparse (CSR/CSC/COO, matrix or array),
-        NumPy or JAX dense (nested lists too); checked once (2-D, non-empty, real, finite).
+        NumPy or JAX dense (nested lists too); checked once (2-D, non-empty, real, finite). Or
+        column blocks: a list of matrices (one per block of consecutive households) or
+        ``l0jax.ColumnBlocks`` (blocks built on demand, or read from a folder of ``.npz`` files),
+        which are split over ``devices`` without ever assembling M.
       targets: target values, shape (m,).
       key: a JAX PRNG key or an integer seed; all randomness (jitter, gate noise) comes from it.
       lambda_l0: L0 penalty strength (cost of each expected open gate), >= 0; None means 0.01, or 0
@@ -337,8 +378,8 @@ def calibrate(
       polish_epochs: Adam steps of the polish; default ``default_polish_epochs(epochs)``.
       log_every: epochs per compiled chunk: one history row and one progress-bar update each.
       verbose: show a tqdm progress bar (loss, mean and max relative error, active count).
-      backend: how products with M run: ``"auto"`` (chosen from the shape and density),
-        ``"dense"``, ``"sparse"`` or ``"scipy"``.
+      backend: how products with M run: ``"auto"`` (chosen from the shape, density and device
+        kind), ``"dense"``, ``"sparse"``, ``"ell"`` or ``"scipy"`` (CPU only).
       state: a ``CalibrationState`` (``result.state``) to continue from: its parameters, optimizer
         moments, key and step count are kept (no new jitter); the lambdas, ``lr`` and ``beta`` given
         here replace the old ones. ``init_*``, jitter and ``key`` are then not used.
@@ -371,13 +412,20 @@ def calibrate(
         then the total of the run, and the result equals an uninterrupted run bitwise. Another M
         or other targets raise ``CheckpointError``; changed lr or lambdas warn.
       warn_targets: warn (``CalibrationWarning``) about targets no non-negative weights reach and
-        negative targets under ``loss_type="relative"``.
+        negative targets under ``loss_type="relative"`` (for a whole matrix; not for column blocks).
       weight_bounds: ``(L, U)`` with ``0 <= L < U``: every household's ungated weight stays within
         ``[L d, U d]`` (d = ``init_weights``, 1 if None) throughout training and in the returned
         weights, where its gate is open. Held exactly by the parameterisation
         ``w = d (L + (U - L) sigmoid(theta)) * z`` (``theta`` is then what ``log_weight`` holds), not
         by a penalty; an open deterministic gate then counts fully (the returned gates are 0 or 1).
         Training starts at ``w = d``. Pass the same bounds when continuing a state.
+      devices: None (one device), or the devices to split the households over: an int (the first
+        N of ``jax.devices()``), a sequence of ``jax.Device``, or a 1-D ``jax.sharding.Mesh``.
+        Each device holds a contiguous block of households and its columns of M; the targets
+        sums meet in one ``psum``. Results equal the one-device run up to float32 summation
+        order (the gate noise is the same); ``result.state`` and checkpoints do not depend on the
+        layout. In a multi-process run (``jax.distributed.initialize``) every process makes the
+        same call with the same ``devices``, and builds only its own devices' columns.
 
     Returns:
       A ``CalibrationResult``.
@@ -396,7 +444,8 @@ def calibrate(
         loss_type=loss_type, target_groups=target_groups, normalize_groups=normalize_groups,
         group_multipliers=group_multipliers, optimizer=optimizer, temperature=temperature,
         eval_rule=eval_rule, polish=polish, polish_epochs=polish_epochs, log_every=log_every,
-        verbose=verbose, backend=backend, warn_targets=warn_targets, options=production.ProductionOptions(
+        verbose=verbose, backend=backend, warn_targets=warn_targets, devices=devices,
+        options=production.ProductionOptions(
             target_active=target_active, target_active_rate=target_active_rate, distance=distance,
             distance_strength=distance_strength, aggregates=aggregates, tol=tol, callbacks=tuple(callbacks),
             checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume),
@@ -434,7 +483,9 @@ class SparseCalibrationWeights:
       seed: integer seed of every draw; None means 0 (there is no global RNG).
       key: a JAX PRNG key instead of ``seed``.
       eval_rule: deterministic gate rule, ``"median"`` (l0-python >= 0.6) or ``"paper"``.
-      backend: matrix backend, ``"auto"``, ``"dense"``, ``"sparse"`` or ``"scipy"``.
+      backend: matrix backend, ``"auto"``, ``"dense"``, ``"sparse"``, ``"ell"`` or ``"scipy"``.
+      devices: None (one device), or the devices to split the households over (an int, a sequence
+        of ``jax.Device`` or a 1-D mesh; see ``l0jax.calibrate``).
     """
 
     def __init__(
@@ -454,6 +505,7 @@ class SparseCalibrationWeights:
         key: Any = None,
         eval_rule: str = "median",
         backend: str = "auto",
+        devices: Any = None,
     ):
         self.n_features = checks.check_int_at_least("n_features", n_features, 1)
         checks.check_positive("beta", beta, hint="It is the gate temperature, e.g. 2/3.")
@@ -466,6 +518,8 @@ class SparseCalibrationWeights:
         self.init_weights, self.init_keep_prob = init_weights, init_keep_prob
         self.device, self.use_gates, self.seed = device, bool(use_gates), seed
         self.eval_rule, self.backend = eval_rule, backend
+        self.devices = devices
+        sharding.resolve_devices(devices, self.n_features)  # a bad value fails here, not at fit
         if key is not None and seed is not None:
             raise ValueError("give either seed or key, not both.")
         self.key = _as_key(0 if seed is None else seed, "seed") if key is None else _as_key(key)
@@ -600,6 +654,7 @@ class SparseCalibrationWeights:
                 group_multipliers=group_multipliers, optimizer=optimizer, temperature=temperature,
                 eval_rule=self.eval_rule, polish=polish, polish_epochs=polish_epochs,
                 log_every=verbose_freq, verbose=verbose, backend=self.backend, n_features=self.n_features,
+                devices=self.devices,
                 options=production.ProductionOptions(
                     target_active=target_active, target_active_rate=target_active_rate, distance=distance,
                     distance_strength=distance_strength, aggregates=aggregates, tol=tol,
@@ -629,7 +684,7 @@ class SparseCalibrationWeights:
         """Deterministic gates of the current parameters, shape (n_features,) (ones without gates)."""
         params, temp, hp = self._params_and_temperature()
         with jax.numpy_dtype_promotion("standard"):
-            gates = _deterministic_gates(params, temp, hp, self.eval_rule, self._bounds)
+            gates = _deterministic_gates(params, temp, hp, self.eval_rule, bounds=self._bounds)
         return np.ones(self.n_features, np.float32) if gates is None else np.asarray(gates)
 
     def get_weights(self, deterministic: bool = False) -> np.ndarray:
@@ -647,7 +702,7 @@ class SparseCalibrationWeights:
         params, temp, hp = self._params_and_temperature()
         with jax.numpy_dtype_promotion("standard"):
             if deterministic:
-                gates = _deterministic_gates(params, temp, hp, self.eval_rule, self._bounds)
+                gates = _deterministic_gates(params, temp, hp, self.eval_rule, bounds=self._bounds)
             else:
                 # Training uses counters 0 .. 2**31 - 1 (the epochs); draws count on from 2**31.
                 self._draws += 1

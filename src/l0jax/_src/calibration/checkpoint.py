@@ -32,11 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from l0jax._src.calibration.blocks import as_column_blocks, is_column_input
 from l0jax._src.calibration.model import CalibrationState
 from l0jax._src.operators import MatrixOperator
 
 FORMAT = "l0jax-calibration-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: fingerprints hash the set of entries (layout-independent)
 _HEADER = "__header__"
 
 
@@ -49,13 +50,88 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser: a bijection of uint64 with full avalanche (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4EB9B)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def entry_lanes(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Two 64-bit sums of hashes of the nonzero entries ``(row, col, float32 value)`` of a matrix part.
+
+    Addition modulo 2**64 is commutative, so the lanes of a matrix are the sum of the lanes of any
+    split of its entries: column blocks of any width, on any number of processes, give the same
+    fingerprint as the whole matrix.
+
+    Args:
+      rows: row (target) index of each entry.
+      cols: global column (household) index of each entry.
+      values: the entries (cast to float32; zeros are skipped).
+      n: the number of columns of the whole matrix.
+
+    Returns:
+      uint64 array of shape (2,).
+    """
+    lanes = np.zeros(2, np.uint64)
+    step = 4_000_000
+    with np.errstate(over="ignore"):
+        for lo in range(0, len(values), step):
+            v = np.asarray(values[lo:lo + step], np.float32)
+            keep = v != 0
+            bits = v[keep].view(np.uint32).astype(np.uint64)
+            where = (np.asarray(rows[lo:lo + step], np.uint64)[keep] * np.uint64(n)
+                     + np.asarray(cols[lo:lo + step], np.uint64)[keep])
+            a = _mix64(where ^ np.uint64(0x9E3779B97F4A7C15))
+            b = _mix64(a ^ (bits * np.uint64(0xC2B2AE3D27D4EB4F)))
+            lanes[0] += np.sum(b, dtype=np.uint64)
+            lanes[1] += np.sum(_mix64(b ^ np.uint64(0x165667B19E3779F9)), dtype=np.uint64)
+    return lanes
+
+
+def csr_lanes(csr: sp.csr_matrix, n: int, *, offset: int = 0, transposed: bool = False) -> np.ndarray:
+    """``entry_lanes`` of a canonical CSR part of M, by row batches (bounded temporaries).
+
+    Args:
+      csr: the part: rows of M (``transposed=False``), or the CSR of columns ``offset...`` of M's
+        transpose (``transposed=True``: its rows are households, its column indices targets).
+      n: the number of columns of the whole M.
+      offset: the global index of the part's first row (of M, or of M.T).
+      transposed: which orientation ``csr`` is.
+    """
+    lanes = np.zeros(2, np.uint64)
+    step = max(1, int(csr.shape[0] * 4_000_000 / max(csr.nnz, 1)))
+    with np.errstate(over="ignore"):
+        for lo in range(0, csr.shape[0], step):
+            hi = min(csr.shape[0], lo + step)
+            a, b = int(csr.indptr[lo]), int(csr.indptr[hi])
+            own = np.repeat(np.arange(lo + offset, hi + offset, dtype=np.int64), np.diff(csr.indptr[lo:hi + 1]))
+            other = csr.indices[a:b]
+            rows, cols = (other, own) if transposed else (own, other)
+            lanes += entry_lanes(rows, cols, csr.data[a:b], n)
+    return lanes
+
+
+def fingerprint_of(shape: tuple[int, int], lanes: np.ndarray, targets: Any) -> str:
+    """The fingerprint from the matrix's shape, its ``entry_lanes`` (summed over its parts) and the targets."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"entries {shape[0]} {shape[1]}".encode())
+    h.update(np.asarray(lanes, np.uint64).tobytes())
+    h.update(b"targets")
+    h.update(np.ascontiguousarray(np.asarray(targets, np.float64)).tobytes())
+    return h.hexdigest()
+
+
 def fingerprint(M: Any, targets: Any) -> str:
     """A hash of the matrix and the targets (BLAKE2b, hex), the same for any storage of the same values.
 
-    The matrix is hashed in canonical CSR form (summed duplicates, sorted indices, no explicit zeros,
-    float64 values), so a dense array and a scipy matrix of the same values agree. An operator from
-    ``as_operator`` (whose arrays may live on a device) is fingerprinted by its products with two
-    fixed probe vectors.
+    The matrix is hashed as the set of its nonzero entries (row, column, value as float32, the
+    precision the fit uses; duplicates summed), so a dense array, a scipy matrix, and column blocks
+    of it split over any number of devices or processes (``ShardedOperator.fingerprint``) agree.
+    An operator from ``as_operator`` (whose arrays may live on a device) is fingerprinted by its
+    products with two fixed probe vectors.
 
     Args:
       M: the matrix, shape (m, n): scipy sparse, NumPy, JAX, or a ``MatrixOperator``.
@@ -64,26 +140,32 @@ def fingerprint(M: Any, targets: Any) -> str:
     Returns:
       A 32-character hexadecimal string.
     """
-    h = hashlib.blake2b(digest_size=16)
     if isinstance(M, MatrixOperator):
+        h = hashlib.blake2b(digest_size=16)
         m, n = M.shape
         h.update(f"operator {m} {n}".encode())
         probes = np.random.default_rng(20240531).uniform(0.5, 1.5, (2, n)).astype(np.float32)
         for p in probes:
             h.update(np.asarray(M.matvec(jnp.asarray(p)), np.float32).tobytes())
-    else:
-        csr = (M if sp.issparse(M) else sp.csr_matrix(np.asarray(M, np.float64))).tocsr()
-        csr = sp.csr_matrix(csr, dtype=np.float64, copy=True)
+        h.update(b"targets")
+        h.update(np.ascontiguousarray(np.asarray(targets, np.float64)).tobytes())
+        return h.hexdigest()
+    if is_column_input(M):  # one block at a time; the same lanes as the whole matrix
+        blocks = as_column_blocks(M)
+        lanes = np.zeros(2, np.uint64)
+        with np.errstate(over="ignore"):
+            for i in range(len(blocks)):
+                b = blocks.block(i)
+                part = (b if sp.issparse(b) else sp.csr_matrix(np.asarray(b))).tocsc()
+                part.sum_duplicates()
+                lanes += csr_lanes(sp.csr_matrix((part.data, part.indices, part.indptr), shape=part.shape[::-1]),
+                                   blocks.n, offset=int(blocks.offsets[i]), transposed=True)
+        return fingerprint_of((blocks.shape[0], blocks.n), lanes, targets)
+    csr = (M if sp.issparse(M) else sp.csr_matrix(np.asarray(M))).tocsr()
+    if not csr.has_canonical_format:
+        csr = csr.copy()
         csr.sum_duplicates()
-        csr.eliminate_zeros()
-        csr.sort_indices()
-        h.update(f"csr {csr.shape[0]} {csr.shape[1]}".encode())
-        h.update(np.asarray(csr.indptr, np.int64).tobytes())
-        h.update(np.asarray(csr.indices, np.int64).tobytes())
-        h.update(csr.data.tobytes())
-    h.update(b"targets")
-    h.update(np.ascontiguousarray(np.asarray(targets, np.float64)).tobytes())
-    return h.hexdigest()
+    return fingerprint_of(csr.shape, csr_lanes(csr, csr.shape[1]), targets)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import scipy.sparse as sp
 
+from l0jax._src.calibration.blocks import ColumnBlocks
 from l0jax._src.operators import MatrixOperator
 
 
@@ -57,9 +59,28 @@ def relative_error(estimate: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.divide(err, t, out=err.copy(), where=t != 0)
 
 
+def _block_products(blocks: ColumnBlocks, vectors: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``M @ v`` in float64 for each vector, M given by column blocks (built one at a time)."""
+    out = [np.zeros(blocks.shape[0] or 0) for _ in vectors]
+    for i in range(len(blocks)):
+        block = blocks.block(i)
+        lo, hi = int(blocks.offsets[i]), int(blocks.offsets[i + 1])
+        for k, v in enumerate(vectors):
+            part = np.asarray(block @ v[lo:hi], np.float64).reshape(-1)
+            out[k] = part if out[k].size != part.size else out[k] + part
+    return out
+
+
 def _row_extremes(M: Any) -> tuple[np.ndarray, np.ndarray]:
     """Largest and smallest stored value of each row (-inf/+inf for empty rows), without copying M."""
     _operator_refused(M)
+    if isinstance(M, ColumnBlocks):  # the extremes of the blocks' extremes, one block at a time
+        hi, lo = None, None
+        for i in range(len(M)):
+            b = M.block(i)
+            bh, bl = _row_extremes(b if sp.issparse(b) else np.asarray(b))
+            hi, lo = (bh, bl) if hi is None else (np.maximum(hi, bh), np.minimum(lo, bl))
+        return hi, lo
     if not sp.issparse(M):
         arr = np.asarray(M)
         return arr.max(axis=1).astype(np.float64), arr.min(axis=1).astype(np.float64)
@@ -188,20 +209,18 @@ def target_diagnostics(
     Returns:
       A ``TargetDiagnostics``.
     """
-    csr = _as_host_csr(M)
-    m, n = csr.shape
+    csr = M if isinstance(M, ColumnBlocks) else _as_host_csr(M)
     y = np.asarray(targets, np.float64).reshape(-1)
+    m, n = (csr.shape[0] if csr.shape[0] is not None else y.size), csr.shape[1]
     if y.shape != (m,):
         raise ValueError(f"targets must have shape ({m},), got {y.shape}.")
     w = np.asarray(weights, np.float64).reshape(-1)
     if w.shape != (n,):
         raise ValueError(f"weights must have shape ({n},), got {w.shape}.")
-    est = csr @ w
-    if initial_weights is None:
-        init = np.full(m, np.nan)
-    else:
-        w0 = np.broadcast_to(np.asarray(initial_weights, np.float64), (n,))
-        init = csr @ w0
+    vectors = [w] if initial_weights is None else [w, np.broadcast_to(np.asarray(initial_weights, np.float64), (n,))]
+    products = _block_products(csr, vectors) if isinstance(csr, ColumnBlocks) else [csr @ v for v in vectors]
+    est = products[0]
+    init = np.full(m, np.nan) if initial_weights is None else products[1]
     return TargetDiagnostics(
         name=_names(target_names, m), target=y, estimate=est, error=est - y, rel_error=relative_error(est, y),
         achievable=achievable(csr, y), initial_estimate=init)
@@ -237,11 +256,11 @@ def check_targets(
     Returns:
       The messages (empty when all is well).
     """
-    if not (sp.issparse(M) or isinstance(M, MatrixOperator)):
+    if not (sp.issparse(M) or isinstance(M, (MatrixOperator, ColumnBlocks))):
         M = np.asarray(M)  # nested lists too
     _operator_refused(M)
-    m, n = M.shape
     y = np.asarray(targets, np.float64).reshape(-1)
+    m, n = (M.shape[0] if M.shape[0] is not None else y.size), M.shape[1]
     names = _names(target_names, m)
     messages = []
 
@@ -257,7 +276,10 @@ def check_targets(
                         f"or check the matrix.")
     if far_factor is not None and initial_weights is not None:
         w0 = np.broadcast_to(np.asarray(initial_weights, np.float64), (n,))
-        est = np.asarray(M @ w0, np.float64).reshape(-1) if sp.issparse(M) else np.asarray(M, np.float64) @ w0
+        if isinstance(M, ColumnBlocks):
+            est = _block_products(M, [w0])[0]
+        else:
+            est = np.asarray(M @ w0, np.float64).reshape(-1) if sp.issparse(M) else np.asarray(M, np.float64) @ w0
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.abs(est) / np.abs(y)
         far = np.flatnonzero(reachable & (y != 0) & ((ratio > far_factor) | (ratio < 1.0 / far_factor)))
@@ -359,6 +381,8 @@ class CsvLog:
 
     def on_start(self, step: int) -> None:
         """Starts the file (header only at step 0; keeps the rows up to ``step`` when resuming)."""
+        if jax.process_index() != 0:
+            return
         kept: list[list[str]] = []
         if step > 0 and self.path.is_file():
             with open(self.path, newline="") as f:
@@ -372,8 +396,14 @@ class CsvLog:
             w.writerows(kept)
 
     def __call__(self, info: Any) -> None:
-        """Appends the rows of one chunk end (``info`` is the fit's ``ChunkInfo``)."""
+        """Appends the rows of one chunk end (``info`` is the fit's ``ChunkInfo``).
+
+        In a multi-process run every process computes the predictions (a collective) and the first
+        one writes the file.
+        """
         est = np.asarray(info.predictions(), np.float64)
+        if jax.process_index() != 0:
+            return
         y = np.asarray(info.targets, np.float64)
         names = self.target_names or [f"target_{i}" for i in range(y.size)]
         if len(names) != y.size:

@@ -38,38 +38,51 @@ class DistanceTerm(PenaltyTerm):
       design: the design (initial) weights ``d``, shape (n,), all > 0.
       kind: ``"chi2"`` or ``"raking"``.
       strength: the multiplier of the term, >= 0.
+      mask: None, or the real households of a sharded run (the padding, with ``d = 1``, is left
+        out of the sum; ``sharded`` builds it).
     """
 
     name = "distance"
 
     def __init__(self, design: Array, kind: str, strength: Array, *, _log_design: Array | None = None,
-                 _inv_total: Array | None = None):
+                 _inv_total: Array | None = None, mask: Array | None = None):
         self.design = design
         self.kind = kind
         self.strength = strength
+        self.mask = mask
         self.log_design = jnp.log(design) if _log_design is None else _log_design
         self.inv_total = 1.0 / jnp.sum(design) if _inv_total is None else _inv_total
+
+    def sharded(self, layout: Any, mask: Array) -> DistanceTerm:
+        """The term over a sharded run's padded households (``sharding.Layout``): design weights padded
+        with 1, the total of the real ones kept, the padding masked out."""
+        design = layout.put_households(np.asarray(self.design), fill=1.0)
+        return DistanceTerm(design, self.kind, layout.put_replicated(np.asarray(self.strength)),
+                            _log_design=layout.put_households(np.asarray(self.log_design), fill=0.0),
+                            _inv_total=layout.put_replicated(np.asarray(self.inv_total)), mask=mask)
 
     def value(self, weights: Array, predictions: Array) -> Array:
         """The normalised distance ``D(w, d) / sum(d)``, a scalar (see the module docstring)."""
         del predictions
         w, d = weights, self.design
         if self.kind == "chi2":
-            total = jnp.sum(jnp.square(w - d) / d) * 0.5
+            per = jnp.square(w - d) / d
+            total = jnp.sum(per if self.mask is None else jnp.where(self.mask, per, jnp.zeros((), per.dtype))) * 0.5
         else:
             # w log(w/d) - w + d, equal to d at w = 0; the inner where keeps the gradient finite there.
             positive = w > 0
             log_w = jnp.log(jnp.where(positive, w, 1.0))
-            total = jnp.sum(jnp.where(positive, w * (log_w - self.log_design) - w + d, d))
+            per = jnp.where(positive, w * (log_w - self.log_design) - w + d, d)
+            total = jnp.sum(per if self.mask is None else jnp.where(self.mask, per, jnp.zeros((), per.dtype)))
         return total * self.inv_total
 
     def tree_flatten(self):
-        return (self.design, self.strength, self.log_design, self.inv_total), self.kind
+        return (self.design, self.strength, self.log_design, self.inv_total, self.mask), self.kind
 
     @classmethod
     def tree_unflatten(cls, kind, children):
-        design, strength, log_design, inv_total = children
-        return cls(design, kind, strength, _log_design=log_design, _inv_total=inv_total)
+        design, strength, log_design, inv_total, mask = children
+        return cls(design, kind, strength, _log_design=log_design, _inv_total=inv_total, mask=mask)
 
 
 def distance_term(kind: str, design_weights: Any, n: int, strength: float, dtype: Any = jnp.float32) -> DistanceTerm:

@@ -119,14 +119,14 @@ def resolve_target_active(target_active: float | int, n: int) -> int:
                      f"between 0 and 1), got {target_active!r}.")
 
 
-def budget_at(budget: ActiveBudget, n: int, step: Array) -> Array:
+def budget_at(budget: ActiveBudget, n: int | Array, step: Array) -> Array:
     """``log(K_t + 1)``: the budget after ``step`` epochs, geometric from n to K over ``anneal`` epochs."""
     frac = jnp.minimum(step.astype(jnp.float32) / budget.anneal, 1.0)
-    return (1.0 - frac) * jnp.log(jnp.float32(n) + 1.0) + frac * jnp.log(budget.target + 1.0)
+    return (1.0 - frac) * jnp.log(jnp.asarray(n, jnp.float32) + 1.0) + frac * jnp.log(budget.target + 1.0)
 
 
 def apply_budget(budget: ActiveBudget, dual: DualState, old: Params, new: Params, temperature: Array,
-                 hparams: HyperParams, rule: str, step: Array) -> tuple[Params, DualState]:
+                 hparams: HyperParams, rule: str, step: Array, mask: Array | None = None) -> tuple[Params, DualState]:
     """One dual-ascent step of the budget's multiplier, applied as a shift of the gate logits.
 
     Args:
@@ -138,6 +138,7 @@ def apply_budget(budget: ActiveBudget, dual: DualState, old: Params, new: Params
       hparams: the hyperparameters (gamma, zeta).
       rule: the deterministic gate rule (for the active count).
       step: the epoch (0-based) of this step, for the annealed budget.
+      mask: a sharded run's real households (the padding counts nowhere), or None.
 
     Returns:
       ``(new params with log_alpha shifted, new controller state)``.
@@ -146,13 +147,20 @@ def apply_budget(budget: ActiveBudget, dual: DualState, old: Params, new: Params
     p_old = hc.prob_nonzero(la_old, temperature, gamma=hparams.gamma, zeta=hparams.zeta)
     p_new = hc.prob_nonzero(la_new, temperature, gamma=hparams.gamma, zeta=hparams.zeta)
     z = hc.hard_concrete_eval(la_new, temperature, gamma=hparams.gamma, zeta=hparams.zeta, rule=rule)
+    columns = [p_old, p_new, (z > 0).astype(p_new.dtype)]
+    n = la_new.shape[0]
+    if mask is not None:
+        columns = [jnp.where(mask, c, jnp.zeros((), c.dtype)) for c in columns] + [mask.astype(p_new.dtype)]
     # One stacked reduction instead of three (XLA compiles each reduction into its own kernel).
-    e_old, e_new, count = jnp.sum(jnp.stack([p_old, p_new, (z > 0).astype(p_new.dtype)]), axis=1)
+    sums = jnp.sum(jnp.stack(columns), axis=1)
+    e_old, e_new, count = sums[0], sums[1], sums[2]
+    if mask is not None:
+        n = sums[3]  # the real households, without a sharded run's padding
     # The level is the deterministic count (what the user gets); the expected count's trend
     # anticipates where it is heading.
     level = jnp.log(count + 1.0)
     trend = jnp.log(e_new + 1.0) - jnp.log(e_old + 1.0)
-    error = level + budget.horizon * trend - budget_at(budget, la_new.shape[0], step)
+    error = level + budget.horizon * trend - budget_at(budget, n, step)
     integral = jnp.clip(dual.integral + budget.integral_rate * error, -budget.integral_limit, budget.integral_limit)
     shift = (budget.rate * error + integral).astype(la_new.dtype)
     return {**new, "log_alpha": la_new - shift}, DualState(integral=integral.astype(jnp.float32))

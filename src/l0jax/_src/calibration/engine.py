@@ -32,6 +32,7 @@ import optax
 
 from l0jax._src import checks
 from l0jax._src.calibration import dual, losses, penalties
+from l0jax._src.calibration.sharding import fetch_tree
 from l0jax._src.calibration.model import (
     CalibrationState,
     HyperParams,
@@ -231,7 +232,7 @@ def train_step(config: StepConfig, state: CalibrationState, problem: Problem) ->
     if problem.budget is not None and "log_alpha" in params:
         # Keep-K mode: the budget's multiplier takes its dual-ascent step (dual.py).
         params, dual_state = dual.apply_budget(problem.budget, state.dual, state.params, params, temperature,
-                                               state.hparams, config.eval_rule, state.step)
+                                               state.hparams, config.eval_rule, state.step, problem.mask)
     ok = jnp.isfinite(loss)
     new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, dual=dual_state)
     return new, dict(loss=loss, ok=ok, **terms)
@@ -246,7 +247,8 @@ def evaluate(config: StepConfig, state: CalibrationState, problem: Problem) -> d
       (sum of P(z != 0)) and ``temperature``.
     """
     temperature = current_temperature(state.opt_state)
-    gates = deterministic_gates(state.params, temperature, state.hparams, config.eval_rule, problem.bounds)
+    gates = deterministic_gates(state.params, temperature, state.hparams, config.eval_rule,
+                                bounds=problem.bounds, mask=problem.mask)
     weights = gated_weights(state.params["log_weight"], gates, problem.bounds)
     pred = problem.op.matvec(weights)
     rel = losses.relative_errors(pred, problem.targets)
@@ -255,7 +257,7 @@ def evaluate(config: StepConfig, state: CalibrationState, problem: Problem) -> d
     data, rel_sum = jnp.sum(jnp.stack([problem.weights * jnp.square(residual), rel]), axis=1)
     open_gates = (weights > 0) if gates is None else (gates > 0)
     active, expected = household_sums(open_gates.astype(jnp.float32),
-                                      prob_open(state.params, temperature, state.hparams))
+                                      prob_open(state.params, temperature, state.hparams), mask=problem.mask)
     return {
         "data": data,
         "mean_rel_error": rel_sum / rel.shape[0],
@@ -313,13 +315,16 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
     """
     temperature = current_temperature(state.opt_state)
     hp = state.hparams
-    gates = deterministic_gates(state.params, temperature, hp, config.eval_rule, problem.bounds)
+    gates = deterministic_gates(state.params, temperature, hp, config.eval_rule, bounds=problem.bounds,
+                                mask=problem.mask)
 
     def loss_fn(log_weight):
         w = gated_weights(log_weight, gates, problem.bounds)
         pred = problem.op.matvec(w)
         data = losses.data_loss(pred, problem.targets, problem.scale, problem.weights)
-        loss = data + hp.lambda_l2 * jnp.sum(jnp.square(base_weights(log_weight, problem.bounds)))
+        squares = jnp.square(base_weights(log_weight, problem.bounds))
+        l2 = jnp.sum(squares) if problem.mask is None else household_sums(squares, mask=problem.mask)[0]
+        loss = data + hp.lambda_l2 * l2
         if problem.terms:  # distance to design weights, aggregate penalties (penalties.py)
             loss = loss + penalties.extra_penalty(problem.terms, w, pred)[0]
         return loss
@@ -354,7 +359,7 @@ def finish(config: StepConfig, state: CalibrationState, problem: Problem, polish
       ``(weights, gates, end objective, start objective)`` as NumPy values.
     """
     opt = set_learning_rate(jax.jit(_ADAM.init)(state.params["log_weight"]), lr)
-    w, gates, end, start = jax.device_get(
+    w, gates, end, start = fetch_tree(
         finish_run(config, state, problem, opt, jnp.asarray(polish_epochs, jnp.int32)))
     return np.asarray(w), np.asarray(gates), float(end), float(start)
 
@@ -443,7 +448,7 @@ def fit(
     previous = state
     done = 0
     bar = None
-    if verbose:
+    if verbose and jax.process_index() == 0:  # one progress bar in a multi-process run
         from tqdm import tqdm
 
         bar = tqdm(total=epochs, desc=desc, unit="epoch", dynamic_ncols=True)
@@ -452,7 +457,7 @@ def fit(
             todo = min(chunk, epochs - done)
             start = state
             state, stats = run_chunk(config, start, problem, jnp.asarray(todo, jnp.int32))
-            stats = jax.device_get(stats)
+            stats = fetch_tree(stats)
             if not bool(stats["ok"]):
                 raise _non_finite(config, problem, start, int(stats["steps"]), previous, rows)
             previous = start

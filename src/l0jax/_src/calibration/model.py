@@ -96,6 +96,9 @@ class Problem(NamedTuple):
         dual-ascent rule after every step), or None.
       bounds: a ``WeightBounds`` (every household's ungated weight held in ``[lower, upper]`` by
         the map ``bounded_weights``; ``log_weight`` then holds its logit), or None.
+      mask: None, or booleans of shape (n,) marking the real households of a sharded run; the
+        others are padding (empty columns of M) whose gates stay shut and which no sum counts
+        (``sharding.py``).
     """
 
     op: MatrixOperator
@@ -105,6 +108,7 @@ class Problem(NamedTuple):
     terms: tuple = ()
     budget: Any = None
     bounds: Any = None
+    mask: Array | None = None
 
 
 class CalibrationState(NamedTuple):
@@ -244,28 +248,15 @@ def init_params(
 # --------------------------------------------------------------------------------------------
 
 
-def _lowbias32(x: Array) -> Array:
-    """A 32-bit integer hash with full avalanche (C. Wellons' "lowbias32"), a bijection of uint32."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
 def gate_noise(key: Array, n: int, counter: Any = 0) -> Array:
-    """Uniform noise for ``n`` gates, strictly inside (0, 1), from a PRNG key and a counter.
+    """Uniform noise for ``n`` gates, strictly inside (0, 1), from a PRNG key and a counter (the epoch).
 
-    A counter-based generator, as threefry is, built on the ``lowbias32`` integer hash: the key's
-    data words and the counter (the epoch) are hashed into two 32-bit seeds, and gate ``j`` gets
-    ``hash(hash(j ^ seed0) ^ seed1)``, whose top 24 bits give ``u = (k + 1/2) / 2**24``. The same
-    key and counter give the same noise; each epoch gets fresh noise. It costs a few integer
-    operations per gate that XLA fuses into the gate computation, where ``jax.random`` (threefry)
-    is a separate pass costing as much as the rest of an epoch's elementwise work on CPU (40 ms
-    for 2 million gates on 2 cores) and a large kernel to compile. The 24-bit grid bounds the
-    logistic noise ``log u - log(1 - u)`` to +-17.3, a truncation of probability 6e-8.
-    ``tests/test_calibration_model.py`` checks the gates against the closed forms and the noise
-    for uniformity and independence across gates and epochs.
+    ``hash_uniform(key, (n,), counter=counter)`` of the pure core: a counter-based integer hash
+    that XLA fuses into the gate computation, where ``jax.random`` (threefry) is a separate pass
+    costing as much as the rest of an epoch's elementwise work on CPU. Gate ``j``'s noise depends
+    only on (key, epoch, j), so a sharded run (whose arrays are global) draws the same gates on
+    any number of devices. ``tests/test_calibration_model.py`` checks the gates against the closed
+    forms and the noise for uniformity and independence across gates and epochs.
 
     Args:
       key: a JAX PRNG key (any implementation; its raw data words are hashed).
@@ -275,29 +266,35 @@ def gate_noise(key: Array, n: int, counter: Any = 0) -> Array:
     Returns:
       float32 noise of shape (n,).
     """
-    words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
-    h = _lowbias32(jnp.asarray(counter).astype(jnp.uint32) ^ jnp.uint32(0x9E3779B9))
-    for i in range(words.shape[0]):
-        h = _lowbias32(h ^ words[i])
-    seed1 = _lowbias32(h ^ jnp.uint32(0x85EBCA6B))
-    x = _lowbias32(jnp.arange(n, dtype=jnp.uint32) ^ h)
-    x = _lowbias32(x ^ seed1)
-    return ((x >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)
+    return hc.hash_uniform(key, (n,), counter=counter)
+
+
+def _shut_padding(gates: Array | None, mask: Array | None) -> Array | None:
+    """Gates with the padding households of a sharded run (``mask`` False) held at exactly 0."""
+    if mask is None or gates is None:
+        return gates
+    return jnp.where(mask, gates, jnp.zeros((), gates.dtype))
 
 
 def sampled_gates(params: Params, key: Array, temperature: Array, hparams: HyperParams,
-                  counter: Any = 0) -> Array | None:
-    """Training gates, eqs. 9-10, with noise ``gate_noise(key, n, counter)`` (None without gates)."""
+                  counter: Any = 0, mask: Array | None = None) -> Array | None:
+    """Training gates, eqs. 9-10, with noise ``gate_noise(key, n, counter)`` (None without gates).
+
+    Household ``j`` draws ``gate_noise(...)[j]``, a function of ``(key, j, counter)`` only, so a
+    sharded run (whose arrays hold the global index order) draws the same gates on any number of
+    devices; ``mask`` shuts the padding households' gates.
+    """
     if "log_alpha" not in params:
         return None
     log_alpha = params["log_alpha"]
     u = gate_noise(key, log_alpha.shape[0], counter)
-    return hc.hard_concrete_from_uniform(u, log_alpha, temperature, gamma=hparams.gamma, zeta=hparams.zeta)
+    gates = hc.hard_concrete_from_uniform(u, log_alpha, temperature, gamma=hparams.gamma, zeta=hparams.zeta)
+    return _shut_padding(gates, mask)
 
 
 def deterministic_gates(params: Params, temperature: Array, hparams: HyperParams, rule: str,
-                        bounds: WeightBounds | None = None) -> Array | None:
-    """Test-time gates (``hard_concrete_eval``; None without gates).
+                        bounds: WeightBounds | None = None, mask: Array | None = None) -> Array | None:
+    """Test-time gates (``hard_concrete_eval``; None without gates); ``mask`` shuts the padding's.
 
     With weight bounds an open gate counts fully (1): a household is either out (weight 0) or in
     with its weight inside its bounds, never scaled below its lower bound by a fractional gate.
@@ -305,7 +302,7 @@ def deterministic_gates(params: Params, temperature: Array, hparams: HyperParams
     if "log_alpha" not in params:
         return None
     z = hc.hard_concrete_eval(params["log_alpha"], temperature, gamma=hparams.gamma, zeta=hparams.zeta, rule=rule)
-    return z if bounds is None else (z > 0).astype(z.dtype)
+    return _shut_padding(z if bounds is None else (z > 0).astype(z.dtype), mask)
 
 
 class WeightBounds(NamedTuple):
@@ -427,12 +424,13 @@ def objective(
       ``(loss, terms)``: the scalar loss and ``{"data", "l0", "l2"}`` (unweighted terms), plus the
       unweighted value of each extra term of ``problem.terms`` under its name.
     """
-    gates = sampled_gates(params, key, temperature, hparams, step)
+    gates = sampled_gates(params, key, temperature, hparams, step, problem.mask)
     weights = gated_weights(params["log_weight"], gates, problem.bounds)
     predictions = problem.op.matvec(weights)
     l0, l2 = household_sums(
         prob_open(params, temperature, hparams),
         jnp.square(base_weights(params["log_weight"], problem.bounds)),
+        mask=problem.mask,
     )
     terms = {
         "data": losses.data_loss(predictions, problem.targets, problem.scale, problem.weights),
@@ -447,13 +445,16 @@ def objective(
     return loss, terms
 
 
-def household_sums(*columns: Array | None) -> list[Array]:
+def household_sums(*columns: Array | None, mask: Array | None = None) -> list[Array]:
     """Sums of several per-household arrays as one stacked reduction (None sums to 0).
 
     XLA on CPU compiles every reduction into its own kernel at ~0.1 s each; one stacked reduction
-    keeps the compile time of the fit loop down.
+    keeps the compile time of the fit loop down. ``mask`` (a sharded run's real households)
+    leaves the padding out of every sum.
     """
     present = [c for c in columns if c is not None]
+    if mask is not None:
+        present = [jnp.where(mask, c, jnp.zeros((), c.dtype)) for c in present]
     sums = iter(jnp.sum(jnp.stack(present), axis=1) if present else [])
     return [next(sums) if c is not None else jnp.zeros((), jnp.float32) for c in columns]
 

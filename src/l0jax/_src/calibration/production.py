@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import checkpoint as ckpt
 from l0jax._src.calibration import dual, engine, hierarchy, model
 from l0jax._src.calibration.distance import DISTANCES, distance_term
+from l0jax._src.calibration.sharding import fetch
 
 Array = jax.Array
 
@@ -103,20 +105,30 @@ def check_options(opts: ProductionOptions, *, use_gates: bool) -> None:
 class ChunkInfo:
     """What a callback receives at the end of each chunk of epochs.
 
+    In a multi-process run the callbacks run on every process, and ``state`` and
+    ``predictions()`` gather values from every process: use them on all processes alike.
+
     Attributes:
       epoch: epochs done so far.
       row: the chunk's history row (``loss``, ``mean_rel_error``, ``max_rel_error``, ``active``,
         ``temperature``, ...; see ``CalibrationResult.history``).
-      state: the ``CalibrationState`` after this chunk.
+      state: the ``CalibrationState`` after this chunk (unpadded and on the default device in a
+        sharded run, as ``result.state``; gathered when first read).
       targets: the targets, shape (m,).
     """
 
     epoch: int
     row: dict[str, float]
-    state: model.CalibrationState
     targets: np.ndarray
     _predict: Callable[[], np.ndarray]
+    _state: model.CalibrationState
+    _plain: Callable[[model.CalibrationState], model.CalibrationState] = lambda state: state
     _cache: np.ndarray | None = None
+
+    @functools.cached_property
+    def state(self) -> model.CalibrationState:
+        """The ``CalibrationState`` after this chunk."""
+        return self._plain(self._state)
 
     def predictions(self) -> np.ndarray:
         """``M @ w`` for the deterministic weights of this state (before any polish), shape (m,)."""
@@ -127,7 +139,8 @@ class ChunkInfo:
 
 def _predict_impl(config: engine.StepConfig, state: model.CalibrationState, problem: model.Problem) -> Array:
     temperature = engine.current_temperature(state.opt_state)
-    gates = model.deterministic_gates(state.params, temperature, state.hparams, config.eval_rule, problem.bounds)
+    gates = model.deterministic_gates(state.params, temperature, state.hparams, config.eval_rule,
+                                      bounds=problem.bounds, mask=problem.mask)
     return problem.op.matvec(model.gated_weights(state.params["log_weight"], gates, problem.bounds))
 
 
@@ -144,10 +157,15 @@ class Run:
       n: number of households.
       init_weights: the ``init_weights`` argument (design weights for the distance).
       settings: the run's hyperparameters (JSON-serialisable), saved in checkpoints.
+      layout: the ``sharding.Layout`` of a sharded run (the fit's states are padded and split over
+        its mesh; checkpoints, callbacks and the keep-K snap see them unpadded), or None.
+      fingerprint: the problem's fingerprint when already known (a sharded run hashes its blocks
+        as it builds them); computed from ``M`` when None.
     """
 
     def __init__(self, opts: ProductionOptions, *, M: Any, targets: np.ndarray, n: int, init_weights: Any,
-                 settings: dict[str, Any], dtype: Any = jnp.float32):
+                 settings: dict[str, Any], dtype: Any = jnp.float32, layout: Any = None,
+                 fingerprint: str | None = None):
         self.opts = opts
         # Checked and built first: their errors name the argument before any other work.
         self.aggregate_terms = hierarchy.aggregate_terms(opts.aggregates, targets.size, dtype)
@@ -160,7 +178,10 @@ class Run:
                              distance_strength=opts.distance_strength if opts.distance else None,
                              aggregates=len(self.aggregate_terms),
                              aggregate_lambdas=[float(t.strength) for t in self.aggregate_terms])
-        self.fingerprint = ckpt.fingerprint(M, targets) if opts.checkpoint_path is not None else None
+        self.layout = layout
+        self.fingerprint = None
+        if opts.checkpoint_path is not None:
+            self.fingerprint = fingerprint if fingerprint is not None else ckpt.fingerprint(M, targets)
         self.prior_history: dict[str, list[float]] = {}
         self._next_checkpoint = 0
         self._every: int | None = None
@@ -236,14 +257,18 @@ class Run:
         temperature = float(engine.current_temperature(state.opt_state))
         threshold = dual.open_threshold(temperature, float(hp.gamma), float(hp.zeta), config.eval_rule)
         la = state.params["log_alpha"]
-        shift = dual.snap_to_budget(np.asarray(la), self.k, threshold)
+        # The top K of all households, on the host (a sharded run's logits gathered, padding dropped).
+        host = np.asarray(la) if self.layout is None else self.layout.unpad(la)
+        shift = dual.snap_to_budget(host, self.k, threshold)
         if shift is None:
             return state
-        snapped = la - jnp.asarray(shift, la.dtype)
+        snapped = jnp.asarray(host) - jnp.asarray(shift, la.dtype)
         gates = np.asarray(hc.hard_concrete_eval(snapped, temperature, gamma=hp.gamma, zeta=hp.zeta,
                                                  rule=config.eval_rule))
         if int(np.count_nonzero(gates > 0)) != self.k:  # rounding at the threshold: keep the fit's own count
             return state
+        if self.layout is not None:
+            snapped = la - jnp.asarray(shift, la.dtype)  # the same elementwise shift, on the mesh
         return state._replace(params={**state.params, "log_alpha": snapped})
 
     def remaining(self, state: model.CalibrationState, epochs: int, continuing: bool) -> int:
@@ -261,13 +286,19 @@ class Run:
             if hasattr(cb, "on_start"):
                 cb.on_start(int(state.step))
 
+    def _plain(self, state: model.CalibrationState) -> model.CalibrationState:
+        """The state without a sharded run's padding, on the default device (layout-independent)."""
+        return state if self.layout is None else self.layout.unplace(state)
+
     def _save(self, state: model.CalibrationState) -> None:
         history = {k: list(v) for k, v in self.prior_history.items()}
         for row in self._rows:
             for k in engine.HISTORY_KEYS:
                 history.setdefault(k, []).append(float(row[k]))
-        ckpt.save_checkpoint(self.opts.checkpoint_path, state, fingerprint=self.fingerprint,
-                             settings=self.settings, history=history)
+        plain = self._plain(state)  # every process takes part in gathering a sharded state
+        if jax.process_index() == 0:  # one file per run, written by the first process
+            ckpt.save_checkpoint(self.opts.checkpoint_path, plain, fingerprint=self.fingerprint,
+                                 settings=self.settings, history=history)
         self._last_saved = int(state.step)
 
     def callback(self, state: model.CalibrationState, row: dict[str, float]) -> bool:
@@ -280,8 +311,8 @@ class Run:
                 self._next_checkpoint = (epoch // self._every + 1) * self._every
         stop = False
         if self.opts.callbacks:
-            info = ChunkInfo(epoch=epoch, row=dict(row), state=state, targets=self.targets,
-                             _predict=lambda: jax.device_get(self._predict_now(state)))
+            info = ChunkInfo(epoch=epoch, row=dict(row), targets=self.targets,
+                             _predict=lambda: fetch(self._predict_now(state)), _state=state, _plain=self._plain)
             for cb in self.opts.callbacks:
                 stop = bool(cb(info)) or stop
         if self.opts.tol is not None and row["max_rel_error"] <= self.opts.tol:
