@@ -32,8 +32,10 @@ def machine() -> str:
     except OSError:
         pass
     device = jax.devices()[0]
-    return (f"{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {jax.default_backend()} "
-            f"({device.device_kind}); Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores; jax {jax.__version__} on {jax.default_backend()} "
+        f"({device.device_kind}); Python {platform.python_version()}"
+    )
 
 
 def best_time(fn, *, repeats: int = 5, min_time: float = 0.2) -> float:
@@ -73,8 +75,15 @@ def run_reference(code: str, payload: dict | None = None, *, timeout: float = 36
         print("l0-python reference unavailable (run `make bench-env` or set L0_PYTHON).", file=sys.stderr)
         return None
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
-    out = subprocess.run([python, "-c", code], input=json.dumps(payload or {}), capture_output=True,
-                         text=True, timeout=timeout, env=env, cwd=ROOT)
+    out = subprocess.run(
+        [python, "-c", code],
+        input=json.dumps(payload or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         print(f"l0-python reference failed:\n{out.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -95,12 +104,14 @@ kw = cfg["settings"]
 
 def run_calibration_reference(body: str, folder: str, M, y, payload: dict, *, timeout: float) -> dict | None:
     """Writes ``M`` (scipy sparse) and ``y`` into ``folder`` and runs ``CALIBRATION_PRELUDE + body``
-    under l0-python with ``payload`` plus the two file names."""
+    under l0-python with ``payload`` plus the two file names.
+    """
     import numpy as np
     import scipy.sparse as sp
 
     matrix, targets = os.path.join(folder, "M.npz"), os.path.join(folder, "y.npy")
     sp.save_npz(matrix, M, compressed=False)
     np.save(targets, y)
-    return run_reference(CALIBRATION_PRELUDE + body, {"matrix": matrix, "targets": targets, **payload},
-                         timeout=timeout)
+    return run_reference(
+        CALIBRATION_PRELUDE + body, {"matrix": matrix, "targets": targets, **payload}, timeout=timeout
+    )

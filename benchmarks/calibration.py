@@ -64,11 +64,23 @@ import l0jax
 from l0jax._src.calibration.blocks import shape_of
 from l0jax._src.operators import as_operator
 
-_STRESS = {"beta": 0.66, "lambda_l0": 5e-5, "lr": 0.2, "loss_type": "relative", "init_keep_prob": 0.5,
-           "log_weight_jitter_sd": 0.5}
+_STRESS = {
+    "beta": 0.66,
+    "lambda_l0": 5e-5,
+    "lr": 0.2,
+    "loss_type": "relative",
+    "init_keep_prob": 0.5,
+    "log_weight_jitter_sd": 0.5,
+}
 SETTINGS = {
-    "A": {"beta": 0.35, "lambda_l0": 1e-6, "lr": 0.01, "loss_type": "relative", "init_keep_prob": 0.5,
-          "log_weight_jitter_sd": 0.0},
+    "A": {
+        "beta": 0.35,
+        "lambda_l0": 1e-6,
+        "lr": 0.01,
+        "loss_type": "relative",
+        "init_keep_prob": 0.5,
+        "log_weight_jitter_sd": 0.0,
+    },
     "B": _STRESS,
     "C": _STRESS,
     "D": {**_STRESS, "init_keep_prob": 0.999},
@@ -83,15 +95,17 @@ EPOCHS = {"A": (2000, 100), "B": (500, 20), "C": (300, 10), "D": (20, 3)}
 
 def _csr32(M: sp.spmatrix) -> sp.csr_matrix:
     M = sp.csr_matrix(M)
-    return sp.csr_matrix((M.data.astype(np.float32), M.indices.astype(np.int32), M.indptr.astype(np.int32)),
-                         shape=M.shape)
+    return sp.csr_matrix(
+        (M.data.astype(np.float32), M.indices.astype(np.int32), M.indptr.astype(np.int32)), shape=M.shape
+    )
 
 
 def _stress_like(m: int, n: int, density: float, seed: int):
     """M lognormal(1.5, 0.25) at ``density``; y = M @ w with half of w zero, the rest lognormal(2, 1)."""
     rng = np.random.default_rng(seed)
-    M = sp.random(m, n, density=density, format="csr", random_state=rng,
-                  data_rvs=lambda k: rng.lognormal(1.5, 0.25, k))
+    M = sp.random(
+        m, n, density=density, format="csr", random_state=rng, data_rvs=lambda k: rng.lognormal(1.5, 0.25, k)
+    )
     w = np.zeros(n)
     active = rng.choice(n, n // 2, replace=False)
     w[active] = rng.lognormal(2.0, 1.0, active.size)
@@ -128,8 +142,8 @@ def workload_d(seed: int = 4, m: int = 20_000, n: int = 2_000_000, per_col: int 
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         rows = (district[lo:hi] * block + start[lo:hi])[:, None] + np.arange(per_col, dtype=np.int32)[None, :]
-        indices[lo * per_col:hi * per_col] = rows.ravel()
-        data[lo * per_col:hi * per_col] = rng.lognormal(1.5, 0.25, (hi - lo) * per_col)
+        indices[lo * per_col : hi * per_col] = rows.ravel()
+        data[lo * per_col : hi * per_col] = rng.lognormal(1.5, 0.25, (hi - lo) * per_col)
     indptr = np.arange(0, n * per_col + 1, per_col, dtype=np.int64).astype(np.int32)
     M = sp.csc_matrix((data, indices, indptr), shape=(m, n)).tocsr()
     del data, indices
@@ -141,8 +155,17 @@ def matrix_bytes(M: sp.csr_matrix) -> int:
 
 
 # Workload E: PolicyEngine's shape. Rows: national targets, then each state's, then each district's.
-E_SHAPE = dict(base=12_000, districts=430, states=50, national=600, per_state=150, per_district=30,
-               national_k=50, state_k=20, district_k=10)
+E_SHAPE = dict(
+    base=12_000,
+    districts=430,
+    states=50,
+    national=600,
+    per_state=150,
+    per_district=30,
+    national_k=50,
+    state_k=20,
+    district_k=10,
+)
 
 
 def workload_e(seed: int = 5, **shape):
@@ -175,18 +198,28 @@ def workload_e(seed: int = 5, **shape):
     indptr = np.arange(0, base * per_col + 1, per_col, dtype=np.int32)
 
     def block(d: int) -> sp.csc_matrix:
-        rows = np.concatenate([national, first_state + state_of[d] * p["per_state"] + state_rows,
-                               first_district + d * p["per_district"] + district_rows], axis=1).astype(np.int32)
+        rows = np.concatenate(
+            [
+                national,
+                first_state + state_of[d] * p["per_state"] + state_rows,
+                first_district + d * p["per_district"] + district_rows,
+            ],
+            axis=1,
+        ).astype(np.int32)
         return sp.csc_matrix((values.ravel(), rows.ravel(), indptr), shape=(m, base))
 
     truth = rng.lognormal(2.0, 1.0, base * districts)
     truth[rng.random(truth.size) < 0.5] = 0.0
     y = np.zeros(m)
     for d in range(districts):
-        y += block(d) @ truth[d * base:(d + 1) * base]
+        y += block(d) @ truth[d * base : (d + 1) * base]
     blocks = l0jax.ColumnBlocks(block, widths=[base] * districts)
     nnz = base * districts * per_col
-    return blocks, y, {"m": m, "n": base * districts, "nnz": nnz, "bytes": nnz * 8 + (base * districts + 1) * 4}
+    return (
+        blocks,
+        y,
+        {"m": m, "n": base * districts, "nnz": nnz, "bytes": nnz * 8 + (base * districts + 1) * 4},
+    )
 
 
 def block_floor_ms(blocks) -> float:
@@ -283,10 +316,18 @@ print(json.dumps(out))
 """
 
 
-def run_l0_python(name: str, M: sp.csr_matrix, y: np.ndarray, epochs: int, *, quality: bool = False) -> dict | None:
+def run_l0_python(
+    name: str, M: sp.csr_matrix, y: np.ndarray, epochs: int, *, quality: bool = False
+) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
-        return run_calibration_reference(REFERENCE, tmp, M, y, {"settings": SETTINGS[name], "epochs": epochs,
-                                                                 "quality": quality}, timeout=6 * 3600)
+        return run_calibration_reference(
+            REFERENCE,
+            tmp,
+            M,
+            y,
+            {"settings": SETTINGS[name], "epochs": epochs, "quality": quality},
+            timeout=6 * 3600,
+        )
 
 
 # -- reports -------------------------------------------------------------------------------------
@@ -294,7 +335,8 @@ def run_l0_python(name: str, M: sp.csr_matrix, y: np.ndarray, epochs: int, *, qu
 
 def first_call_s() -> float:
     """Seconds of the first calibrate() of the process on a tiny problem: the one-time start-up
-    (runtime initialisation, small kernels) plus that problem's compile; later compiles are per shape."""
+    (runtime initialisation, small kernels) plus that problem's compile; later compiles are per shape.
+    """
     t = time.perf_counter()
     l0jax.calibrate(np.ones((3, 4)), np.ones(3), key=0, epochs=1, polish_epochs=1)
     return time.perf_counter() - t
@@ -302,8 +344,10 @@ def first_call_s() -> float:
 
 def speed(names: list[str], skip_reference: bool) -> None:
     print(f"first calibrate() of this process (3 x 4 problem, 1 epoch): {first_call_s():.2f} s")
-    print(f"{'':3} {'shape':>19} {'nnz':>11} {'backend':>7} | {'l0jax ms':>9} {'l0-python ms':>12} {'speed-up':>8} | "
-          f"{'floor ms':>8} {'/floor':>6} | {'compile s':>9} {'build s':>7} {'peak MiB':>8} {'x M':>5}")
+    print(
+        f"{'':3} {'shape':>19} {'nnz':>11} {'backend':>7} | {'l0jax ms':>9} {'l0-python ms':>12} {'speed-up':>8} | "
+        f"{'floor ms':>8} {'/floor':>6} | {'compile s':>9} {'build s':>7} {'peak MiB':>8} {'x M':>5}"
+    )
     for name in names:
         M, y = workload(name)
         ours = time_l0jax(name, M, y, EPOCHS[name][0])
@@ -311,14 +355,18 @@ def speed(names: list[str], skip_reference: bool) -> None:
         ref = None if skip_reference else run_l0_python(name, M, y, EPOCHS[name][1])
         theirs = ref["ms"] if ref else float("nan")
         mb = matrix_bytes(M) / 2**20
-        print(f"{name:3} {f'{M.shape[0]:,} x {M.shape[1]:,}':>19} {M.nnz:>11,} {ours['backend']:>7} | "
-              f"{ours['ms']:9.2f} {theirs:12.1f} {theirs / ours['ms']:7.1f}x | {fl:8.2f} {ours['ms'] / fl:6.2f} | "
-              f"{ours['compile_s']:9.2f} {ours['build_s']:7.2f} {ours['peak_mib']:8.0f} {ours['peak_mib'] / mb:5.2f}",
-              flush=True)
+        print(
+            f"{name:3} {f'{M.shape[0]:,} x {M.shape[1]:,}':>19} {M.nnz:>11,} {ours['backend']:>7} | "
+            f"{ours['ms']:9.2f} {theirs:12.1f} {theirs / ours['ms']:7.1f}x | {fl:8.2f} {ours['ms'] / fl:6.2f} | "
+            f"{ours['compile_s']:9.2f} {ours['build_s']:7.2f} {ours['peak_mib']:8.0f} {ours['peak_mib'] / mb:5.2f}",
+            flush=True,
+        )
         del M, y
-    print(f"epochs timed (l0jax, l0-python): {', '.join(f'{n} {EPOCHS[n]}' for n in names)}; "
-          f"l0-python is torch on CPU with 2 threads; 'x M' is l0jax's peak memory above the process "
-          f"before the fit, in units of the bytes of M's CSR arrays.")
+    print(
+        f"epochs timed (l0jax, l0-python): {', '.join(f'{n} {EPOCHS[n]}' for n in names)}; "
+        f"l0-python is torch on CPU with 2 threads; 'x M' is l0jax's peak memory above the process "
+        f"before the fit, in units of the bytes of M's CSR arrays."
+    )
 
 
 def quality(skip_reference: bool, epochs: int = 5000) -> None:
@@ -331,18 +379,25 @@ def quality(skip_reference: bool, epochs: int = 5000) -> None:
     print(f"\nStress workload B, {epochs:,} epochs, l0-python's settings; returned deterministic weights:")
     print(f"{'':10} {'relative loss':>14} {'mean rel err':>12} {'active':>7} {'closed':>7} {'time s':>8}")
     n = M.shape[1]
-    print(f"{'l0jax':10} {res.relative_loss:14.3e} {res.relative_errors.mean():12.3e} {res.active_count:7,} "
-          f"{n - res.active_count:7,} {seconds:8.1f}")
+    print(
+        f"{'l0jax':10} {res.relative_loss:14.3e} {res.relative_errors.mean():12.3e} {res.active_count:7,} "
+        f"{n - res.active_count:7,} {seconds:8.1f}"
+    )
     if ref:
-        print(f"{'l0-python':10} {ref['relative_loss']:14.3e} {ref['mean_rel_error']:12.3e} {ref['active']:7,} "
-              f"{n - ref['active']:7,} {ref['seconds']:8.1f}")
-    print(f"(relative loss = mean(((y - M w) / (y + 1))**2); closed = weight exactly 0; l0jax's polish: "
-          f"{res.polish})")
+        print(
+            f"{'l0-python':10} {ref['relative_loss']:14.3e} {ref['mean_rel_error']:12.3e} {ref['active']:7,} "
+            f"{n - ref['active']:7,} {ref['seconds']:8.1f}"
+        )
+    print(
+        f"(relative loss = mean(((y - M w) / (y + 1))**2); closed = weight exactly 0; l0jax's polish: "
+        f"{res.polish})"
+    )
 
 
 def time_fit(M, y, kw: dict, epochs: int, **extra) -> tuple[float, float]:
     """(compile s, ms per epoch) of ``calibrate`` on M (an operator, possibly sharded): a first
-    1-epoch call minus a warm one, then the best of two ``epochs``-epoch fits without polish."""
+    1-epoch call minus a warm one, then the best of two ``epochs``-epoch fits without polish.
+    """
     t = time.perf_counter()
     l0jax.calibrate(M, y, key=0, epochs=1, log_every=1, polish_epochs=1, warn_targets=False, **kw, **extra)
     first = time.perf_counter() - t
@@ -352,7 +407,9 @@ def time_fit(M, y, kw: dict, epochs: int, **extra) -> tuple[float, float]:
     best = float("inf")
     for _ in range(2):
         t = time.perf_counter()
-        l0jax.calibrate(M, y, key=0, epochs=epochs, log_every=epochs, polish=False, warn_targets=False, **kw, **extra)
+        l0jax.calibrate(
+            M, y, key=0, epochs=epochs, log_every=epochs, polish=False, warn_targets=False, **kw, **extra
+        )
         best = min(best, (time.perf_counter() - t) / epochs)
     return compile_s, 1e3 * best
 
@@ -378,8 +435,13 @@ def sharded_worker(name: str, counts: list[int], epochs: int) -> None:
         op = sharding.shard_operator(M, layout, m=m)
         build = time.perf_counter() - t
         compile_s, ms = time_fit(op, y, SETTINGS[name], epochs)
-        out[count] = {"ms": ms, "compile_s": compile_s, "build_s": build, "backend": op.backend,
-                      "peak_mib": (_peak_kib() - base) / 1024 if reset else float("nan")}
+        out[count] = {
+            "ms": ms,
+            "compile_s": compile_s,
+            "build_s": build,
+            "backend": op.backend,
+            "peak_mib": (_peak_kib() - base) / 1024 if reset else float("nan"),
+        }
         print(json.dumps({"devices": count, **out[count]}), file=sys.stderr, flush=True)
         del op
     print(json.dumps(out))
@@ -391,8 +453,16 @@ def sharded(name: str, counts: list[int], epochs: int) -> dict:
     import subprocess
 
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={max(counts)}")
-    cmd = [sys.executable, __file__, "--sharded-worker", name, "--device-counts", ",".join(map(str, counts)),
-           "--sharded-epochs", str(epochs)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--sharded-worker",
+        name,
+        "--device-counts",
+        ",".join(map(str, counts)),
+        "--sharded-epochs",
+        str(epochs),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     # The worker reports each device count as it finishes (one JSON line on stderr each).
     done = {}
@@ -402,8 +472,10 @@ def sharded(name: str, counts: list[int], epochs: int) -> dict:
             done[row.pop("devices")] = row
     if out.returncode != 0:
         lines = [x for x in out.stderr.splitlines() if not x.lstrip().startswith("@")]
-        print(f"the {name} worker failed after {sorted(done)} device(s):\n" + "\n".join(lines[-8:])[-2000:],
-              file=sys.stderr)
+        print(
+            f"the {name} worker failed after {sorted(done)} device(s):\n" + "\n".join(lines[-8:])[-2000:],
+            file=sys.stderr,
+        )
     return done
 
 
@@ -412,14 +484,21 @@ def report_sharded(name: str, counts: list[int], epochs: int) -> None:
     if not res:
         return
     one = res[min(res)]["ms"]
-    print(f"\nworkload {name} on emulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count="
-          f"{max(counts)}; all share this machine's cores, so this measures the sharding's overhead, not a "
-          f"speed-up), {epochs} epochs timed:")
-    print(f"{'devices':>7} {'backend':>7} {'ms/epoch':>9} {'/ 1 device':>10} {'compile s':>9} {'build s':>8} {'peak MiB':>8}")
+    print(
+        f"\nworkload {name} on emulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count="
+        f"{max(counts)}; all share this machine's cores, so this measures the sharding's overhead, not a "
+        f"speed-up), {epochs} epochs timed:"
+    )
+    print(
+        f"{'devices':>7} {'backend':>7} {'ms/epoch':>9} {'/ 1 device':>10} {'compile s':>9} {'build s':>8} {'peak MiB':>8}"
+    )
     for count in sorted(res):
         r = res[count]
-        print(f"{count:>7} {r['backend']:>7} {r['ms']:>9.1f} {r['ms'] / one:>10.2f} {r['compile_s']:>9.2f} "
-              f"{r['build_s']:>8.1f} {r['peak_mib']:>8.0f}", flush=True)
+        print(
+            f"{count:>7} {r['backend']:>7} {r['ms']:>9.1f} {r['ms'] / one:>10.2f} {r['compile_s']:>9.2f} "
+            f"{r['build_s']:>8.1f} {r['peak_mib']:>8.0f}",
+            flush=True,
+        )
 
 
 def workload_e_report(epochs: int, counts: list[int]) -> None:
@@ -431,46 +510,78 @@ def workload_e_report(epochs: int, counts: list[int]) -> None:
     base = _rss_kib()
     blocks, y, info = workload_e()
     gen_s = time.perf_counter() - t
-    print(f"\nworkload E: {info['m']:,} targets x {info['n']:,} households, {info['nnz']:,} nonzeros, M's CSC arrays "
-          f"{info['bytes'] / 2**30:.2f} GiB (never assembled: built by district, 430 blocks); truth and targets "
-          f"{gen_s:.0f} s", flush=True)
+    print(
+        f"\nworkload E: {info['m']:,} targets x {info['n']:,} households, {info['nnz']:,} nonzeros, M's CSC arrays "
+        f"{info['bytes'] / 2**30:.2f} GiB (never assembled: built by district, 430 blocks); truth and targets "
+        f"{gen_s:.0f} s",
+        flush=True,
+    )
     t = time.perf_counter()
     layout = sharding.resolve_devices(1, info["n"])
     op = sharding.shard_operator(blocks, layout, m=info["m"])
     build_s = time.perf_counter() - t
     built_gib = (_rss_kib() - base) / 2**20
-    print(f"operator ({op.backend}, 1 device, 8 chunks) built in {build_s:.0f} s; process growth {built_gib:.2f} GiB",
-          flush=True)
+    print(
+        f"operator ({op.backend}, 1 device, 8 chunks) built in {build_s:.0f} s; process growth {built_gib:.2f} GiB",
+        flush=True,
+    )
     compile_s, ms = time_fit(op, y, SETTINGS["E"], epochs)
     peak = (_peak_kib() - base) / 2**20 if reset else float("nan")
-    print(f"ms/epoch {ms:,.0f} (best of two {epochs}-epoch fits; compile {compile_s:.1f} s); peak memory above the "
-          f"process before E {peak:.2f} GiB = {peak * 2**30 / info['bytes']:.2f}x the bytes of M", flush=True)
+    print(
+        f"ms/epoch {ms:,.0f} (best of two {epochs}-epoch fits; compile {compile_s:.1f} s); peak memory above the "
+        f"process before E {peak:.2f} GiB = {peak * 2**30 / info['bytes']:.2f}x the bytes of M",
+        flush=True,
+    )
     t = time.perf_counter()
-    res = l0jax.calibrate(op, y, key=0, epochs=epochs, log_every=epochs, polish_epochs=epochs, warn_targets=False,
-                          **SETTINGS["E"])
-    print(f"a {epochs}-epoch fit end to end with {epochs} polish epochs: {time.perf_counter() - t:.1f} s "
-          f"({res.summary()}); 1,000 epochs at this rate: {ms / 1e3:.2f} s x 1,000 = {ms / 60:.1f} min, plus "
-          f"the polish", flush=True)
+    res = l0jax.calibrate(
+        op,
+        y,
+        key=0,
+        epochs=epochs,
+        log_every=epochs,
+        polish_epochs=epochs,
+        warn_targets=False,
+        **SETTINGS["E"],
+    )
+    print(
+        f"a {epochs}-epoch fit end to end with {epochs} polish epochs: {time.perf_counter() - t:.1f} s "
+        f"({res.summary()}); 1,000 epochs at this rate: {ms / 1e3:.2f} s x 1,000 = {ms / 60:.1f} min, plus "
+        f"the polish",
+        flush=True,
+    )
     del op
     fl = block_floor_ms(blocks)
-    print(f"scipy floor (one single-threaded B @ w and B.T @ r per district block, summed): {fl:,.0f} ms; "
-          f"l0jax / floor {ms / fl:.2f}", flush=True)
+    print(
+        f"scipy floor (one single-threaded B @ w and B.T @ r per district block, summed): {fl:,.0f} ms; "
+        f"l0jax / floor {ms / fl:.2f}",
+        flush=True,
+    )
     if counts:
         report_sharded("E", counts, max(3, epochs // 2))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workloads", default="A,B,C", help="comma-separated subset of A,B,C,D")
     parser.add_argument("--with-d", action="store_true", help="add the heavy production-shaped workload D")
     parser.add_argument("--quality", action="store_true", help="also run the 5,000-epoch stress comparison")
     parser.add_argument("--quality-only", action="store_true", help="only the 5,000-epoch stress comparison")
-    parser.add_argument("--census", action="store_true", help="also run the census selection (calibration_production.py)")
+    parser.add_argument(
+        "--census", action="store_true", help="also run the census selection (calibration_production.py)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip l0-python")
-    parser.add_argument("--devices", default="", help="also time these emulated device counts on the "
-                                                      "workloads, e.g. 1,2,4,8 (in a subprocess)")
-    parser.add_argument("--with-e", action="store_true", help="add workload E (5.16M columns, 413M nonzeros; "
-                                                              "about 5 GiB of memory)")
+    parser.add_argument(
+        "--devices",
+        default="",
+        help="also time these emulated device counts on the workloads, e.g. 1,2,4,8 (in a subprocess)",
+    )
+    parser.add_argument(
+        "--with-e",
+        action="store_true",
+        help="add workload E (5.16M columns, 413M nonzeros; about 5 GiB of memory)",
+    )
     parser.add_argument("--e-epochs", type=int, default=10, help="epochs timed on workload E")
     parser.add_argument("--sharded-worker", help=argparse.SUPPRESS)
     parser.add_argument("--device-counts", default="1", help=argparse.SUPPRESS)
@@ -478,7 +589,9 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(c) for c in args.devices.split(",") if c.strip()]
     if args.sharded_worker:
-        sharded_worker(args.sharded_worker, [int(c) for c in args.device_counts.split(",")], args.sharded_epochs)
+        sharded_worker(
+            args.sharded_worker, [int(c) for c in args.device_counts.split(",")], args.sharded_epochs
+        )
         return
     names = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     if args.with_d and "D" not in names:

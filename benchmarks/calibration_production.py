@@ -35,10 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, run_calibration_reference  # noqa: E402
+from _common import machine, run_calibration_reference
 
-import l0jax  # noqa: E402
-from l0jax._src.datasets import district_totals, world_bank_survey  # noqa: E402
+import l0jax
+from l0jax._src.datasets import district_totals, world_bank_survey
 
 MAX_SHARE = 0.05
 # Both libraries get the same settings; the small L2 on the weights (l0-python's lambda_l2) spreads the
@@ -68,7 +68,11 @@ def evaluate(problem, weights: np.ndarray) -> dict[str, float]:
     """Kept households, target errors and untargeted district errors of a weight vector."""
     w = np.asarray(weights, np.float64)
     rel = np.abs(problem.matrix @ w / problem.targets - 1.0)
-    out = {"kept": int(np.count_nonzero(w > 0)), "max_error": float(rel.max()), "mean_error": float(rel.mean())}
+    out = {
+        "kept": int(np.count_nonzero(w > 0)),
+        "max_error": float(rel.max()),
+        "mean_error": float(rel.mean()),
+    }
     for column, label in (("tot_exp", "spending"), ("hhsize", "persons")):
         _, est, truth = district_totals(problem, w, column)
         err = np.abs(est / truth - 1.0)
@@ -81,21 +85,32 @@ def run_l0jax(problem, keep: int, epochs: int) -> tuple[dict[str, float], float,
     times = []
     for _ in range(2):
         t = time.perf_counter()
-        res = l0jax.calibrate(problem.matrix, problem.targets, key=0, target_active=keep, epochs=epochs, **SETTINGS)
+        res = l0jax.calibrate(
+            problem.matrix, problem.targets, key=0, target_active=keep, epochs=epochs, **SETTINGS
+        )
         times.append(time.perf_counter() - t)
     return evaluate(problem, res.weights), times[0], times[1]
 
 
-def run_l0_python(problem, lambdas: list[float], epochs: int) -> list[tuple[float, dict[str, float], float]] | None:
+def run_l0_python(
+    problem, lambdas: list[float], epochs: int
+) -> list[tuple[float, dict[str, float], float]] | None:
     with tempfile.TemporaryDirectory() as tmp:
         pattern = os.path.join(tmp, "w_{lam}.npy")
-        out = run_calibration_reference(REFERENCE, tmp, problem.matrix, problem.targets,
-                                        {"settings": SETTINGS, "lambdas": lambdas, "epochs": epochs,
-                                         "weights": pattern}, timeout=12 * 3600)
+        out = run_calibration_reference(
+            REFERENCE,
+            tmp,
+            problem.matrix,
+            problem.targets,
+            {"settings": SETTINGS, "lambdas": lambdas, "epochs": epochs, "weights": pattern},
+            timeout=12 * 3600,
+        )
         if out is None:
             return None
-        return [(f["lambda_l0"], evaluate(problem, np.load(pattern.format(lam=f["lambda_l0"]))), f["seconds"])
-                for f in out["fits"]]
+        return [
+            (f["lambda_l0"], evaluate(problem, np.load(pattern.format(lam=f["lambda_l0"]))), f["seconds"])
+            for f in out["fits"]
+        ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,21 +125,27 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}")
     census = world_bank_survey("census")
     n = census.matrix.shape[1]
-    print(f"census selection: {census.matrix.shape[0]} targets x {n:,} households ({census.matrix.nnz:,} nonzeros); "
-          f"{args.epochs} epochs, lr {SETTINGS['lr']}, beta {SETTINGS['beta']:.3f}, keep-probability "
-          f"{SETTINGS['init_keep_prob']}, lambda_l2 {SETTINGS['lambda_l2']:g}, relative loss; goal: at most {MAX_SHARE:.0%} kept "
-          f"({int(MAX_SHARE * n):,}), every target within 2%\n")
+    print(
+        f"census selection: {census.matrix.shape[0]} targets x {n:,} households ({census.matrix.nnz:,} nonzeros); "
+        f"{args.epochs} epochs, lr {SETTINGS['lr']}, beta {SETTINGS['beta']:.3f}, keep-probability "
+        f"{SETTINGS['init_keep_prob']}, lambda_l2 {SETTINGS['lambda_l2']:g}, relative loss; goal: at most {MAX_SHARE:.0%} kept "
+        f"({int(MAX_SHARE * n):,}), every target within 2%\n"
+    )
 
-    head = (f"{'fit':<30} {'kept':>7} {'share':>6} | {'max err':>8} {'mean err':>8} | {'spend/district':>15} "
-            f"{'persons/district':>16} | {'time s':>7}")
+    head = (
+        f"{'fit':<30} {'kept':>7} {'share':>6} | {'max err':>8} {'mean err':>8} | {'spend/district':>15} "
+        f"{'persons/district':>16} | {'time s':>7}"
+    )
     print(head)
     print(f"{'':<30} {'':>7} {'':>6} | {'targets':>17} | {'mean / max':>15} {'mean / max':>16} |")
     print("-" * len(head))
 
     def line(label: str, f: dict[str, float], seconds: str) -> None:
-        print(f"{label:<30} {f['kept']:>7,} {f['kept'] / n:>6.2%} | {f['max_error']:>8.3%} {f['mean_error']:>8.3%} | "
-              f"{f['spending_mean']:>6.1%} / {f['spending_max']:>6.1%} {f['persons_mean']:>7.1%} / {f['persons_max']:>6.1%} "
-              f"| {seconds:>7}")
+        print(
+            f"{label:<30} {f['kept']:>7,} {f['kept'] / n:>6.2%} | {f['max_error']:>8.3%} {f['mean_error']:>8.3%} | "
+            f"{f['spending_mean']:>6.1%} / {f['spending_max']:>6.1%} {f['persons_mean']:>7.1%} / {f['persons_max']:>6.1%} "
+            f"| {seconds:>7}"
+        )
 
     mine, first, second = run_l0jax(census, args.keep, args.epochs)
     line(f"l0jax target_active={args.keep:,}", mine, f"{second:.1f}")
@@ -141,13 +162,17 @@ def main(argv: list[str] | None = None) -> None:
     eligible = [(f["max_error"], lam, f, s) for lam, f, s in fits if f["kept"] <= MAX_SHARE * n]
     if eligible:
         _, lam, f, seconds = min(eligible, key=lambda e: e[0])
-        print(f"\nl0-python's best lambda_l0 (at most {MAX_SHARE:.0%} kept, smallest largest target error): {lam:g}: "
-              f"{f['kept']:,} kept, largest target error {f['max_error']:.3%} (l0jax: {mine['kept']:,} kept, "
-              f"{mine['max_error']:.3%}).")
+        print(
+            f"\nl0-python's best lambda_l0 (at most {MAX_SHARE:.0%} kept, smallest largest target error): {lam:g}: "
+            f"{f['kept']:,} kept, largest target error {f['max_error']:.3%} (l0jax: {mine['kept']:,} kept, "
+            f"{mine['max_error']:.3%})."
+        )
     else:
         print(f"\nno lambda_l0 of the grid kept at most {MAX_SHARE:.0%} of the households.")
-    print(f"time: l0jax {second:.1f} s for one fit; l0-python {total:.0f} s for its search of {len(fits)} fits "
-          f"({total / len(fits):.0f} s per fit, {total / len(fits) / second:.0f}x l0jax's fit).")
+    print(
+        f"time: l0jax {second:.1f} s for one fit; l0-python {total:.0f} s for its search of {len(fits)} fits "
+        f"({total / len(fits):.0f} s per fit, {total / len(fits) / second:.0f}x l0jax's fit)."
+    )
 
 
 if __name__ == "__main__":

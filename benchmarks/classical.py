@@ -52,8 +52,10 @@ def synthetic(records: int, variables: int = 10, levels: int = 50, seed: int = 0
     """M (variables * levels, records) of level indicators, design weights, and reachable totals."""
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, levels, (records, variables)) + np.arange(variables) * levels
-    M = sp.csr_matrix((np.ones(records * variables), (codes.ravel(), np.repeat(np.arange(records), variables))),
-                      shape=(variables * levels, records))
+    M = sp.csr_matrix(
+        (np.ones(records * variables), (codes.ravel(), np.repeat(np.arange(records), variables))),
+        shape=(variables * levels, records),
+    )
     d = rng.lognormal(3.0, 0.5, records)
     effect = rng.normal(0.0, 0.15, variables * levels)  # a multiplicative effect per level
     totals = M @ (d * np.exp(effect[codes].sum(axis=1)))
@@ -70,8 +72,9 @@ def world_bank():
 # -- the NumPy reference ---------------------------------------------------------------------------
 
 
-def numpy_newton(M: sp.csr_matrix, t: np.ndarray, d: np.ndarray, method: str, tol: float = 1e-10,
-                 max_iter: int = 50) -> tuple[np.ndarray, int]:
+def numpy_newton(
+    M: sp.csr_matrix, t: np.ndarray, d: np.ndarray, method: str, tol: float = 1e-10, max_iter: int = 50
+) -> tuple[np.ndarray, int]:
     """Newton's method on the calibration multipliers with an Armijo line search, in NumPy/scipy."""
     F = np.exp if method == "raking" else (lambda u: 1 + u)
     dF = np.exp if method == "raking" else np.ones_like
@@ -117,40 +120,64 @@ def rel_residual(M, w, t):
 
 def run(name: str, M, t, d, engine_epochs: int, engine_methods: tuple[str, ...]) -> None:
     print(f"\n== {name}: {M.shape[0]} totals x {M.shape[1]:,} records, {M.nnz:,} nonzeros ==")
-    print(f"{'method':<8} {'solver':<34} {'seconds':>9} {'iterations':>11} {'max rel residual':>17} "
-          f"{'max rel gap to exact':>21}")
+    print(
+        f"{'method':<8} {'solver':<34} {'seconds':>9} {'iterations':>11} {'max rel residual':>17} "
+        f"{'max rel gap to exact':>21}"
+    )
     for method in ("raking", "linear"):
         with jax.enable_x64():
             first, t_first = timed(lambda: l0jax.calibrate_classical(M, t, d, method=method))  # noqa: B023
             warm, t_warm = timed(lambda: l0jax.calibrate_classical(M, t, d, method=method))  # noqa: B023
         exact = warm.weights
-        print(f"{method:<8} {'calibrate_classical, first call':<34} {t_first:>9.3f} {first.iterations:>11d} "
-              f"{rel_residual(M, first.weights, t):>17.2e} {'':>21}")
-        print(f"{'':<8} {'calibrate_classical, warm':<34} {t_warm:>9.3f} {warm.iterations:>11d} "
-              f"{rel_residual(M, exact, t):>17.2e} {'(layout ' + warm.gram.layout + ')':>21}")
+        print(
+            f"{method:<8} {'calibrate_classical, first call':<34} {t_first:>9.3f} {first.iterations:>11d} "
+            f"{rel_residual(M, first.weights, t):>17.2e} {'':>21}"
+        )
+        print(
+            f"{'':<8} {'calibrate_classical, warm':<34} {t_warm:>9.3f} {warm.iterations:>11d} "
+            f"{rel_residual(M, exact, t):>17.2e} {'(layout ' + warm.gram.layout + ')':>21}"
+        )
         with jax.enable_x64():
             _, t_store = timed(lambda: gram_matrix(M))
         print(f"{'':<8} {'  of which storing M (host)':<34} {t_store:>9.3f}")
         (w_np, it_np), t_np = timed(lambda: numpy_newton(sp.csr_matrix(M), t, d, method))  # noqa: B023
         gap = float(np.max(np.abs(w_np / exact - 1)))
-        print(f"{'':<8} {'NumPy/scipy Newton loop':<34} {t_np:>9.3f} {it_np:>11d} {rel_residual(M, w_np, t):>17.2e} "
-              f"{gap:>21.2e}")
+        print(
+            f"{'':<8} {'NumPy/scipy Newton loop':<34} {t_np:>9.3f} {it_np:>11d} {rel_residual(M, w_np, t):>17.2e} "
+            f"{gap:>21.2e}"
+        )
         print(f"{'':<8} {'  ratio NumPy / warm classical':<34} {t_np / t_warm:>9.1f}x")
         if method in engine_methods:
             kind = "raking" if method == "raking" else "chi2"
-            res, t_eng = timed(lambda: l0jax.calibrate(
-                M, t, key=0, use_gates=False, init_weights=d, distance=kind, distance_strength=1e-3,  # noqa: B023
-                loss_type="relative", lr=0.01, epochs=engine_epochs, log_every=max(1, engine_epochs // 10)))
+            res, t_eng = timed(
+                lambda: l0jax.calibrate(
+                    M,
+                    t,
+                    key=0,
+                    use_gates=False,
+                    init_weights=d,
+                    distance=kind,
+                    distance_strength=1e-3,
+                    loss_type="relative",
+                    lr=0.01,
+                    epochs=engine_epochs,
+                    log_every=max(1, engine_epochs // 10),
+                )
+            )
             gap = float(np.max(np.abs(res.weights.astype(np.float64) / exact - 1)))
-            print(f"{'':<8} {f'L0 engine, distance={kind!r}':<34} {t_eng:>9.3f} {engine_epochs:>11d} "
-                  f"{rel_residual(M, res.weights, t):>17.2e} {gap:>21.2e}")
+            print(
+                f"{'':<8} {f'L0 engine, distance={kind!r}':<34} {t_eng:>9.3f} {engine_epochs:>11d} "
+                f"{rel_residual(M, res.weights, t):>17.2e} {gap:>21.2e}"
+            )
             print(f"{'':<8} {'  ratio engine / warm classical':<34} {t_eng / t_warm:>9.1f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records of the synthetic problem")
-    parser.add_argument("--engine-epochs", type=int, default=2000, help="epochs of the L0 engine's distance runs")
+    parser.add_argument(
+        "--engine-epochs", type=int, default=2000, help="epochs of the L0 engine's distance runs"
+    )
     args = parser.parse_args()
     print(machine())
     print(f"load average at start: {os.getloadavg()[0]:.2f} (timings on a shared machine are noisy)")

@@ -33,24 +33,33 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
+from _common import machine
+from calibration import SETTINGS, workload, workload_d, workload_e
 
-import l0jax  # noqa: E402
-from _common import machine  # noqa: E402
-from calibration import SETTINGS, workload, workload_d, workload_e  # noqa: E402
-from l0jax._src.calibration import sharding  # noqa: E402
-from l0jax._src.operators import as_operator, choose_backend  # noqa: E402
+import l0jax
+from l0jax._src.calibration import sharding
+from l0jax._src.operators import as_operator, choose_backend
 
 # Datasheet peak memory bandwidth, bytes/s, by jax device_kind (substring match, first wins).
-PEAK_BANDWIDTH = [("H200", 4.8e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("A100-SXM4-80GB", 2.04e12),
-                  ("A100 80GB", 1.94e12), ("A100", 1.56e12), ("L40S", 0.864e12), ("L4", 0.3e12),
-                  ("TPU v5p", 2.76e12), ("TPU v5 lite", 0.819e12), ("TPU v5e", 0.819e12), ("TPU v4", 1.2e12),
-                  ("TPU v6", 1.64e12)]
+PEAK_BANDWIDTH = [
+    ("H200", 4.8e12),
+    ("H100 PCIe", 2.0e12),
+    ("H100", 3.35e12),
+    ("A100-SXM4-80GB", 2.04e12),
+    ("A100 80GB", 1.94e12),
+    ("A100", 1.56e12),
+    ("L40S", 0.864e12),
+    ("L4", 0.3e12),
+    ("TPU v5p", 2.76e12),
+    ("TPU v5 lite", 0.819e12),
+    ("TPU v5e", 0.819e12),
+    ("TPU v4", 1.2e12),
+    ("TPU v6", 1.64e12),
+]
 EPOCHS = {"B": 200, "C": 200, "D": 50, "E": 20}
 
 
@@ -94,7 +103,8 @@ def _reset_host_peak() -> None:
 
 def bytes_read(op, nnz: int) -> int:
     """Bytes of the operator's arrays one ``M @ w`` plus one ``M.T @ r`` read (``"scipy"``: the CSR of
-    M and of M.T on the host, values and column indices)."""
+    M and of M.T on the host, values and column indices).
+    """
     if op.backend == "scipy":
         return 2 * 8 * nnz
     total = sum(int(x.nbytes) for x in jax.tree_util.tree_leaves(op))
@@ -118,7 +128,12 @@ def matrices(name: str, small: bool):
     if name == "E":
         shape = dict(base=1_200, districts=43, states=5) if small else {}
         blocks, y, info = workload_e(**shape)
-        return blocks, y, info["nnz"], f"{info['m']:,} x {info['n']:,}, {info['nnz'] / 1e6:.0f}M nonzeros (column blocks)"
+        return (
+            blocks,
+            y,
+            info["nnz"],
+            f"{info['m']:,} x {info['n']:,}, {info['nnz'] / 1e6:.0f}M nonzeros (column blocks)",
+        )
     if name == "D":
         M, y = workload_d(m=2_000, n=200_000, districts=40) if small else workload_d()
     else:
@@ -127,21 +142,29 @@ def matrices(name: str, small: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", action="store_true", help="shrink D and E (a CPU test of the script)")
     parser.add_argument("--workloads", default="E,B,C,D")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds after which no new measurement starts")
+    parser.add_argument(
+        "--budget", type=float, default=420.0, help="seconds after which no new measurement starts"
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     device = jax.devices()[0]
     platform = device.platform
     bw, source = peak_bandwidth(device.device_kind)
     print(f"date {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}")
-    print(f"device {device.device_kind} ({platform}), {jax.device_count()} device(s); bandwidth for the floor "
-          f"{bw / 1e9:,.0f} GB/s ({source}); measured copy bandwidth {copy_bandwidth() / 1e9:,.0f} GB/s")
+    print(
+        f"device {device.device_kind} ({platform}), {jax.device_count()} device(s); bandwidth for the floor "
+        f"{bw / 1e9:,.0f} GB/s ({source}); measured copy bandwidth {copy_bandwidth() / 1e9:,.0f} GB/s"
+    )
     mem = (device.memory_stats() or {}).get("bytes_limit")
-    print(f"{'':2} {'workload':<44} {'backend':>8} {'auto':>5} | {'compile s':>9} {'ms/epoch':>9} | "
-          f"{'peak mem GiB':>12} | {'MiB read/epoch':>14} {'floor ms':>8} {'x floor':>7}")
+    print(
+        f"{'':2} {'workload':<44} {'backend':>8} {'auto':>5} | {'compile s':>9} {'ms/epoch':>9} | "
+        f"{'peak mem GiB':>12} | {'MiB read/epoch':>14} {'floor ms':>8} {'x floor':>7}"
+    )
     for name in [w.strip().upper() for w in args.workloads.split(",") if w.strip()]:
         if time.perf_counter() - start > args.budget:
             print(f"{name}: skipped (budget of {args.budget:.0f} s spent)")
@@ -160,7 +183,9 @@ def main() -> None:
             options = [auto] + [b for b in ("dense", "sparse", "ell") if b != auto and (b != "dense" or fits)]
         for backend in options:
             if time.perf_counter() - start > args.budget:
-                print(f"{'':2} {name + ': ' + desc:<44} {backend:>8} skipped (budget of {args.budget:.0f} s spent)")
+                print(
+                    f"{'':2} {name + ': ' + desc:<44} {backend:>8} skipped (budget of {args.budget:.0f} s spent)"
+                )
                 continue
             _reset_host_peak()
             host0 = _host_kib("VmRSS")
@@ -173,12 +198,19 @@ def main() -> None:
             build_s = time.perf_counter() - t
             compile_s, ms = time_fit(op, y, kw, max(3, EPOCHS[name] // (5 if args.small else 1)))
             peak = device_peak()
-            peak_txt = f"{peak / 2**30:12.2f}" if peak is not None else f"{(_host_kib('VmHWM') - host0) / 2**20:8.2f} host"
+            peak_txt = (
+                f"{peak / 2**30:12.2f}"
+                if peak is not None
+                else f"{(_host_kib('VmHWM') - host0) / 2**20:8.2f} host"
+            )
             nbytes = bytes_read(op, nnz)
             floor = nbytes / bw * 1e3
-            print(f"{'':2} {name + ': ' + desc:<44} {backend:>8} {'yes' if backend == auto else '':>5} | "
-                  f"{compile_s:9.2f} {ms:9.2f} | {peak_txt} | {nbytes / 2**20:14,.0f} {floor:8.3f} {ms / floor:7.1f}"
-                  f"   (matrix {built:.0f} s, operator {build_s:.0f} s)", flush=True)
+            print(
+                f"{'':2} {name + ': ' + desc:<44} {backend:>8} {'yes' if backend == auto else '':>5} | "
+                f"{compile_s:9.2f} {ms:9.2f} | {peak_txt} | {nbytes / 2**20:14,.0f} {floor:8.3f} {ms / floor:7.1f}"
+                f"   (matrix {built:.0f} s, operator {build_s:.0f} s)",
+                flush=True,
+            )
             del op
         del M
     print(f"total {time.perf_counter() - start:.0f} s")

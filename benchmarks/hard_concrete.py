@@ -14,9 +14,9 @@ import argparse
 
 import jax
 import jax.numpy as jnp
+from _common import best_time, machine, run_reference
 
 import l0jax
-from _common import best_time, machine, run_reference
 
 REFERENCE = r"""
 import json, sys, time, torch
@@ -61,6 +61,7 @@ def main() -> None:
     floor = best_time(lambda: floor_fn(log_alpha).block_until_ready())
     ours = {}
     for noise in l0jax_noise_kinds():
+
         def objective(log_alpha, key, temperature, noise=noise):
             gates = l0jax.hard_concrete(key, log_alpha, temperature, noise=noise)
             return jnp.sum(gates) + l0jax.l0_penalty(log_alpha, temperature)
@@ -68,18 +69,24 @@ def main() -> None:
         forward, forward_backward = jax.jit(objective), jax.jit(jax.grad(objective))
         ours[noise] = {
             "forward": best_time(lambda f=forward: f(log_alpha, key, t).block_until_ready()),
-            "forward_backward": best_time(lambda f=forward_backward: f(log_alpha, key, t).block_until_ready()),
+            "forward_backward": best_time(
+                lambda f=forward_backward: f(log_alpha, key, t).block_until_ready()
+            ),
         }
     ref = run_reference(REFERENCE, {"n": n})
     print(f"memory floor (read {n:,} float32, write {n:,}): {1e3 * floor:.2f} ms")
-    print(f"{'work':<30} {'noise':<7} {'l0jax ms':>9} {'l0-python ms':>13} {'speed-up':>9} "
-          f"{'x floor':>8} {'Mgates/s':>9}")
+    print(
+        f"{'work':<30} {'noise':<7} {'l0jax ms':>9} {'l0-python ms':>13} {'speed-up':>9} "
+        f"{'x floor':>8} {'Mgates/s':>9}"
+    )
     for name, label in [("forward", "sample + penalty"), ("forward_backward", "sample + penalty + gradient")]:
         theirs = ref[name] if ref else float("nan")
         for noise, times in ours.items():
             mine = times[name]
-            print(f"{label:<30} {noise:<7} {1e3 * mine:9.2f} {1e3 * theirs:13.2f} {theirs / mine:8.2f}x "
-                  f"{mine / floor:7.2f}x {n / mine / 1e6:9.1f}")
+            print(
+                f"{label:<30} {noise:<7} {1e3 * mine:9.2f} {1e3 * theirs:13.2f} {theirs / mine:8.2f}x "
+                f"{mine / floor:7.2f}x {n / mine / 1e6:9.1f}"
+            )
     if ref:
         print(f"reference: l0-python HardConcrete on torch {ref['torch']} (CPU, 2 threads)")
 

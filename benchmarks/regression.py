@@ -24,10 +24,10 @@ import tempfile
 import time
 
 import numpy as np
+from _common import machine, run_reference
 from scipy import sparse as sp
 
 import l0jax
-from _common import machine, run_reference
 from l0jax._src.operators import as_operator
 
 REFERENCE = r"""
@@ -54,13 +54,15 @@ print(json.dumps({"fits": fits, "torch": torch.__version__}))
 
 def problem(n: int, p: int, k: int, density: float, seed: int):
     """l0-python's recovery design: k coefficients in +-{1,2,3}, N(0, 0.5^2) entries kept with
-    probability ``density``, neighbouring columns correlated, intercept 30, noise sd 1.5."""
+    probability ``density``, neighbouring columns correlated, intercept 30, noise sd 1.5.
+    """
     rng = np.random.default_rng(seed)
     support = np.sort(rng.choice(p, k, replace=False))
     b = np.zeros(p)
     b[support] = rng.choice([-3, -2, -1, 1, 2, 3], k)
-    X = sp.random(n, p, density=density, format="csc", random_state=rng,
-                  data_rvs=lambda m: 0.5 * rng.standard_normal(m))
+    X = sp.random(
+        n, p, density=density, format="csc", random_state=rng, data_rvs=lambda m: 0.5 * rng.standard_normal(m)
+    )
     # Correlation as in l0-python's test: column i+1 += 0.3 column i where both are present.
     cols = [X[:, i] for i in range(p)]
     for i in range(0, p - 1, 2):
@@ -97,14 +99,18 @@ def time_l0jax_fit(X, y, lam, lr, epochs):
 
 def ols_mse(X, y) -> float:
     from sklearn.linear_model import LinearRegression
+
     return float(np.mean((y - LinearRegression().fit(X, y).predict(X)) ** 2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller problems and fewer epochs (smoke test)")
-    parser.add_argument("--full-reference", action="store_true",
-                        help="run l0-python on all 20 lambdas of the path (about 6 minutes) instead of 4")
+    parser.add_argument(
+        "--full-reference",
+        action="store_true",
+        help="run l0-python on all 20 lambdas of the path (about 6 minutes) instead of 4",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (timings on a shared machine are noisy)")
@@ -118,8 +124,10 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="l0jax-bench-")
 
     print("\n1. One fit: time per epoch (compilation excluded, reported apart) and support recovery")
-    print(f"{'problem':<30} {'n x p':>13} {'nnz':>9} {'epochs':>6} {'backend':>7} {'l0jax ms/ep':>11} "
-          f"{'compile s':>9} {'l0-python ms/ep':>15} {'speed-up':>8} {'l0jax P/R':>10} {'l0-python P/R':>13}")
+    print(
+        f"{'problem':<30} {'n x p':>13} {'nnz':>9} {'epochs':>6} {'backend':>7} {'l0jax ms/ep':>11} "
+        f"{'compile s':>9} {'l0-python ms/ep':>15} {'speed-up':>8} {'l0jax P/R':>10} {'l0-python P/R':>13}"
+    )
     path_case = None
     for label, n, p, k, density, epochs in cases:
         X, y, support, b_true = problem(n, p, k, density, seed=12543)
@@ -135,8 +143,10 @@ def main() -> None:
             theirs = scores(ref["fits"][0]["selected"], support)
             ref_ms, ratio = f"{1e3 * ref_epoch:.3f}", f"{ref_epoch / per_epoch:.1f}x"
             ref_pr = f"{theirs[0]:.2f}/{theirs[1]:.2f}"
-        print(f"{label:<30} {f'{n}x{p}':>13} {X.nnz:>9} {epochs:>6} {backend:>7} {1e3 * per_epoch:11.3f} "
-              f"{compile_s:9.2f} {ref_ms:>15} {ratio:>8} {f'{ours[0]:.2f}/{ours[1]:.2f}':>10} {ref_pr:>13}")
+        print(
+            f"{label:<30} {f'{n}x{p}':>13} {X.nnz:>9} {epochs:>6} {backend:>7} {1e3 * per_epoch:11.3f} "
+            f"{compile_s:9.2f} {ref_ms:>15} {ratio:>8} {f'{ours[0]:.2f}/{ours[1]:.2f}':>10} {ref_pr:>13}"
+        )
         if path_case is None:
             path_case = (X, y, support, b_true, lam, epochs)
 
@@ -150,8 +160,9 @@ def main() -> None:
     path = l0jax.l0_path(X, y, lambdas, lr=lr, epochs=epochs)
     ours_s = time.perf_counter() - start
     ref_lambdas = lambdas if args.full_reference else lambdas[::5]
-    ref = run_reference(REFERENCE, {"file": save(X, y, folder), "lambdas": ref_lambdas.tolist(), "lr": lr,
-                                    "epochs": epochs})
+    ref = run_reference(
+        REFERENCE, {"file": save(X, y, folder), "lambdas": ref_lambdas.tolist(), "lr": lr, "epochs": epochs}
+    )
     scale = len(lambdas) / len(ref_lambdas)
     ref_s = scale * sum(f["seconds"] for f in ref["fits"]) if ref else float("nan")
     how = "20 sequential fits" if scale == 1 else f"{len(ref_lambdas)} fits x {scale:g} (extrapolated)"
@@ -174,8 +185,9 @@ def main() -> None:
     norm = np.linalg.norm(b_true)
     print(f"(Lasso path: 1,000 alphas in {lasso_s:.2f} s; l0jax path: 20 lambdas in {ours_s:.2f} s)")
     print("P = precision, R = recall of the true features; err = ||coef - b|| / ||b||")
-    print(f"{'lambda':>9} {'active':>6} {'l0jax P':>7} {'R':>5} {'err':>5} "
-          f"{'Lasso P':>7} {'R':>5} {'err':>5}")
+    print(
+        f"{'lambda':>9} {'active':>6} {'l0jax P':>7} {'R':>5} {'err':>5} {'Lasso P':>7} {'R':>5} {'err':>5}"
+    )
     for i in range(len(lambdas)):
         k = int(path.n_active[i])
         if k == 0:

@@ -11,7 +11,8 @@ def normal(seed, shape):
 
 def np_init(key, shape, dtype=jnp.float32):
     """N(0, 1/fan_in) weights drawn by NumPy from a fixed seed: unlike jax.random initialisers it
-    compiles nothing per shape, which keeps these tests fast."""
+    compiles nothing per shape, which keeps these tests fast.
+    """
     del key
     rng = np.random.default_rng(int(np.prod(shape)))
     return jnp.asarray(rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(shape[:-1])))), shape), dtype)

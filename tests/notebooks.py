@@ -12,7 +12,7 @@ from pathlib import Path
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def run_notebook(name: str, *, timeout: int = 600) -> "object":
+def run_notebook(name: str, *, timeout: int = 600) -> object:
     """Executes ``notebooks/<name>`` in a fresh kernel and returns the executed notebook.
 
     Raises ``nbclient.exceptions.CellExecutionError`` (failing the test) when any cell fails.
@@ -24,13 +24,14 @@ def run_notebook(name: str, *, timeout: int = 600) -> "object":
     nb = nbformat.read(path, as_version=4)
     os.environ["L0JAX_NOTEBOOK_SMALL"] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     client.execute()
     return nb
 
 
-def outputs_text(nb: "object") -> str:
+def outputs_text(nb: object) -> str:
     """All text the notebook's cells printed or returned, joined, for assertions on values."""
     parts = []
     for cell in nb.cells:

@@ -30,9 +30,12 @@ def small():
 @pytest.fixture(scope="module")
 def grouped():
     """39 targets (3 singletons and two groups of 18) x 25 households: more targets than households,
-    and the group targets disagree with the singletons, so the loss weights decide the trade-off."""
+    and the group targets disagree with the singletons, so the loss weights decide the trade-off.
+    """
     rng = np.random.default_rng(7)
-    M = sp.random(39, 25, density=0.5, format="csr", random_state=rng, data_rvs=lambda k: rng.uniform(0.5, 1.5, k))
+    M = sp.random(
+        39, 25, density=0.5, format="csr", random_state=rng, data_rvs=lambda k: rng.uniform(0.5, 1.5, k)
+    )
     y = M @ rng.lognormal(1, 0.5, 25)
     y[3:] *= rng.uniform(0.5, 1.5, 36)
     groups = np.array([0, 1, 2] + [3] * 18 + [4] * 18)
@@ -68,8 +71,9 @@ def test_sparse_ground_truth_with_relative_loss():
     w_true = np.zeros(2000)
     w_true[rng.choice(2000, 1000, replace=False)] = rng.lognormal(2.0, 1.0, 1000)
     y = M @ w_true
-    model = SparseCalibrationWeights(n_features=2000, beta=0.66, init_keep_prob=0.3, init_weights=1.0,
-                                     log_weight_jitter_sd=0.5, seed=0)
+    model = SparseCalibrationWeights(
+        n_features=2000, beta=0.66, init_keep_prob=0.3, init_weights=1.0, log_weight_jitter_sd=0.5, seed=0
+    )
     model.fit(M, y, lambda_l0=5e-4, lambda_l2=1e-6, lr=0.2, epochs=2000, loss_type="relative")
     assert 0.3 <= model.get_sparsity() <= 0.7
     assert np.mean(((y - model.predict(M)) / (y + 1)) ** 2) < 1e-3  # l0-python asks < 0.1
@@ -78,9 +82,12 @@ def test_sparse_ground_truth_with_relative_loss():
 def test_sparsity_rises_strictly_with_lambda_l0():
     M, rng = _random(50, 200, 0.3, 123)
     y = rng.normal(size=50) + 10
-    sparsity = [SparseCalibrationWeights(n_features=200, init_keep_prob=0.5, seed=0)
-                .fit(M, y, lambda_l0=lam, lr=0.1, epochs=2000, loss_type="relative").get_sparsity()
-                for lam in (1e-4, 1e-3, 1e-2)]
+    sparsity = [
+        SparseCalibrationWeights(n_features=200, init_keep_prob=0.5, seed=0)
+        .fit(M, y, lambda_l0=lam, lr=0.1, epochs=2000, loss_type="relative")
+        .get_sparsity()
+        for lam in (1e-4, 1e-3, 1e-2)
+    ]
     assert sparsity[0] < sparsity[1] < sparsity[2]
 
 
@@ -131,8 +138,12 @@ def test_pure_l2_shrinks_without_sparsifying():
     M.data = np.abs(M.data) * 2
     y = np.full(30, 10.0)
     kw = {"lambda_l0": 0.0, "epochs": 1000, "lr": 0.02, "loss_type": "mse"}
-    plain = SparseCalibrationWeights(50, init_weights=2.0, init_keep_prob=0.999, seed=0).fit(M, y, lambda_l2=0.0, **kw)
-    l2 = SparseCalibrationWeights(50, init_weights=2.0, init_keep_prob=0.999, seed=0).fit(M, y, lambda_l2=10.0, **kw)
+    plain = SparseCalibrationWeights(50, init_weights=2.0, init_keep_prob=0.999, seed=0).fit(
+        M, y, lambda_l2=0.0, **kw
+    )
+    l2 = SparseCalibrationWeights(50, init_weights=2.0, init_keep_prob=0.999, seed=0).fit(
+        M, y, lambda_l2=10.0, **kw
+    )
     wp, wl = plain.get_weights(True), l2.get_weights(True)
     assert (wl > 1e-8).sum() >= 45
     assert np.linalg.norm(wl) < np.linalg.norm(wp)
@@ -147,8 +158,12 @@ def test_l0_and_l2_combined():
     M.data = np.abs(M.data) * 3
     y = rng.uniform(5, 20, 30)
     kw = {"epochs": 2000, "lr": 0.02, "loss_type": "mse"}
-    l0_only = SparseCalibrationWeights(50, init_weights=2.0, seed=0).fit(M, y, lambda_l0=0.01, lambda_l2=0.0, **kw)
-    both = SparseCalibrationWeights(50, init_weights=2.0, seed=0).fit(M, y, lambda_l0=0.01, lambda_l2=0.1, **kw)
+    l0_only = SparseCalibrationWeights(50, init_weights=2.0, seed=0).fit(
+        M, y, lambda_l0=0.01, lambda_l2=0.0, **kw
+    )
+    both = SparseCalibrationWeights(50, init_weights=2.0, seed=0).fit(
+        M, y, lambda_l0=0.01, lambda_l2=0.1, **kw
+    )
     a, b = l0_only.get_weights(True), both.get_weights(True)
     assert (a > 1e-6).sum() < 0.8 * 50 and (b > 1e-6).sum() < 0.8 * 50
     assert np.linalg.norm(b[b > 1e-6]) < np.linalg.norm(a[a > 1e-6])
@@ -177,7 +192,9 @@ def test_normalize_groups_false_is_exactly_no_groups(grouped):
 def test_group_multipliers_without_normalisation(grouped):
     M, y, groups = grouped
     base = _fit(M, y, target_groups=groups, normalize_groups=False)
-    boosted = _fit(M, y, target_groups=groups, normalize_groups=False, group_multipliers={0: 10.0, 1: 10.0, 2: 10.0})
+    boosted = _fit(
+        M, y, target_groups=groups, normalize_groups=False, group_multipliers={0: 10.0, 1: 10.0, 2: 10.0}
+    )
     assert _rel_err(y, boosted.predict(M))[:3].mean() < 0.5 * _rel_err(y, base.predict(M))[:3].mean()
 
 
@@ -208,7 +225,9 @@ def test_init_options_and_shape_errors():
     assert np.allclose(np.exp(SparseCalibrationWeights(50).log_weight), 1.0, atol=1e-6)
     assert np.allclose(np.exp(SparseCalibrationWeights(50, init_weights=2.5).log_weight), 2.5, atol=1e-6)
     arr = np.random.default_rng(0).uniform(0.5, 2.0, 50)
-    np.testing.assert_allclose(np.exp(SparseCalibrationWeights(50, init_weights=arr).log_weight), arr, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.exp(SparseCalibrationWeights(50, init_weights=arr).log_weight), arr, rtol=1e-5
+    )
     with pytest.raises(ValueError, match="must have shape"):
         SparseCalibrationWeights(50, init_weights=np.ones(51))
     scalar = SparseCalibrationWeights(20, init_keep_prob=0.7)
@@ -218,7 +237,9 @@ def test_init_options_and_shape_errors():
     assert np.all(np.abs(array.log_alpha - np.log(probs / (1 - probs))) < 0.1)
     with pytest.raises(ValueError, match="must have shape"):
         SparseCalibrationWeights(10, init_keep_prob=np.ones(5))
-    assert np.all(np.isfinite(SparseCalibrationWeights(3, init_keep_prob=np.array([0.0, 0.5, 1.0])).log_alpha))
+    assert np.all(
+        np.isfinite(SparseCalibrationWeights(3, init_keep_prob=np.array([0.0, 0.5, 1.0])).log_alpha)
+    )
 
 
 def test_weight_jitter_is_added_once(small):
@@ -248,7 +269,9 @@ def test_seed_and_key_determinism():
     d = SparseCalibrationWeights(50, log_alpha_jitter_sd=0.1, key=jax.random.key(123))
     np.testing.assert_array_equal(a.log_alpha, d.log_alpha)
     # No global RNG: seed=None is seed 0.
-    np.testing.assert_array_equal(SparseCalibrationWeights(50).log_alpha, SparseCalibrationWeights(50, seed=0).log_alpha)
+    np.testing.assert_array_equal(
+        SparseCalibrationWeights(50).log_alpha, SparseCalibrationWeights(50, seed=0).log_alpha
+    )
 
 
 def test_same_seed_gives_bitwise_the_same_weights_and_calibrate_agrees(small):
@@ -383,7 +406,9 @@ def test_fit_again_continues_bitwise(small):
     np.testing.assert_array_equal(once.log_weight, twice.log_weight)
     np.testing.assert_array_equal(once.log_alpha, twice.log_alpha)
     # Adam's moments continued too (a restart would differ).
-    np.testing.assert_array_equal(jax.tree.leaves(once.state.opt_state)[3], jax.tree.leaves(twice.state.opt_state)[3])
+    np.testing.assert_array_equal(
+        jax.tree.leaves(once.state.opt_state)[3], jax.tree.leaves(twice.state.opt_state)[3]
+    )
     # And through the functional API, with another chunk size.
     first = calibrate(M, y, key=3, epochs=100, log_every=30, **kw)
     cont = calibrate(M, y, key=3, epochs=150, log_every=70, state=first.state, **kw)
@@ -395,8 +420,16 @@ def test_changing_lambdas_lr_temperature_or_epochs_does_not_recompile(small):
     M, y = small
     calibrate(M, y, key=0, epochs=20, log_every=10)
     chunks, polishes = engine.run_chunk._cache_size(), engine.finish_run._cache_size()
-    for kw in ({"lambda_l0": 0.5}, {"lambda_l2": 1e-3}, {"lr": 0.3}, {"beta": 0.4}, {"epochs": 37},
-               {"log_every": 7, "polish_epochs": 13}, {"gamma": -0.2, "zeta": 1.2}, {"loss_type": "relative"}):
+    for kw in (
+        {"lambda_l0": 0.5},
+        {"lambda_l2": 1e-3},
+        {"lr": 0.3},
+        {"beta": 0.4},
+        {"epochs": 37},
+        {"log_every": 7, "polish_epochs": 13},
+        {"gamma": -0.2, "zeta": 1.2},
+        {"loss_type": "relative"},
+    ):
         calibrate(M, y, key=1, **{"epochs": 20, **kw})
     assert engine.run_chunk._cache_size() == chunks
     assert engine.finish_run._cache_size() == polishes
@@ -437,7 +470,9 @@ def test_calibrate_result_fields(small):
 
 def test_use_gates_false_fits_plain_positive_weights(small):
     M, y = small
-    model = SparseCalibrationWeights(100, use_gates=False, seed=0).fit(M, y, lr=0.1, epochs=300, loss_type="relative")
+    model = SparseCalibrationWeights(100, use_gates=False, seed=0).fit(
+        M, y, lr=0.1, epochs=300, loss_type="relative"
+    )
     assert model.log_alpha is None and "log_alpha" not in model.state.params
     w = model.get_weights(True)
     np.testing.assert_allclose(w, np.exp(model.log_weight), rtol=1e-6)
@@ -457,7 +492,10 @@ def test_relative_abs_handles_negative_targets(small):
     assert (y < 0).any() and (y > 0).any()
     res = calibrate(signed, y, key=0, lambda_l0=1e-6, lr=0.05, epochs=1500, loss_type="relative_abs")
     assert np.mean(res.relative_errors) < 0.05
-    with pytest.raises(ValueError, match="relative_abs"), pytest.warns(l0jax.CalibrationWarning, match="negative"):
+    with (
+        pytest.raises(ValueError, match="relative_abs"),
+        pytest.warns(l0jax.CalibrationWarning, match="negative"),
+    ):
         calibrate(signed, np.full(20, -1.0), key=0, loss_type="relative")
 
 
@@ -472,9 +510,20 @@ def test_backends_agree(small):
 def test_custom_optimizer_and_temperature_schedule(small):
     M, y = small
     schedule = l0jax.temperature_schedule(2.0, 0.5, 200)
-    res = calibrate(M, y, key=0, epochs=200, log_every=50, optimizer=optax.sgd(0.05), temperature=schedule,
-                    lambda_l0=1e-3, loss_type="relative")
-    np.testing.assert_allclose(res.history["temperature"], [schedule(k) for k in (50, 100, 150, 200)], rtol=1e-6)
+    res = calibrate(
+        M,
+        y,
+        key=0,
+        epochs=200,
+        log_every=50,
+        optimizer=optax.sgd(0.05),
+        temperature=schedule,
+        lambda_l0=1e-3,
+        loss_type="relative",
+    )
+    np.testing.assert_allclose(
+        res.history["temperature"], [schedule(k) for k in (50, 100, 150, 200)], rtol=1e-6
+    )
     assert np.all(res.weights >= 0)
 
 
@@ -502,8 +551,14 @@ def test_matrix_inputs_of_every_kind_give_the_same_fit(small):
     M, y = small
     kw = {"lambda_l0": 1e-3, "lr": 0.1, "epochs": 50, "loss_type": "relative", "backend": "dense"}
     ref = calibrate(M, y, key=0, **kw).weights
-    for given in (sp.csr_array(M), M.tocoo(), M.tocsc(), M.toarray(), jax.numpy.asarray(M.toarray()),
-                  l0jax._src.operators.as_operator(M, backend="dense")):
+    for given in (
+        sp.csr_array(M),
+        M.tocoo(),
+        M.tocsc(),
+        M.toarray(),
+        jax.numpy.asarray(M.toarray()),
+        l0jax._src.operators.as_operator(M, backend="dense"),
+    ):
         np.testing.assert_array_equal(calibrate(given, y, key=0, **kw).weights, ref)
 
 

@@ -26,7 +26,9 @@ def test_relative_loss_rejects_a_target_of_minus_one_and_points_to_relative_abs(
 
 
 def test_unknown_loss_lists_the_choices():
-    with pytest.raises(ValueError, match="unknown loss_type 'l1'; choose one of 'mse', 'relative', 'relative_abs'"):
+    with pytest.raises(
+        ValueError, match="unknown loss_type 'l1'; choose one of 'mse', 'relative', 'relative_abs'"
+    ):
         losses.target_scale(np.ones(2), "l1")
 
 
@@ -44,11 +46,13 @@ def test_group_weights_normalise_and_multiply():
     np.testing.assert_allclose(losses.group_weights(None, 6), np.ones(6))
     np.testing.assert_allclose(losses.group_weights(groups, 6), [1, 0.5, 0.5, 1 / 3, 1 / 3, 1 / 3])
     np.testing.assert_allclose(losses.group_weights(groups, 6, normalize_groups=False), np.ones(6))
-    np.testing.assert_allclose(losses.group_weights(groups, 6, group_multipliers={2: 3.0}),
-                               [1, 0.5, 0.5, 1, 1, 1])
+    np.testing.assert_allclose(
+        losses.group_weights(groups, 6, group_multipliers={2: 3.0}), [1, 0.5, 0.5, 1, 1, 1]
+    )
     np.testing.assert_allclose(
         losses.group_weights(groups, 6, normalize_groups=False, group_multipliers={0: 10.0, 1: 2.0}),
-        [10, 2, 2, 1, 1, 1])
+        [10, 2, 2, 1, 1, 1],
+    )
     # Integral floats are accepted as ids, as torch.long() would accept them.
     np.testing.assert_allclose(losses.group_weights(groups.astype(float), 6), losses.group_weights(groups, 6))
 
@@ -145,8 +149,10 @@ def test_sampled_gates_follow_the_closed_forms(log_alpha, beta):
     params = {"log_weight": jnp.zeros(n), "log_alpha": jnp.full(n, log_alpha, jnp.float32)}
     hp = model.make_hyperparams(0.0, 0.0, -0.1, 1.1)
     z = np.asarray(model.sampled_gates(params, jax.random.key(2), jnp.float32(beta), hp))
-    for observed, exact in [(np.mean(z == 0), l0jax.prob_zero(log_alpha, beta)),
-                            (np.mean(z == 1), l0jax.prob_one(log_alpha, beta))]:
+    for observed, exact in [
+        (np.mean(z == 0), l0jax.prob_zero(log_alpha, beta)),
+        (np.mean(z == 1), l0jax.prob_one(log_alpha, beta)),
+    ]:
         p = float(exact)
         assert abs(observed - p) < 5 * np.sqrt(p * (1 - p) / n)
 
@@ -159,7 +165,9 @@ def test_extreme_log_alpha_gives_finite_gates_penalty_and_gradients():
         det = model.deterministic_gates(params, jnp.float32(0.66), hp, "median")
         smp = model.sampled_gates(params, jax.random.key(0), jnp.float32(0.66), hp)
         pen = model.expected_active(params, jnp.float32(0.66), hp)
-        grad = jax.grad(lambda la: model.expected_active({"log_alpha": la}, jnp.float32(0.66), hp))(params["log_alpha"])
+        grad = jax.grad(lambda la: model.expected_active({"log_alpha": la}, jnp.float32(0.66), hp))(
+            params["log_alpha"]
+        )
         for x in (det, smp, pen, grad):
             assert np.all(np.isfinite(np.asarray(x)))
         assert np.all((np.asarray(det) >= 0) & (np.asarray(det) <= 1))
@@ -174,12 +182,15 @@ def test_objective_is_data_plus_weighted_penalties():
     rng = np.random.default_rng(0)
     M = rng.uniform(0, 1, (4, 6))
     y = rng.uniform(1, 5, 4)
-    params = {"log_weight": jnp.asarray(rng.normal(size=6), jnp.float32),
-              "log_alpha": jnp.asarray(rng.normal(size=6), jnp.float32)}
+    params = {
+        "log_weight": jnp.asarray(rng.normal(size=6), jnp.float32),
+        "log_alpha": jnp.asarray(rng.normal(size=6), jnp.float32),
+    }
     hp = model.make_hyperparams(0.3, 0.2, -0.1, 1.1)
     scale = losses.target_scale(y, "relative")
-    problem = model.Problem(as_operator(M), jnp.asarray(y, jnp.float32), jnp.asarray(scale, jnp.float32),
-                            jnp.ones(4, jnp.float32))
+    problem = model.Problem(
+        as_operator(M), jnp.asarray(y, jnp.float32), jnp.asarray(scale, jnp.float32), jnp.ones(4, jnp.float32)
+    )
     key, beta = jax.random.key(4), jnp.float32(0.5)
     loss, terms = model.objective(params, problem, hp, beta, key)
     z = np.asarray(model.sampled_gates(params, key, beta, hp), np.float64)

@@ -25,7 +25,9 @@ def wb():
 @pytest.fixture(scope="module")
 def lambda_path(wb):
     M, y, d = wb
-    return l0jax.calibrate_path(M, y, key=0, lambdas=[0.0, 1e-3, 1e-2, 3e-2], holdout=HELD, init_weights=d, **KW)
+    return l0jax.calibrate_path(
+        M, y, key=0, lambdas=[0.0, 1e-3, 1e-2, 3e-2], holdout=HELD, init_weights=d, **KW
+    )
 
 
 def test_the_chosen_point_has_the_smallest_held_out_error(wb, lambda_path):
@@ -52,7 +54,10 @@ def test_a_tolerance_trades_held_out_error_for_sparsity(lambda_path):
     assert path_module.choose(err, active, 0.0) == lambda_path.best
     tol = err[1] / err.min() - 1 + 1e-9  # the second point is just within
     picked = path_module.choose(err, active, tol)
-    assert active[picked] == min(active[err <= (1 + tol) * err.min()]) and active[picked] < active[lambda_path.best]
+    assert (
+        active[picked] == min(active[err <= (1 + tol) * err.min()])
+        and active[picked] < active[lambda_path.best]
+    )
     assert path_module.choose(np.array([1.0, 1.05, 1.2]), np.array([10, 5, 1]), 0.1) == 1
 
 
@@ -60,26 +65,31 @@ def test_each_point_is_the_fit_calibrate_makes_on_the_fit_rows(wb, lambda_path):
     M, y, d = wb
     fit = lambda_path.fit_rows
     for i in (0, 2):
-        single = l0jax.calibrate(M[fit], y[fit], key=0, lambda_l0=lambda_path.grid[i], init_weights=d,
-                                 warn_targets=False, **KW)
+        single = l0jax.calibrate(
+            M[fit], y[fit], key=0, lambda_l0=lambda_path.grid[i], init_weights=d, warn_targets=False, **KW
+        )
         assert single.active_count == lambda_path.active[i]
         # Batched and single products round differently in float32; nothing else differs.
-        np.testing.assert_allclose(lambda_path.weights[i], single.weights, rtol=1e-3, atol=1e-3 * single.weights.max())
+        np.testing.assert_allclose(
+            lambda_path.weights[i], single.weights, rtol=1e-3, atol=1e-3 * single.weights.max()
+        )
 
 
 def test_a_new_grid_or_new_held_out_rows_do_not_recompile(wb, lambda_path):
     M, y, d = wb
     before = path_module.TRACES["path_chunk"]
-    other = l0jax.calibrate_path(M, y, key=1, lambdas=[1e-4, 2e-3, 5e-3, 1e-2], holdout=HELD + 1, init_weights=d,
-                                 **KW)
+    other = l0jax.calibrate_path(
+        M, y, key=1, lambdas=[1e-4, 2e-3, 5e-3, 1e-2], holdout=HELD + 1, init_weights=d, **KW
+    )
     assert path_module.TRACES["path_chunk"] == before
     assert other.grid.tolist() == [1e-4, 2e-3, 5e-3, 1e-2]
 
 
 def test_keep_k_grid_keeps_exactly_k_and_bounds_hold(wb):
     M, y, d = wb
-    path = l0jax.calibrate_path(M, y, key=0, counts=[300, 500, 700], holdout=HELD, init_weights=d,
-                                weight_bounds=(0.3, 4.0), **KW)
+    path = l0jax.calibrate_path(
+        M, y, key=0, counts=[300, 500, 700], holdout=HELD, init_weights=d, weight_bounds=(0.3, 4.0), **KW
+    )
     np.testing.assert_array_equal(path.active, [300, 500, 700])
     w = path.weights.astype(np.float64)
     ratio = np.where(w > 0, w / d, 1.0)
@@ -109,21 +119,33 @@ def test_non_finite_points_are_scored_infinitely_bad():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(l0jax.CalibrationWarning, match="non-finite"):
-            l0jax.calibrate_path(M, y * 1e30, key=0, lambdas=[0.0, 1.0], holdout=[0, 1], loss_type="mse", lr=1e10,
-                                 epochs=20, log_every=10)
+            l0jax.calibrate_path(
+                M,
+                y * 1e30,
+                key=0,
+                lambdas=[0.0, 1.0],
+                holdout=[0, 1],
+                loss_type="mse",
+                lr=1e10,
+                epochs=20,
+                log_every=10,
+            )
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"lambdas": [1e-3], "counts": [10]}, "exactly one grid"),
-    ({}, "exactly one grid"),
-    ({"lambdas": [-1.0]}, "lambdas must be >= 0"),
-    ({"counts": [0, 5]}, "counts must lie between 1"),
-    ({"counts": [1.5]}, "integers"),
-    ({"lambdas": [1e-3], "holdout": 1.5}, "strictly between 0 and 1"),
-    ({"lambdas": [1e-3], "holdout": np.arange(8)}, "keep at least one"),
-    ({"lambdas": [1e-3], "holdout": [9]}, r"in \[0, 8\)"),
-    ({"lambdas": [1e-3], "holdout": np.ones(3, bool)}, "mask must have shape"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lambdas": [1e-3], "counts": [10]}, "exactly one grid"),
+        ({}, "exactly one grid"),
+        ({"lambdas": [-1.0]}, "lambdas must be >= 0"),
+        ({"counts": [0, 5]}, "counts must lie between 1"),
+        ({"counts": [1.5]}, "integers"),
+        ({"lambdas": [1e-3], "holdout": 1.5}, "strictly between 0 and 1"),
+        ({"lambdas": [1e-3], "holdout": np.arange(8)}, "keep at least one"),
+        ({"lambdas": [1e-3], "holdout": [9]}, r"in \[0, 8\)"),
+        ({"lambdas": [1e-3], "holdout": np.ones(3, bool)}, "mask must have shape"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
     M = np.ones((8, 20))
     kwargs = {"holdout": [0]} | kwargs

@@ -28,7 +28,10 @@ def api():
         rows = list(csv.DictReader(f))
     col = lambda k, t=float: np.array([t(r[k]) for r in rows])
     return {k: col(k) for k in ("api00", "api99", "pw", "enroll")} | {
-        "stype": col("stype", str), "sch.wide": col("sch.wide", str), "dnum": col("dnum", int)}
+        "stype": col("stype", str),
+        "sch.wide": col("sch.wide", str),
+        "dnum": col("dnum", int),
+    }
 
 
 @pytest.fixture
@@ -111,7 +114,9 @@ def _scipy_logit(M, totals, d, lo, hi):
     """The calibration equations M d F(M' lam) = t with Deville-Saerndal's logit F, by scipy's root."""
     a = (hi - lo) / ((1 - lo) * (hi - 1))
     ratio = lambda lam: lo + (hi - lo) / (1 + (hi - 1) / (1 - lo) * np.exp(-a * (lam @ M)))  # noqa: E731
-    sol = root(lambda lam: (M @ (d * ratio(lam)) - totals) / totals, np.zeros(M.shape[0]), method="hybr", tol=1e-14)
+    sol = root(
+        lambda lam: (M @ (d * ratio(lam)) - totals) / totals, np.zeros(M.shape[0]), method="hybr", tol=1e-14
+    )
     assert sol.success, sol.message
     return ratio(sol.x)
 
@@ -151,10 +156,20 @@ def test_truncated_linear_clips_at_binding_bounds_and_is_optimal(api, x64):
     np.testing.assert_allclose(res.g_weights, np.clip(1 + res.multipliers @ M, 0.88, 1.8), atol=1e-12)
     # The bounded chi-square problem, a QP, solved by scipy over the ratios.
     md = (M * d)[:4]
-    cons = {"type": "eq", "fun": lambda x: (md @ x - totals[:4]) / totals[:4], "jac": lambda x: md / totals[:4, None]}
-    qp = minimize(lambda x: d @ (x - 1) ** 2 / d.sum(), np.ones_like(d), jac=lambda x: 2 * d * (x - 1) / d.sum(),
-                  method="SLSQP", constraints=[cons], bounds=[(0.88, 1.8)] * d.size,
-                  options={"ftol": 1e-15, "maxiter": 1000})
+    cons = {
+        "type": "eq",
+        "fun": lambda x: (md @ x - totals[:4]) / totals[:4],
+        "jac": lambda x: md / totals[:4, None],
+    }
+    qp = minimize(
+        lambda x: d @ (x - 1) ** 2 / d.sum(),
+        np.ones_like(d),
+        jac=lambda x: 2 * d * (x - 1) / d.sum(),
+        method="SLSQP",
+        constraints=[cons],
+        bounds=[(0.88, 1.8)] * d.size,
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
     np.testing.assert_allclose(res.g_weights, qp.x, atol=1e-6)
 
 
@@ -173,8 +188,9 @@ def test_a_target_beyond_its_row_is_named(api, x64):
     d, M = api["pw"], _indicators(api, schwide=False)
     names = ["stype=E", "stype=H", "stype=M"]
     with pytest.raises(ValueError, match=r"target 1 \('stype=H'\) = 1500 is above the most its row allows"):
-        l0jax.calibrate_classical(M, [4421.0, 1500.0, 1018.0], d, method="logit", bounds=(0.5, 2.0),
-                                  target_names=names)
+        l0jax.calibrate_classical(
+            M, [4421.0, 1500.0, 1018.0], d, method="logit", bounds=(0.5, 2.0), target_names=names
+        )
     assert (M[1] @ d) * 2 < 1500  # the check is real: ratio 2 on every high school falls short
 
 
@@ -193,7 +209,9 @@ def test_jointly_unreachable_targets_are_named_by_the_lp(api, x64):
     totals = np.array([d.sum(), 1.9 * d[elem].sum(), 0.6 * d[yes].sum()])
     conflict = r"cannot be met jointly .* targets (0 \('N'\), )?1 \('E'\), 2 \('Yes'\) conflict"
     with pytest.raises(ValueError, match=conflict):
-        l0jax.calibrate_classical(M, totals, d, method="logit", bounds=(0.5, 2.0), target_names=["N", "E", "Yes"])
+        l0jax.calibrate_classical(
+            M, totals, d, method="logit", bounds=(0.5, 2.0), target_names=["N", "E", "Yes"]
+        )
 
 
 def test_sparse_input_and_both_layouts_agree(api, x64):
@@ -231,7 +249,9 @@ def test_new_totals_bounds_and_weights_do_not_recompile(api, x64):
     totals = np.concatenate([STYPE, [1072.0, 5122.0]])
     l0jax.calibrate_classical(M, totals, d, method="logit", bounds=(0.5, 2.0))
     before = classical.TRACES["newton_logit"]
-    l0jax.calibrate_classical(M, totals * 1.01, d * 1.02, method="logit", bounds=(0.4, 2.5), tol=1e-9, max_iter=30)
+    l0jax.calibrate_classical(
+        M, totals * 1.01, d * 1.02, method="logit", bounds=(0.4, 2.5), tol=1e-9, max_iter=30
+    )
     assert classical.TRACES["newton_logit"] == before
 
 
@@ -260,17 +280,20 @@ def test_non_convergence_warns_and_says_so(api, x64):
     assert "NOT converged" in repr(res)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"method": "logit"}, "needs bounds"),
-    ({"method": "logit", "bounds": (1.0, 2.0)}, "0 <= L < 1 < U"),
-    ({"bounds": (1.2, 2.0)}, "must contain 1"),
-    ({"bounds": (2.0, 0.5)}, "L < U"),
-    ({"method": "raking", "bounds": (-1.0, 2.0)}, ">= 0"),
-    ({"method": "calmar"}, "unknown method"),
-    ({"max_iter": 0}, "max_iter"),
-    ({"tol": -1.0}, "tol"),
-    ({"target_names": ["a"]}, "target_names"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "logit"}, "needs bounds"),
+        ({"method": "logit", "bounds": (1.0, 2.0)}, "0 <= L < 1 < U"),
+        ({"bounds": (1.2, 2.0)}, "must contain 1"),
+        ({"bounds": (2.0, 0.5)}, "L < U"),
+        ({"method": "raking", "bounds": (-1.0, 2.0)}, ">= 0"),
+        ({"method": "calmar"}, "unknown method"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"tol": -1.0}, "tol"),
+        ({"target_names": ["a"]}, "target_names"),
+    ],
+)
 def test_bad_arguments_are_named(api, kwargs, match):
     with pytest.raises(ValueError, match=match):
         l0jax.calibrate_classical(_indicators(api, schwide=False), STYPE, api["pw"], **kwargs)

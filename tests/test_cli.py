@@ -1,5 +1,6 @@
 """The ``l0jax`` command line: ``calibrate`` round trip, resume, one-line errors for bad files; the
-hard-concrete demo under its new name. (``l0jax demo`` itself: test_production_worldbank.py.)"""
+hard-concrete demo under its new name. (``l0jax demo`` itself: test_production_worldbank.py.)
+"""
 
 import csv
 import json
@@ -32,8 +33,22 @@ def _run(*argv):
 def test_calibrate_round_trip(files, tmp_path, capsys):
     d, M, y = files
     out = tmp_path / "run"
-    rc = _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--initial-weights",
-              d / "w0.csv", "--target-active", 100, "--epochs", 400, "--out", out, "--quiet")
+    rc = _run(
+        "calibrate",
+        "--matrix",
+        d / "M.npz",
+        "--targets",
+        d / "targets.csv",
+        "--initial-weights",
+        d / "w0.csv",
+        "--target-active",
+        100,
+        "--epochs",
+        400,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "calibrated 20 targets over 500 households" in printed
@@ -51,24 +66,72 @@ def test_calibrate_round_trip(files, tmp_path, capsys):
     config = json.loads((out / "run_config.json").read_text())
     assert config["arguments"]["target_active"] == "100" and config["arguments"]["epochs"] == 400
     assert config["result"]["active"] == np.count_nonzero(w)
-    assert config["problem"] == {"targets": 20, "households": 500, "fingerprint": config["problem"]["fingerprint"]}
+    assert config["problem"] == {
+        "targets": 20,
+        "households": 500,
+        "fingerprint": config["problem"]["fingerprint"],
+    }
     assert config["weights"]["active"] == np.count_nonzero(w)
     assert (out / "checkpoint.npz").is_file()
 
     # Rerunning into the same folder refuses to overwrite the checkpoint; --resume continues it
     # (here: already finished, so only the polish runs) and gives the same weights.
-    assert _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--initial-weights",
-                d / "w0.csv", "--target-active", 100, "--epochs", 400, "--out", out, "--quiet") == 2
+    assert (
+        _run(
+            "calibrate",
+            "--matrix",
+            d / "M.npz",
+            "--targets",
+            d / "targets.csv",
+            "--initial-weights",
+            d / "w0.csv",
+            "--target-active",
+            100,
+            "--epochs",
+            400,
+            "--out",
+            out,
+            "--quiet",
+        )
+        == 2
+    )
     assert "pass --resume to continue it, or --overwrite" in capsys.readouterr().err
-    assert _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--initial-weights",
-                d / "w0.csv", "--target-active", 100, "--epochs", 400, "--out", out, "--quiet", "--resume") == 0
+    assert (
+        _run(
+            "calibrate",
+            "--matrix",
+            d / "M.npz",
+            "--targets",
+            d / "targets.csv",
+            "--initial-weights",
+            d / "w0.csv",
+            "--target-active",
+            100,
+            "--epochs",
+            400,
+            "--out",
+            out,
+            "--quiet",
+            "--resume",
+        )
+        == 0
+    )
     again = np.array([float(r["weight"]) for r in csv.DictReader(open(out / "weights.csv"))])
     np.testing.assert_array_equal(again, w)
 
 
 def test_resume_after_an_interruption_gives_the_uninterrupted_weights(files, tmp_path):
     d, _, _ = files
-    base = ["calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--quiet", "--log-every", 50]
+    base = [
+        "calibrate",
+        "--matrix",
+        d / "M.npz",
+        "--targets",
+        d / "targets.csv",
+        "--quiet",
+        "--log-every",
+        50,
+    ]
     assert _run(*base, "--epochs", 300, "--out", tmp_path / "full") == 0
     assert _run(*base, "--epochs", 150, "--out", tmp_path / "part") == 0  # "interrupted" at 150
     assert _run(*base, "--epochs", 300, "--out", tmp_path / "part", "--resume") == 0
@@ -78,22 +141,49 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_weights(files, tmp
     assert epochs == [50, 100, 150, 200, 250, 300]
 
 
-@pytest.mark.parametrize("make, flag, message", [
-    (lambda d: (d / "bad.csv").write_text("name,value\nt0,1\nt1,abc\n"), "--targets",
-     "bad.csv: line 3: 'abc' is not a number"),
-    (lambda d: (d / "bad.csv").write_text("name,value\n" + "t,1\n" * 7), "--targets",
-     "bad.csv: 7 targets, but the matrix"),
-    (lambda d: (d / "bad.csv").write_text("name,amount\nt,1\n"), "--targets", "bad.csv: the header ['name', 'amount'] "
-                                                                               "has no 'value'"),
-    (lambda d: (d / "bad.csv").write_text(""), "--targets", "bad.csv: the file is empty"),
-    (lambda d: (d / "bad.npz").write_bytes(b"PK\x03\x04 truncated"), "--matrix", "bad.npz: cannot read it as a matrix"),
-    (lambda d: np.savez(d / "bad.npz", a=np.ones(3), b=np.ones(3)), "--matrix", "bad.npz: expected a scipy sparse"),
-    (lambda d: (d / "bad.txt").write_text("1 2"), "--matrix", "bad.txt: unknown matrix format '.txt'"),
-    (lambda d: None, "--matrix", "missing.npz: no such file"),
-    (lambda d: (d / "bad.csv").write_text("1\n-2\n" + "1\n" * 498), "--initial-weights",
-     "bad.csv: weights must be >= 0; found 1 negative value(s)"),
-    (lambda d: (d / "bad.csv").write_text("1\n" * 10), "--initial-weights", "bad.csv: 10 weights, but the matrix"),
-])
+@pytest.mark.parametrize(
+    "make, flag, message",
+    [
+        (
+            lambda d: (d / "bad.csv").write_text("name,value\nt0,1\nt1,abc\n"),
+            "--targets",
+            "bad.csv: line 3: 'abc' is not a number",
+        ),
+        (
+            lambda d: (d / "bad.csv").write_text("name,value\n" + "t,1\n" * 7),
+            "--targets",
+            "bad.csv: 7 targets, but the matrix",
+        ),
+        (
+            lambda d: (d / "bad.csv").write_text("name,amount\nt,1\n"),
+            "--targets",
+            "bad.csv: the header ['name', 'amount'] has no 'value'",
+        ),
+        (lambda d: (d / "bad.csv").write_text(""), "--targets", "bad.csv: the file is empty"),
+        (
+            lambda d: (d / "bad.npz").write_bytes(b"PK\x03\x04 truncated"),
+            "--matrix",
+            "bad.npz: cannot read it as a matrix",
+        ),
+        (
+            lambda d: np.savez(d / "bad.npz", a=np.ones(3), b=np.ones(3)),
+            "--matrix",
+            "bad.npz: expected a scipy sparse",
+        ),
+        (lambda d: (d / "bad.txt").write_text("1 2"), "--matrix", "bad.txt: unknown matrix format '.txt'"),
+        (lambda d: None, "--matrix", "missing.npz: no such file"),
+        (
+            lambda d: (d / "bad.csv").write_text("1\n-2\n" + "1\n" * 498),
+            "--initial-weights",
+            "bad.csv: weights must be >= 0; found 1 negative value(s)",
+        ),
+        (
+            lambda d: (d / "bad.csv").write_text("1\n" * 10),
+            "--initial-weights",
+            "bad.csv: 10 weights, but the matrix",
+        ),
+    ],
+)
 def test_bad_files_give_one_line_errors(files, tmp_path, capsys, make, flag, message):
     d, _, _ = files
     make(tmp_path)
@@ -114,8 +204,18 @@ def test_bad_files_give_one_line_errors(files, tmp_path, capsys, make, flag, mes
 
 def test_bad_option_values_are_one_line_errors(files, tmp_path, capsys):
     d, _, _ = files
-    rc = _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", tmp_path / "o",
-              "--target-active", 0, "--quiet")
+    rc = _run(
+        "calibrate",
+        "--matrix",
+        d / "M.npz",
+        "--targets",
+        d / "targets.csv",
+        "--out",
+        tmp_path / "o",
+        "--target-active",
+        0,
+        "--quiet",
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "target_active must be a count between 1 and" in err
@@ -127,14 +227,31 @@ def test_demo_gates_keeps_the_hard_concrete_demo(capsys):
     assert "against the closed forms" in out and "Temperature schedules" in out
 
 
-@pytest.mark.parametrize("value, message", [
-    ("abc", "--target-active: 'abc' is not a number; give a count of households"),
-    ("1e9", "target_active must be a count between 1 and the number of households (500), got 1000000000"),
-])
-def test_target_active_that_is_not_a_count_or_fraction_is_a_one_line_error(files, tmp_path, capsys, value, message):
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("abc", "--target-active: 'abc' is not a number; give a count of households"),
+        ("1e9", "target_active must be a count between 1 and the number of households (500), got 1000000000"),
+    ],
+)
+def test_target_active_that_is_not_a_count_or_fraction_is_a_one_line_error(
+    files, tmp_path, capsys, value, message
+):
     d, _, _ = files
-    rc = _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", tmp_path / "o",
-              "--target-active", value, "--epochs", 10, "--quiet")
+    rc = _run(
+        "calibrate",
+        "--matrix",
+        d / "M.npz",
+        "--targets",
+        d / "targets.csv",
+        "--out",
+        tmp_path / "o",
+        "--target-active",
+        value,
+        "--epochs",
+        10,
+        "--quiet",
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("l0jax calibrate: error: ") and message in err
@@ -144,8 +261,23 @@ def test_target_active_that_is_not_a_count_or_fraction_is_a_one_line_error(files
 def test_target_active_in_scientific_notation_is_a_count(files, tmp_path):
     d, _, _ = files
     out = tmp_path / "o"
-    assert _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", out,
-                "--target-active", "1e2", "--epochs", 200, "--quiet") == 0
+    assert (
+        _run(
+            "calibrate",
+            "--matrix",
+            d / "M.npz",
+            "--targets",
+            d / "targets.csv",
+            "--out",
+            out,
+            "--target-active",
+            "1e2",
+            "--epochs",
+            200,
+            "--quiet",
+        )
+        == 0
+    )
     w = np.array([float(r["weight"]) for r in csv.DictReader(open(out / "weights.csv"))])
     assert abs(np.count_nonzero(w) - 100) <= 5
 
@@ -153,8 +285,16 @@ def test_target_active_in_scientific_notation_is_a_count(files, tmp_path):
 def test_matrix_without_columns_is_a_one_line_error_naming_the_file(tmp_path, capsys):
     np.save(tmp_path / "E.npy", np.zeros((2, 0)))
     (tmp_path / "t.csv").write_text("1\n2\n")
-    rc = _run("calibrate", "--matrix", tmp_path / "E.npy", "--targets", tmp_path / "t.csv", "--out", tmp_path / "o",
-              "--quiet")
+    rc = _run(
+        "calibrate",
+        "--matrix",
+        tmp_path / "E.npy",
+        "--targets",
+        tmp_path / "t.csv",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -164,8 +304,24 @@ def test_matrix_without_columns_is_a_one_line_error_naming_the_file(tmp_path, ca
 def test_non_finite_loss_is_a_one_line_error(files, tmp_path, capsys):
     d, _, _ = files
     # A learning rate of 1e30 on the squared error overflows the weights within two epochs.
-    rc = _run("calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", tmp_path / "o",
-              "--lr", 1e30, "--loss", "mse", "--epochs", 20, "--log-every", 10, "--quiet")
+    rc = _run(
+        "calibrate",
+        "--matrix",
+        d / "M.npz",
+        "--targets",
+        d / "targets.csv",
+        "--out",
+        tmp_path / "o",
+        "--lr",
+        1e30,
+        "--loss",
+        "mse",
+        "--epochs",
+        20,
+        "--log-every",
+        10,
+        "--quiet",
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -176,26 +332,51 @@ def test_non_finite_loss_is_a_one_line_error(files, tmp_path, capsys):
 def test_bad_invocation_with_overwrite_keeps_the_earlier_checkpoint(files, tmp_path, capsys, bad):
     d, _, _ = files
     out = tmp_path / "run"
-    args = {"--matrix": d / "M.npz", "--targets": d / "targets.csv", "--out": out, "--epochs": 20, "--log-every": 10}
+    args = {
+        "--matrix": d / "M.npz",
+        "--targets": d / "targets.csv",
+        "--out": out,
+        "--epochs": 20,
+        "--log-every": 10,
+    }
     assert _run("calibrate", *[x for kv in args.items() for x in kv], "--quiet") == 0
     before = (out / "checkpoint.npz").read_bytes()
     args[bad[0]] = tmp_path / bad[1] if bad[0] == "--targets" else bad[1]
     assert _run("calibrate", *[x for kv in args.items() for x in kv], "--quiet", "--overwrite") == 2
     assert "l0jax calibrate: error: " in capsys.readouterr().err
     assert (out / "checkpoint.npz").read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "diagnostics.csv", "log.csv",
-                                                     "run_config.json", "weights.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.npz",
+        "diagnostics.csv",
+        "log.csv",
+        "run_config.json",
+        "weights.csv",
+    ]
 
 
-def test_overwrite_keeps_the_new_runs_checkpoint_when_it_fails_after_saving(files, tmp_path, capsys, monkeypatch):
+def test_overwrite_keeps_the_new_runs_checkpoint_when_it_fails_after_saving(
+    files, tmp_path, capsys, monkeypatch
+):
     # A fit that diverges after saving states of its own leaves its last finite state (to resume with
     # another learning rate); the earlier run's checkpoint goes, as --overwrite asked.
     import l0jax
 
     d, _, _ = files
     out = tmp_path / "run"
-    args = ["calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--out", out, "--epochs", 20,
-            "--log-every", 10, "--quiet"]
+    args = [
+        "calibrate",
+        "--matrix",
+        d / "M.npz",
+        "--targets",
+        d / "targets.csv",
+        "--out",
+        out,
+        "--epochs",
+        20,
+        "--log-every",
+        10,
+        "--quiet",
+    ]
     assert _run(*args) == 0
     before = (out / "checkpoint.npz").read_bytes()
 
@@ -225,7 +406,9 @@ def test_a_folder_of_column_blocks_gives_the_whole_matrix_result(files, tmp_path
     configs = [json.loads((tmp_path / f / "run_config.json").read_text()) for f in ("whole", "blocks_run")]
     assert configs[0]["problem"] == configs[1]["problem"]  # same fingerprint
     diag = list(csv.DictReader(open(tmp_path / "blocks_run" / "diagnostics.csv")))
-    np.testing.assert_allclose([float(r["estimate"]) for r in diag], M @ read(tmp_path / "blocks_run"), rtol=1e-6)
+    np.testing.assert_allclose(
+        [float(r["estimate"]) for r in diag], M @ read(tmp_path / "blocks_run"), rtol=1e-6
+    )
 
 
 def test_a_folder_with_blocks_of_different_heights_is_a_one_line_error(files, tmp_path, capsys):

@@ -34,10 +34,19 @@ class _Frame(dict):
 
 def _households(toilet, geo1, urbrur):
     n = len(toilet)
-    return _Frame(hhsize=np.arange(n) % 9 + 1, rooms=np.arange(n) % 7 + 1, electricity=["Yes", "No"] * (n // 2),
-                  water=["Tap"] * n, toilet=toilet,
-                  quint_nat=["poorest", "poor", "average", "rich", "richest"] * (n // 5),
-                  geo1=geo1, urbrur=urbrur, tot_exp=np.full(n, 10.0), hid=np.arange(n), hhweight=np.full(n, 2.0))
+    return _Frame(
+        hhsize=np.arange(n) % 9 + 1,
+        rooms=np.arange(n) % 7 + 1,
+        electricity=["Yes", "No"] * (n // 2),
+        water=["Tap"] * n,
+        toilet=toilet,
+        quint_nat=["poorest", "poor", "average", "rich", "richest"] * (n // 5),
+        geo1=geo1,
+        urbrur=urbrur,
+        tot_exp=np.full(n, 10.0),
+        hid=np.arange(n),
+        hhweight=np.full(n, 2.0),
+    )
 
 
 def test_sample_lacking_a_level_keeps_the_census_rows(monkeypatch):

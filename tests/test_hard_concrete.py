@@ -28,8 +28,9 @@ def _density(t, log_alpha, beta, gamma=GAMMA, zeta=ZETA):
 
 def _exact_mean(log_alpha, beta):
     """E[z] = P(z = 1) + integral over (0, 1) of t * density(t)."""
-    inner, _ = integrate.quad(lambda t: t * _density(t, log_alpha, beta), 0.0, 1.0, limit=200,
-                              epsabs=1e-12, epsrel=1e-10)
+    inner, _ = integrate.quad(
+        lambda t: t * _density(t, log_alpha, beta), 0.0, 1.0, limit=200, epsabs=1e-12, epsrel=1e-10
+    )
     return _survival(1.0, log_alpha, beta) + inner
 
 
@@ -86,8 +87,9 @@ def test_sampling_from_given_noise_rejects_bad_noise():
     with pytest.raises(ValueError, match=r"u of shape \(4,\)"):
         l0jax.hard_concrete_from_uniform(jnp.full((4,), 0.5), log_alpha, 0.5)
     # A scalar u broadcasts to the gates' shape: the gates at the median of the noise.
-    np.testing.assert_allclose(l0jax.hard_concrete_from_uniform(0.5, log_alpha, 0.5), np.full(3, 0.5),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        l0jax.hard_concrete_from_uniform(0.5, log_alpha, 0.5), np.full(3, 0.5), atol=1e-6
+    )
     # Under jit the noise is a tracer and passes unchecked (the shape check still runs).
     jitted = jax.jit(lambda u: l0jax.hard_concrete_from_uniform(u, log_alpha, 0.5))
     assert jitted(jnp.full((3,), 0.5)).shape == (3,)
@@ -110,12 +112,15 @@ def test_eval_rules_equal_their_formulas():
     median = np.clip(sig(log_alpha / beta) * (ZETA - GAMMA) + GAMMA, 0, 1)
     paper = np.clip(sig(log_alpha) * (ZETA - GAMMA) + GAMMA, 0, 1)
     np.testing.assert_allclose(np.asarray(l0jax.hard_concrete_eval(log_alpha, beta)), median, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(l0jax.hard_concrete_eval(log_alpha, beta, rule="paper")), paper,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(l0jax.hard_concrete_eval(log_alpha, beta, rule="paper")), paper, atol=1e-6
+    )
     # The median gate is the gate at u = 1/2.
     np.testing.assert_allclose(
         np.asarray(l0jax.hard_concrete_from_uniform(jnp.full(log_alpha.shape, 0.5), log_alpha, beta)),
-        median, atol=1e-6)
+        median,
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="rule.*'median', 'paper'"):
         l0jax.hard_concrete_eval(log_alpha, beta, rule="mean")
 
@@ -160,7 +165,9 @@ def test_l0l2_penalty_groups_follow_eq_14(key):
     # Its L0 part equals l0_penalty with group size 3.
     np.testing.assert_allclose(
         float(l0jax.l0l2_penalty(theta, log_alpha, beta, lambda_l0=1.0, lambda_l2=0.0)),
-        float(l0jax.l0_penalty(log_alpha, beta, group_size=3)), rtol=1e-6)
+        float(l0jax.l0_penalty(log_alpha, beta, group_size=3)),
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match="log_alpha of shape \\(4,\\) must broadcast"):
         l0jax.l0l2_penalty(theta, jnp.zeros(4), beta)
 
@@ -230,8 +237,11 @@ def test_traced_hyperparameters_trace_once(key):
         assert np.isfinite(float(out))
     # A jitted gradient through all of them also works with traced hyperparameters.
     g = jax.jit(jax.grad(lambda la, t: l0jax.l0_penalty(la, t)))(log_alpha, jnp.float32(0.5))
-    np.testing.assert_allclose(np.asarray(g), np.asarray(l0jax.prob_nonzero(log_alpha, 0.5)
-                                                          * l0jax.prob_zero(log_alpha, 0.5)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(g),
+        np.asarray(l0jax.prob_nonzero(log_alpha, 0.5) * l0jax.prob_zero(log_alpha, 0.5)),
+        rtol=1e-6,
+    )
 
 
 @pytest.mark.parametrize(
@@ -249,7 +259,10 @@ def test_traced_hyperparameters_trace_once(key):
         (lambda: l0jax.keep_prob_to_log_alpha(1.5), "keep_prob"),
         (lambda: l0jax.l0l2_penalty(jnp.zeros(3), jnp.zeros(3), 0.5, lambda_l2=-1.0), "lambda_l2"),
         (lambda: l0jax.hard_concrete_eval(jnp.zeros(3), "2/3"), "temperature must be a real number"),
-        (lambda: l0jax.l0l2_penalty(jnp.zeros(3), jnp.zeros(3), 0.5, lambda_l2=None), "lambda_l2 must be a real"),
+        (
+            lambda: l0jax.l0l2_penalty(jnp.zeros(3), jnp.zeros(3), 0.5, lambda_l2=None),
+            "lambda_l2 must be a real",
+        ),
     ],
 )
 def test_bad_input_names_the_argument(call, name):
@@ -293,7 +306,7 @@ def test_hash_noise_is_uniform_and_independent(seed):
     assert stats.kstest(a, "uniform").statistic < 1.95 / np.sqrt(n)
     # Neighbouring gates, consecutive counters and different keys are uncorrelated: each sample
     # correlation has standard error 1 / sqrt(n); 5 standard errors.
-    for x, y in [(a[:-1], a[1:]), (a, b), (a, c), (a[: n // 2], a[n // 2:])]:
+    for x, y in [(a[:-1], a[1:]), (a, b), (a, c), (a[: n // 2], a[n // 2 :])]:
         assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(x.size)
     # Bits of the grid index are balanced (each bit set in half of the draws, 5 standard errors).
     k = (a * 2**23 - 0.5).astype(np.int64)
@@ -323,7 +336,9 @@ def test_hash_gates_equal_the_map_of_their_noise(key):
     u = l0jax.hash_uniform(jax.random.key(3), (4096,))
     ref = l0jax.hard_concrete_from_uniform(u, log_alpha, beta, gamma=gamma, zeta=zeta)
     np.testing.assert_allclose(np.asarray(gates), np.asarray(ref), atol=2e-6)
-    assert not np.array_equal(gates, l0jax.hard_concrete(jax.random.key(3), log_alpha, beta, gamma=gamma, zeta=zeta))
+    assert not np.array_equal(
+        gates, l0jax.hard_concrete(jax.random.key(3), log_alpha, beta, gamma=gamma, zeta=zeta)
+    )
 
 
 def test_hash_gates_are_finite_and_differentiable_at_extremes():
@@ -332,8 +347,11 @@ def test_hash_gates_are_finite_and_differentiable_at_extremes():
         z = l0jax.hard_concrete(jax.random.key(0), log_alpha, 2 / 3, noise="hash")
         assert z.dtype == dtype
         np.testing.assert_array_equal(np.asarray(z[jnp.array([0, 4])], np.float32), [0.0, 1.0])
-        grad = jax.grad(lambda la: jnp.sum(l0jax.hard_concrete(jax.random.key(0), la, 2 / 3, noise="hash")
-                                           .astype(jnp.float32)))(log_alpha.astype(jnp.float32))
+        grad = jax.grad(
+            lambda la: jnp.sum(
+                l0jax.hard_concrete(jax.random.key(0), la, 2 / 3, noise="hash").astype(jnp.float32)
+            )
+        )(log_alpha.astype(jnp.float32))
         assert np.all(np.isfinite(np.asarray(grad)))
 
 
@@ -344,8 +362,11 @@ def test_hash_noise_does_not_recompile_for_new_counters_or_keys():
         return l0jax.hash_uniform(key, (64,), counter=counter, offset=offset)
 
     chex.clear_trace_counter()
-    draws = {np.asarray(draw(jax.random.key(k), jnp.uint32(c), jnp.uint32(7))).tobytes()
-             for k in range(3) for c in range(3)}
+    draws = {
+        np.asarray(draw(jax.random.key(k), jnp.uint32(c), jnp.uint32(7))).tobytes()
+        for k in range(3)
+        for c in range(3)
+    }
     assert len(draws) == 9  # nine different (key, counter) pairs, nine different draws, one trace
 
     @jax.jit

@@ -30,8 +30,15 @@ def _env(devices: int) -> dict[str, str]:
 
 
 def test_sharded_suite_on_eight_emulated_devices():
-    out = subprocess.run([sys.executable, "-m", "pytest", str(HERE / "multidevice"), "-q", "-p", "no:cacheprovider",
-                          "-x"], capture_output=True, text=True, env=_env(8), cwd=HERE.parent, timeout=1800, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", str(HERE / "multidevice"), "-q", "-p", "no:cacheprovider", "-x"],
+        capture_output=True,
+        text=True,
+        env=_env(8),
+        cwd=HERE.parent,
+        timeout=1800,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     assert " passed" in out.stdout and "skipped" not in out.stdout.splitlines()[-1], out.stdout[-2000:]
 
@@ -44,11 +51,24 @@ def _free_port() -> int:
 
 def test_two_processes_over_gloo_equal_one_process_on_four_devices(tmp_path):
     port = str(_free_port())
-    workers = [subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), "2", str(i), port],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(2))
-               for i in range(2)]
-    single = subprocess.run([sys.executable, str(WORKER), str(tmp_path), "1", "0", "0"], capture_output=True,
-                            text=True, env=_env(4), timeout=600, check=False)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(tmp_path), "2", str(i), port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(2),
+        )
+        for i in range(2)
+    ]
+    single = subprocess.run(
+        [sys.executable, str(WORKER), str(tmp_path), "1", "0", "0"],
+        capture_output=True,
+        text=True,
+        env=_env(4),
+        timeout=600,
+        check=False,
+    )
     logs = [w.communicate(timeout=600)[0] for w in workers]
     assert single.returncode == 0, single.stdout + single.stderr
     for w, log in zip(workers, logs):

@@ -6,9 +6,9 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from nn_inputs import normal
 
 from l0jax.nn import FeatureGate, HybridGate, L0Gate, SampleGate
-from nn_inputs import normal
 
 LOG_ALPHA = np.array([1.5, -0.5, 0.2, -3.0, 4.0, -0.1, 0.05, -2.0], np.float32)
 
@@ -173,8 +173,9 @@ def test_hybrid_shares_add_up_to_the_target():
 
 
 def test_hybrid_gate_passes_stretch_and_eval_rule_to_its_gate():
-    hybrid = HybridGate(8, 0.5, 0.5, target_items=4, gamma=-0.2, zeta=1.05, eval_rule="paper",
-                        deterministic=True)
+    hybrid = HybridGate(
+        8, 0.5, 0.5, target_items=4, gamma=-0.2, zeta=1.05, eval_rule="paper", deterministic=True
+    )
     gate = hybrid.l0_gate
     assert (gate.gamma, gate.zeta, gate.eval_rule) == (-0.2, 1.05, "paper")
     gate.log_alpha[...] = jnp.asarray(LOG_ALPHA)

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 from jax import lax
+from nn_inputs import normal, np_init
 
 import l0jax
 from l0jax.nn import L0Conv, L0DepthwiseConv, L0Linear, SparseMLP
-from nn_inputs import normal, np_init
-
 
 # One compiled program per model instead of one per eager operation (much faster to compile).
 _eval_call = nnx.jit(lambda m, x: m(x, deterministic=True))
@@ -200,13 +199,15 @@ def test_sparse_mlp_flattens_and_chains_layers():
 
 def test_sparse_mlp_takes_zero_dimensional_arrays_as_one_value():
     for keep in (jnp.float32(0.2), np.float32(0.2), np.array(0.2), jnp.array(0.2)):
-        mlp = SparseMLP((4, 3, 2), gate=np.str_("input"), init_keep_prob=keep, kernel_init=np_init,
-                        rngs=nnx.Rngs(0))
+        mlp = SparseMLP(
+            (4, 3, 2), gate=np.str_("input"), init_keep_prob=keep, kernel_init=np_init, rngs=nnx.Rngs(0)
+        )
         assert [layer.granularity for layer in mlp.layers] == ["input", "input"]
         for layer in mlp.layers:
             np.testing.assert_allclose(np.asarray(layer.gate.log_alpha[...]), np.log(0.25), rtol=1e-6)
-    ragged = SparseMLP((4, 3, 2), init_keep_prob=[0.2, np.full((3, 2), 0.5)], kernel_init=np_init,
-                       rngs=nnx.Rngs(0))
+    ragged = SparseMLP(
+        (4, 3, 2), init_keep_prob=[0.2, np.full((3, 2), 0.5)], kernel_init=np_init, rngs=nnx.Rngs(0)
+    )
     np.testing.assert_allclose(np.asarray(ragged.layers[1].gate.log_alpha[...]), np.zeros((3, 2)), atol=1e-6)
 
 

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from nn_inputs import normal, np_init
 
 import l0jax
 from l0jax import nn as ln
-from nn_inputs import normal, np_init
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

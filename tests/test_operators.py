@@ -16,8 +16,9 @@ BACKENDS = ("dense", "sparse", "scipy")
 
 def _matrix(seed=0, m=40, n=300, density=0.2):
     rng = np.random.default_rng(seed)
-    return sp.random(m, n, density=density, format="csr", random_state=rng,
-                     data_rvs=lambda k: rng.lognormal(1.5, 0.25, k)).astype(np.float32)
+    return sp.random(
+        m, n, density=density, format="csr", random_state=rng, data_rvs=lambda k: rng.lognormal(1.5, 0.25, k)
+    ).astype(np.float32)
 
 
 def _vectors(m, n, seed=1):
@@ -30,8 +31,14 @@ def _vectors(m, n, seed=1):
 def test_products_match_scipy(backend, fmt):
     M = _matrix()
     w, r = _vectors(*M.shape)
-    given = {"csr_matrix": M, "csr_array": sp.csr_array(M), "csc": M.tocsc(), "coo": M.tocoo(),
-             "numpy": M.toarray(), "jax": jnp.asarray(M.toarray())}[fmt]
+    given = {
+        "csr_matrix": M,
+        "csr_array": sp.csr_array(M),
+        "csc": M.tocsc(),
+        "coo": M.tocoo(),
+        "numpy": M.toarray(),
+        "jax": jnp.asarray(M.toarray()),
+    }[fmt]
     op = as_operator(given, backend=backend)
     assert op.backend == backend and op.shape == M.shape
     np.testing.assert_allclose(op.matvec(w), M @ w, rtol=1e-5, atol=1e-4)

@@ -29,15 +29,27 @@ def apiclus1():
     with open(DATA / "apiclus1.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     col = lambda k, t=float: np.array([t(r[k]) for r in rows])  # noqa: E731
-    return {"api00": col("api00"), "api99": col("api99"), "pw": col("pw"), "stype": col("stype", str),
-            "sch.wide": col("sch.wide", str)}
+    return {
+        "api00": col("api00"),
+        "api99": col("api99"),
+        "pw": col("pw"),
+        "stype": col("stype", str),
+        "sch.wide": col("sch.wide", str),
+    }
 
 
 @pytest.fixture(scope="module")
 def raking(apiclus1):
     """R's raking example: design weights, indicators of stype (E, H, M) and sch.wide (No, Yes), totals."""
-    X = np.stack([apiclus1["stype"] == "E", apiclus1["stype"] == "H", apiclus1["stype"] == "M",
-                  apiclus1["sch.wide"] == "No", apiclus1["sch.wide"] == "Yes"]).astype(float)
+    X = np.stack(
+        [
+            apiclus1["stype"] == "E",
+            apiclus1["stype"] == "H",
+            apiclus1["stype"] == "M",
+            apiclus1["sch.wide"] == "No",
+            apiclus1["sch.wide"] == "Yes",
+        ]
+    ).astype(float)
     return apiclus1["pw"], X, np.array([4421.0, 755.0, 1018.0, 1072.0, 5122.0])
 
 
@@ -54,8 +66,19 @@ def test_greg_on_api99_matches_r_survey(apiclus1):
     greg = d * (1 + lam @ X)  # the closed form: all weights positive here
     assert _mean(greg, apiclus1["api00"]) == pytest.approx(666.7177, abs=1e-4)
 
-    res = calibrate(X, totals, key=0, use_gates=False, init_weights=d, distance="chi2", distance_strength=1e-5,
-                    loss_type="relative", lr=0.01, epochs=50_000, log_every=5000)
+    res = calibrate(
+        X,
+        totals,
+        key=0,
+        use_gates=False,
+        init_weights=d,
+        distance="chi2",
+        distance_strength=1e-5,
+        loss_type="relative",
+        lr=0.01,
+        epochs=50_000,
+        log_every=5000,
+    )
     assert _mean(res.weights, apiclus1["api00"]) == pytest.approx(666.7177, rel=5e-4)
     np.testing.assert_allclose(res.weights, greg, rtol=0.02)
     np.testing.assert_allclose(res.predictions, totals, rtol=1e-4)
@@ -69,8 +92,19 @@ def test_raking_on_stype_and_sch_wide_matches_r_survey(apiclus1, raking):
             ipf = np.where(X[i] > 0, ipf * totals[i] / (X[i] @ ipf), ipf)
     assert _mean(ipf, apiclus1["api00"]) == pytest.approx(641.23, abs=5e-3)
 
-    res = calibrate(X, totals, key=0, use_gates=False, init_weights=d, distance="raking", distance_strength=1e-3,
-                    loss_type="relative", lr=0.01, epochs=20_000, log_every=5000)
+    res = calibrate(
+        X,
+        totals,
+        key=0,
+        use_gates=False,
+        init_weights=d,
+        distance="raking",
+        distance_strength=1e-3,
+        loss_type="relative",
+        lr=0.01,
+        epochs=20_000,
+        log_every=5000,
+    )
     assert _mean(res.weights, apiclus1["api00"]) == pytest.approx(641.23, rel=5e-4)
     np.testing.assert_allclose(res.weights, ipf, rtol=1e-3)
     np.testing.assert_allclose(res.predictions, totals, rtol=1e-4)
@@ -79,7 +113,16 @@ def test_raking_on_stype_and_sch_wide_matches_r_survey(apiclus1, raking):
 def test_without_the_distance_the_weights_are_not_the_textbook_ones(apiclus1, raking):
     """The oracle is a real test of the distance term: meeting the totals alone lands elsewhere."""
     d, X, totals = raking
-    res = calibrate(X, totals, key=0, use_gates=False, init_weights=d, loss_type="relative", lr=0.01, epochs=20_000,
-                    log_every=5000)
+    res = calibrate(
+        X,
+        totals,
+        key=0,
+        use_gates=False,
+        init_weights=d,
+        loss_type="relative",
+        lr=0.01,
+        epochs=20_000,
+        log_every=5000,
+    )
     np.testing.assert_allclose(res.predictions, totals, rtol=1e-3)
     assert abs(_mean(res.weights, apiclus1["api00"]) / 641.23 - 1) > 1e-3

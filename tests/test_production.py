@@ -1,6 +1,7 @@
 """Production calibration: keep-K mode, distance to design weights, aggregate penalties, checkpoints,
 callbacks and early stopping, diagnostics. (Real-data checks: test_production_worldbank.py; textbook
-oracles: test_oracles.py; the command line: test_cli.py.)"""
+oracles: test_oracles.py; the command line: test_cli.py.)
+"""
 
 import csv
 import json
@@ -19,9 +20,9 @@ from l0jax import SparseCalibrationWeights, calibrate
 from l0jax._src.calibration import checkpoint as ckpt
 from l0jax._src.calibration import dual, engine
 from l0jax._src.calibration.diagnostics import (
+    LOG_COLUMNS,
     CalibrationWarning,
     CsvLog,
-    LOG_COLUMNS,
     achievable,
     check_targets,
     target_diagnostics,
@@ -36,7 +37,9 @@ from l0jax._src.calibration.production import CheckpointWarning
 def pool():
     """30 targets x 4,000 households with positive lognormal entries: a pool to select from."""
     rng = np.random.default_rng(5)
-    M = sp.random(30, 4000, density=0.2, format="csr", random_state=rng, data_rvs=lambda k: rng.lognormal(0, 0.5, k))
+    M = sp.random(
+        30, 4000, density=0.2, format="csr", random_state=rng, data_rvs=lambda k: rng.lognormal(0, 0.5, k)
+    )
     return M, M @ rng.uniform(0.5, 1.5, 4000)
 
 
@@ -81,29 +84,44 @@ def test_changing_k_strengths_or_lambdas_does_not_recompile(pool):
     extra = dict(distance="chi2", aggregates=[(A, A @ y, 1.0)])
     calibrate(M, y, key=1, target_active=300, **KEEP, **extra)
     size = engine.run_chunk._cache_size(), engine.finish_run._cache_size()
-    res = calibrate(M, y, key=1, target_active=700, distance_strength=1e-2, **dict(KEEP, lr=0.05, epochs=500),
-                    distance="chi2", aggregates=[(A, A @ y * 1.01, 5.0)])
+    res = calibrate(
+        M,
+        y,
+        key=1,
+        target_active=700,
+        distance_strength=1e-2,
+        **dict(KEEP, lr=0.05, epochs=500),
+        distance="chi2",
+        aggregates=[(A, A @ y * 1.01, 5.0)],
+    )
     assert (engine.run_chunk._cache_size(), engine.finish_run._cache_size()) == size
     assert res.active_count == 700
 
 
 def test_budget_controller_closes_and_reopens_gates():
     """The multiplier's step has the sign of log(count / K_t): it shifts logits down above the budget
-    and up below it (which a multiplier of the L0 term cannot do)."""
+    and up below it (which a multiplier of the L0 term cannot do).
+    """
     budget = dual.make_budget(10.0, rate=0.1, integral_rate=0.0, horizon=0.0, anneal=1.0)
     hp = l0jax._src.calibration.model.make_hyperparams(0.0, 0.0, -0.1, 1.1)
     temp = jnp.float32(2 / 3)
-    for la, direction in ((jnp.full((100,), 3.0), -1), (jnp.concatenate([jnp.full((5,), 3.0), jnp.full((95,), -3.0)]), 1)):
+    for la, direction in (
+        (jnp.full((100,), 3.0), -1),
+        (jnp.concatenate([jnp.full((5,), 3.0), jnp.full((95,), -3.0)]), 1),
+    ):
         params = {"log_alpha": la, "log_weight": jnp.zeros(100)}
-        new, state = dual.apply_budget(budget, dual.init_dual(), params, params, temp, hp, "median", jnp.int32(10))
+        new, state = dual.apply_budget(
+            budget, dual.init_dual(), params, params, temp, hp, "median", jnp.int32(10)
+        )
         count = float(jnp.sum(l0jax.hard_concrete_eval(la, temp) > 0))
         expected_shift = 0.1 * (np.log(count + 1) - np.log(11))
         np.testing.assert_allclose(np.asarray(new["log_alpha"] - la), -expected_shift, rtol=1e-5)
         assert np.sign(-expected_shift) == direction
     # The budget falls geometrically from n to K over the anneal epochs.
     b = dual.make_budget(10.0, anneal=100.0)
-    np.testing.assert_allclose(float(dual.budget_at(b, 1000, jnp.int32(50))), 0.5 * np.log(1001) + 0.5 * np.log(11),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(dual.budget_at(b, 1000, jnp.int32(50))), 0.5 * np.log(1001) + 0.5 * np.log(11), rtol=1e-6
+    )
     np.testing.assert_allclose(float(dual.budget_at(b, 1000, jnp.int32(500))), np.log(11), rtol=1e-6)
 
 
@@ -156,7 +174,8 @@ def test_distance_values_match_closed_forms():
 
 def test_chi2_distance_finds_the_greg_weights(small):
     """30 targets, 2,000 households: many weights meet the targets; the chi-square distance picks the
-    one closest to the design weights, GREG's closed form d * (1 + x'lambda) (all positive here)."""
+    one closest to the design weights, GREG's closed form d * (1 + x'lambda) (all positive here).
+    """
     M, y = small
     d = np.random.default_rng(1).uniform(0.5, 1.5, M.shape[1])
     X = M.toarray()
@@ -164,12 +183,24 @@ def test_chi2_distance_finds_the_greg_weights(small):
     greg = d * (1 + lam @ X)
     assert greg.min() > 0
     chi2 = lambda w: np.sum((w - d) ** 2 / d)  # noqa: E731
-    res = calibrate(M, y, key=0, use_gates=False, init_weights=d, distance="chi2", distance_strength=1e-2,
-                    lr=0.01, epochs=5000, loss_type="relative")
+    res = calibrate(
+        M,
+        y,
+        key=0,
+        use_gates=False,
+        init_weights=d,
+        distance="chi2",
+        distance_strength=1e-2,
+        lr=0.01,
+        epochs=5000,
+        loss_type="relative",
+    )
     assert res.relative_errors.max() < 2e-4
     np.testing.assert_allclose(res.weights, greg, atol=2e-3)
     assert chi2(res.weights) < 1.002 * chi2(greg)
-    plain = calibrate(M, y, key=0, use_gates=False, init_weights=d, lr=0.01, epochs=5000, loss_type="relative")
+    plain = calibrate(
+        M, y, key=0, use_gates=False, init_weights=d, lr=0.01, epochs=5000, loss_type="relative"
+    )
     assert chi2(plain.weights) > 1.1 * chi2(greg)  # without the term the fit lands elsewhere
 
 
@@ -212,7 +243,8 @@ def test_aggregate_penalty_reduces_aggregate_errors():
     """District targets are noisy (they disagree with the exact state totals). Each household lives in
     one district, so the district predictions p are free and the objective is a quadratic in p with a
     closed-form optimum: per state, (P - T) = (Y - T) / (1 + lam * a^2 * sum_i 1 / s_i^2), with
-    s_i = 1 / (y_i + 1) and a = 1 / (T + 1). The fit must land there, for every lam."""
+    s_i = 1 / (y_i + 1) and a = 1 / (T + 1). The fit must land there, for every lam.
+    """
     rng = np.random.default_rng(11)
     n, districts = 3000, 24
     state_of = np.repeat(np.arange(4), 6)  # 4 states of 6 districts
@@ -226,8 +258,16 @@ def test_aggregate_penalty_reduces_aggregate_errors():
     errs = []
     adam = optax.adam(optax.cosine_decay_schedule(0.02, 3000))  # a decaying step converges to the optimum
     for lam in (0.0, 10.0, 100.0):
-        res = calibrate(M, y, key=0, use_gates=False, optimizer=adam, epochs=3000, loss_type="relative",
-                        aggregates=[(A, T, lam)])
+        res = calibrate(
+            M,
+            y,
+            key=0,
+            use_gates=False,
+            optimizer=adam,
+            epochs=3000,
+            loss_type="relative",
+            aggregates=[(A, T, lam)],
+        )
         err = aggregate_errors([(A, T, lam)], res.predictions)[0]
         expected = (A @ y - T) / (1.0 + lam * inv_s2 / (T + 1.0) ** 2) / T
         np.testing.assert_allclose(err, expected, atol=1e-5)
@@ -263,8 +303,16 @@ def _stop_at(epoch):
     return cb
 
 
-CK = dict(key=0, lr=0.1, epochs=500, loss_type="relative", target_active=200, log_every=50,
-          distance="chi2", distance_strength=1e-4)
+CK = dict(
+    key=0,
+    lr=0.1,
+    epochs=500,
+    loss_type="relative",
+    target_active=200,
+    log_every=50,
+    distance="chi2",
+    distance_strength=1e-4,
+)
 
 
 def test_resume_equals_an_uninterrupted_run_bitwise(small, tmp_path):
@@ -291,8 +339,17 @@ def test_keep_k_continued_or_resumed_takes_the_new_lambda_l0(small, tmp_path):
     M, y = small
     first = calibrate(M, y, key=0, target_active=100, lr=0.1, epochs=60, loss_type="relative")
     assert float(first.state.hparams.lambda_l0) == 0.0
-    more = calibrate(M, y, key=0, target_active=100, lambda_l0=0.5, lr=0.1, epochs=20, loss_type="relative",
-                     state=first.state)
+    more = calibrate(
+        M,
+        y,
+        key=0,
+        target_active=100,
+        lambda_l0=0.5,
+        lr=0.1,
+        epochs=20,
+        loss_type="relative",
+        state=first.state,
+    )
     assert float(more.state.hparams.lambda_l0) == 0.5
     path = tmp_path / "k.npz"
     kw = dict(key=0, target_active=100, lr=0.1, loss_type="relative", checkpoint_path=path)
@@ -309,9 +366,11 @@ def test_resume_from_the_object_api(small, tmp_path):
     path = tmp_path / "obj.npz"
     with pytest.raises(_Stop):
         SparseCalibrationWeights(n_features=M.shape[1], seed=0).fit(
-            M, y, verbose_freq=50, checkpoint_path=path, callbacks=[_stop_at(250)], **kw)
+            M, y, verbose_freq=50, checkpoint_path=path, callbacks=[_stop_at(250)], **kw
+        )
     model = SparseCalibrationWeights(n_features=M.shape[1], seed=0).fit(
-        M, y, verbose_freq=50, checkpoint_path=path, resume=True, **kw)
+        M, y, verbose_freq=50, checkpoint_path=path, resume=True, **kw
+    )
     np.testing.assert_array_equal(model.get_weights(deterministic=True), full.get_weights(deterministic=True))
 
 
@@ -389,8 +448,11 @@ def test_checkpoint_round_trip_restores_every_leaf(small, tmp_path):
     ckpt.save_checkpoint(path, res.state, fingerprint="f", settings={}, history={})
     back, header = ckpt.load_checkpoint(path, res.state, fingerprint="f")
     assert header["step"] == 100
-    for a, b in zip(jax.tree_util.tree_leaves(jax.random.key_data(back.key)),
-                    jax.tree_util.tree_leaves(jax.random.key_data(res.state.key)), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(jax.random.key_data(back.key)),
+        jax.tree_util.tree_leaves(jax.random.key_data(res.state.key)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(a, b)
     flat = lambda s: jax.tree_util.tree_leaves(s._replace(key=jax.random.key_data(s.key)))  # noqa: E731
     for a, b in zip(flat(back), flat(res.state), strict=True):
@@ -433,7 +495,9 @@ def test_callbacks_see_each_chunk_and_can_stop(small):
 
 def test_tol_stops_early_once_targets_are_met(small):
     M, y = small
-    res = calibrate(M, y, key=0, use_gates=False, lr=0.02, epochs=3000, log_every=50, loss_type="relative", tol=1e-3)
+    res = calibrate(
+        M, y, key=0, use_gates=False, lr=0.02, epochs=3000, log_every=50, loss_type="relative", tol=1e-3
+    )
     assert int(res.state.step) < 3000
     assert res.history["max_rel_error"][-1] <= 1e-3
     assert np.all(res.history["max_rel_error"][:-1] > 1e-3)
@@ -466,7 +530,9 @@ def test_target_diagnostics_table(tmp_path):
 def test_achievable_needs_a_value_of_the_targets_sign():
     M = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.0], [1.0, -1.0]])
     np.testing.assert_array_equal(achievable(M, [-1.0, 2.0, 0.0, -3.0]), [False, False, True, True])
-    np.testing.assert_array_equal(achievable(sp.csr_matrix(M), [1.0, -2.0, 1.0, 3.0]), [True, True, False, True])
+    np.testing.assert_array_equal(
+        achievable(sp.csr_matrix(M), [1.0, -2.0, 1.0, 3.0]), [True, True, False, True]
+    )
 
 
 def test_check_targets_warns_about_problems():
@@ -475,7 +541,9 @@ def test_check_targets_warns_about_problems():
     with pytest.warns(CalibrationWarning) as rec:
         msgs = check_targets(M, y, target_names=["ok", "empty", "far", "neg"], initial_weights=1.0)
     assert len(msgs) == 3 == len(rec)
-    assert "2 target(s) cannot be reached" in msgs[0] and ": empty, neg." in msgs[0]  # -1 needs a negative entry
+    assert (
+        "2 target(s) cannot be reached" in msgs[0] and ": empty, neg." in msgs[0]
+    )  # -1 needs a negative entry
     assert "1 target(s) are more than 10x away" in msgs[1] and ": far." in msgs[1]
     assert "1 target(s) are negative: neg" in msgs[2]
     plain = check_targets(M, y, loss_type="relative_abs", far_factor=None, warn=False)
@@ -499,16 +567,36 @@ def test_csv_log_follows_microcalibrate_schema_and_resumes(small, tmp_path):
     log = CsvLog(tmp_path / "log.csv", names)
     path = tmp_path / "ck.npz"
     with pytest.raises(_Stop):
-        calibrate(M, y, callbacks=[log, _stop_at(250)], checkpoint_path=path, checkpoint_every=100,
-                  **dict(CK, epochs=300))
+        calibrate(
+            M,
+            y,
+            callbacks=[log, _stop_at(250)],
+            checkpoint_path=path,
+            checkpoint_every=100,
+            **dict(CK, epochs=300),
+        )
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert tuple(rows[0]) == LOG_COLUMNS
     assert [int(r["epoch"]) for r in rows[::30]] == [50, 100, 150, 200, 250]
     states = {}
-    calibrate(M, y, callbacks=[log, lambda info: states.__setitem__(info.epoch, info.state)], checkpoint_path=path,
-              checkpoint_every=100, resume=True, **dict(CK, epochs=300))
+    calibrate(
+        M,
+        y,
+        callbacks=[log, lambda info: states.__setitem__(info.epoch, info.state)],
+        checkpoint_path=path,
+        checkpoint_every=100,
+        resume=True,
+        **dict(CK, epochs=300),
+    )
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
-    assert [int(r["epoch"]) for r in rows[::30]] == [50, 100, 150, 200, 250, 300]  # 250 once, from the resumed run
+    assert [int(r["epoch"]) for r in rows[::30]] == [
+        50,
+        100,
+        150,
+        200,
+        250,
+        300,
+    ]  # 250 once, from the resumed run
     last = rows[-30:]
     res_pred = np.array([float(r["estimate"]) for r in last])
     for r in last:
@@ -520,8 +608,12 @@ def test_csv_log_follows_microcalibrate_schema_and_resumes(small, tmp_path):
     # The estimates are M @ (the deterministic weights of epoch 300), rebuilt from that epoch's state
     # with the public gate function.
     state = states[300]
-    gates = l0jax.hard_concrete_eval(state.params["log_alpha"], l0jax.current_temperature(state.opt_state),
-                                     gamma=float(state.hparams.gamma), zeta=float(state.hparams.zeta))
+    gates = l0jax.hard_concrete_eval(
+        state.params["log_alpha"],
+        l0jax.current_temperature(state.opt_state),
+        gamma=float(state.hparams.gamma),
+        zeta=float(state.hparams.zeta),
+    )
     w = np.exp(np.asarray(state.params["log_weight"], np.float64)) * np.asarray(gates, np.float64)
     np.testing.assert_allclose(res_pred, M @ w, rtol=1e-4)
     assert json.loads(json.dumps(ckpt.read_header(path)["settings"]))["target_active"] == 200

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("svy")
 
-from notebooks import outputs_text, run_notebook  # noqa: E402
+from notebooks import outputs_text, run_notebook
 
 
 def test_production_calibration_notebook():
@@ -16,5 +16,7 @@ def test_production_calibration_notebook():
     assert abs(kept - k) <= 0.05 * k  # keep-K lands on K
     assert float(values["max_error"]) < 0.02  # and the kept households hit the census totals
     assert values["same"] == "True"  # resume == uninterrupted, bitwise
-    assert float(values["region_with"]) < 0.2 * float(values["region_without"])  # the penalty holds the regions
+    assert float(values["region_with"]) < 0.2 * float(
+        values["region_without"]
+    )  # the penalty holds the regions
     assert values["achievable"] == values["targets"] == "47"

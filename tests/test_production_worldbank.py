@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("svy")
 
-from l0jax import calibrate  # noqa: E402
-from l0jax._src.datasets import world_bank_survey  # noqa: E402
-from l0jax._src.demo import CENSUS_MAX_SHARE, CENSUS_TOLERANCE, SAMPLE_TOLERANCE, run_demo  # noqa: E402
+from l0jax import calibrate
+from l0jax._src.datasets import world_bank_survey
+from l0jax._src.demo import CENSUS_MAX_SHARE, CENSUS_TOLERANCE, SAMPLE_TOLERANCE, run_demo
 
 
 def test_demo_meets_the_sample_and_census_figures(tmp_path):
@@ -28,15 +28,20 @@ def test_demo_meets_the_sample_and_census_figures(tmp_path):
     text = "\n".join(lines)
     assert "47/47 within 0.5%" in text and "47/47 within 2.0%" in text and f"{b['kept']:,} of 57,867" in text
     png = tmp_path / "demo_target_errors.png"
-    assert fig["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert (
+        fig["plot"] == str(png)
+        and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        and png.stat().st_size > 20_000
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("keep", [500, 2000])
 def test_census_selection_lands_on_k(keep):
     census = world_bank_survey("census")
-    res = calibrate(census.matrix, census.targets, key=0, target_active=keep, loss_type="relative", lr=0.1,
-                    epochs=1000)
+    res = calibrate(
+        census.matrix, census.targets, key=0, target_active=keep, loss_type="relative", lr=0.1, epochs=1000
+    )
     assert abs(res.history["active"][-1] - keep) <= 0.05 * keep  # the dual ascent's own landing
     assert res.active_count == keep
     rel = np.abs(res.predictions / census.targets - 1)

@@ -1,5 +1,6 @@
 """The README's Python examples run as written (they are the first thing a new user copies) and
-print what the README says they print."""
+print what the README says they print.
+"""
 
 import io
 import re

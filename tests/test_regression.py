@@ -1,5 +1,6 @@
 """SparseL0Linear: l0-python's test_sparse.py behaviours at its thresholds, its README headline,
-input handling (dense, scipy sparse matrices and arrays), reproducibility and no recompilation."""
+input handling (dense, scipy sparse matrices and arrays), reproducibility and no recompilation.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +10,7 @@ from scipy import sparse as sp
 from sklearn.linear_model import LinearRegression
 
 import l0jax
-from l0jax._src.regression import objective
-from l0jax._src.regression import train
+from l0jax._src.regression import objective, train
 
 
 def recovery_problem(seed):
@@ -115,7 +115,8 @@ def test_same_seed_gives_bitwise_same_fit_and_other_seeds_differ(small):
 
 def test_history_prefix_does_not_depend_on_epoch_count(small):
     """Epoch t's noise is fold_in(key, t) and masked epochs are skipped, so 150 epochs are the
-    first 150 of 250 exactly (the same compiled chunk serves both)."""
+    first 150 of 250 exactly (the same compiled chunk serves both).
+    """
     X, y = small
     short = l0jax.SparseL0Linear(12).fit(X, y, epochs=150)
     long = l0jax.SparseL0Linear(12).fit(X, y, epochs=250)
@@ -135,7 +136,8 @@ def test_lambda_lr_and_epochs_do_not_recompile(small):
 
 def test_history_matches_the_objective(small):
     """The recorded l0 is the expected L0 of the parameters before each step: at step 0 that is
-    sum(prob_nonzero(log_alpha_init)), the constructor's log_alpha."""
+    sum(prob_nonzero(log_alpha_init)), the constructor's log_alpha.
+    """
     X, y = small
     model = l0jax.SparseL0Linear(12, init_keep_prob=0.8, beta=0.5)
     expected = float(l0jax.l0_penalty(model.log_alpha, 0.5))
@@ -153,18 +155,21 @@ def test_sparse_formats_backends_and_dense_give_the_same_fit(small):
     for convert in (sp.csr_matrix, sp.csr_array, sp.csc_matrix, sp.coo_array, jnp.asarray):
         model = l0jax.SparseL0Linear(12).fit(convert(X), y, epochs=100)
         np.testing.assert_allclose(np.asarray(model.weight), np.asarray(dense.weight), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(np.asarray(model.predict(convert(X))), np.asarray(dense.predict(X)),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(model.predict(convert(X))), np.asarray(dense.predict(X)), rtol=1e-5, atol=1e-5
+        )
     # The host (scipy CSR) operator: gradients through its custom_vjp callback give the same fit.
     model = l0jax.SparseL0Linear(12, backend="scipy").fit(sp.csr_array(X), y, epochs=100)
     np.testing.assert_allclose(np.asarray(model.weight), np.asarray(dense.weight), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(model.predict(sp.csr_array(X))), np.asarray(dense.predict(X)),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(model.predict(sp.csr_array(X))), np.asarray(dense.predict(X)), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_predict_uses_the_matrix_it_is_given(small):
     """l0-python caches its converted matrix by (shape, nnz): predicting on new data of the same
-    shape and nnz returns the old data's predictions. Here predictions follow the input."""
+    shape and nnz returns the old data's predictions. Here predictions follow the input.
+    """
     X, y = small
     model = l0jax.SparseL0Linear(12).fit(sp.csr_matrix(X), y, epochs=200)
     X2 = sp.csr_matrix(X)
@@ -178,8 +183,9 @@ def test_deterministic_and_stochastic_predictions(small):
     X, y = small
     model = l0jax.SparseL0Linear(12).fit(X, y, epochs=100)
     np.testing.assert_array_equal(np.asarray(model.predict(X)), np.asarray(model.predict(X)))
-    np.testing.assert_array_equal(np.asarray(model.forward(X, deterministic=True)),
-                                  np.asarray(model.predict(X)))
+    np.testing.assert_array_equal(
+        np.asarray(model.forward(X, deterministic=True)), np.asarray(model.predict(X))
+    )
     a = model.forward(X, key=jax.random.key(1))
     b = model.forward(X, key=jax.random.key(2))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(model.forward(X, key=jax.random.key(1))))
@@ -215,8 +221,10 @@ def test_verbose_prints_l0_python_progress_lines(small, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["Epoch   60", "Epoch  120", "Epoch  180", "Epoch  240"]
     h = model.history_
-    assert lines[1] == (f"Epoch  120: loss={h['loss'][119]:.4f}, mse={h['data_loss'][119]:.4f}, "
-                        f"l0={h['l0'][119]:.2f}, active={h['n_active'][119]}")
+    assert lines[1] == (
+        f"Epoch  120: loss={h['loss'][119]:.4f}, mse={h['data_loss'][119]:.4f}, "
+        f"l0={h['l0'][119]:.2f}, active={h['n_active'][119]}"
+    )
 
 
 def test_lambda_l0_alias_and_column_targets(small):
@@ -296,8 +304,9 @@ def test_float64_data_fits_in_float64_when_enabled(small):
         model = l0jax.SparseL0Linear(12).fit(X, y, epochs=100)
         assert model.weight.dtype == jnp.float64 and model.predict(X).dtype == jnp.float64
         # Predictions are X @ coef_ + intercept_ to float64 precision (float32 would give ~1e-6).
-        np.testing.assert_allclose(np.asarray(model.predict(X)), X @ model.coef_ + model.intercept_,
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(model.predict(X)), X @ model.coef_ + model.intercept_, rtol=1e-12, atol=1e-12
+        )
 
 
 def test_device_argument():

@@ -1,5 +1,6 @@
 """SparseL0Logistic: breast-cancer feature selection against full logistic regression, labels,
-probabilities and input checks."""
+probabilities and input checks.
+"""
 
 import numpy as np
 import pytest
@@ -19,8 +20,16 @@ def test_breast_cancer_10_features_within_3_points_of_full_logistic_regression()
     full_accuracy = full.score(Xs[test], y[test])
     assert full_accuracy > 0.95  # sanity: the reference is the usual ~97-98%
 
-    path = l0jax.l0_path(Xs[train], y[train], np.geomspace(1e-3, 0.1, 20), kind="logistic",
-                         X_val=Xs[val], y_val=y[val], epochs=2000, lr=0.05)
+    path = l0jax.l0_path(
+        Xs[train],
+        y[train],
+        np.geomspace(1e-3, 0.1, 20),
+        kind="logistic",
+        X_val=Xs[val],
+        y_val=y[val],
+        epochs=2000,
+        lr=0.05,
+    )
     assert np.all(np.diff(path.n_active) <= 0)
     best = l0jax.select_lambda(path, n_features=10)
     model = path.model(best)
@@ -48,8 +57,9 @@ def test_labels_probabilities_and_decision_function():
     bayes = np.mean(np.where(logits > 0, "yes", "no") == labels)
     assert np.mean(model.predict(X) == labels) >= bayes - 0.03
     # 0/1 labels give the same fit as the strings they encode.
-    same = l0jax.SparseL0Logistic(5, seed=1).fit(X, (labels == "yes").astype(int), lambda_reg=0.01, lr=0.05,
-                                                 epochs=800)
+    same = l0jax.SparseL0Logistic(5, seed=1).fit(
+        X, (labels == "yes").astype(int), lambda_reg=0.01, lr=0.05, epochs=800
+    )
     np.testing.assert_array_equal(np.asarray(same.weight), np.asarray(model.weight))
     np.testing.assert_array_equal(same.classes_, [0, 1])
 

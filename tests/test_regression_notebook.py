@@ -1,5 +1,6 @@
 """The sparse-regression notebook runs (small size), recovers the true support, and its FeatureGate
-example keeps at most 5 breast-cancer features within 3 accuracy points of all 30."""
+example keeps at most 5 breast-cancer features within 3 accuracy points of all 30.
+"""
 
 import re
 

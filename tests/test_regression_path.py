@@ -1,5 +1,6 @@
 """l0_path and select_lambda: a 20-lambda path compiles once, sparsity grows with lambda, entries
-equal single fits, and the selection rules."""
+equal single fits, and the selection rules.
+"""
 
 import numpy as np
 import pytest
@@ -40,8 +41,9 @@ def test_path_of_20_lambdas_compiles_once_and_reruns_without_compiling(data, tra
     X, y, Xv, yv = data
     assert traced_path[1] == 1
     before = train.TRACES["path_chunk"]
-    other = l0jax.l0_path(X, y, LAMBDAS[::-1] * 0.5, X_val=Xv, y_val=yv, epochs=130, lr=0.05, beta=0.5,
-                          seed=4)
+    other = l0jax.l0_path(
+        X, y, LAMBDAS[::-1] * 0.5, X_val=Xv, y_val=yv, epochs=130, lr=0.05, beta=0.5, seed=4
+    )
     assert train.TRACES["path_chunk"] == before
     assert other.history["loss"].shape == (20, 130)
 
@@ -108,10 +110,17 @@ def test_select_lambda_by_validation_and_by_budget(path):
 def synthetic_path(n_active, train_loss, val_loss=None):
     k = len(n_active)
     return l0jax.L0Path(
-        lambdas=np.arange(1.0, k + 1), coef=np.zeros((k, 1)), intercept=np.zeros(k), gates=np.zeros((k, 1)),
-        n_active=np.asarray(n_active), train_loss=np.asarray(train_loss, float),
-        val_loss=None if val_loss is None else np.asarray(val_loss, float), history={}, kind="linear",
-        _params={}, _settings={},
+        lambdas=np.arange(1.0, k + 1),
+        coef=np.zeros((k, 1)),
+        intercept=np.zeros(k),
+        gates=np.zeros((k, 1)),
+        n_active=np.asarray(n_active),
+        train_loss=np.asarray(train_loss, float),
+        val_loss=None if val_loss is None else np.asarray(val_loss, float),
+        history={},
+        kind="linear",
+        _params={},
+        _settings={},
     )
 
 

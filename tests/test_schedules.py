@@ -26,8 +26,9 @@ def _l0python_reference(init, final, steps, kind, epoch):
 def test_schedule_values_match_l0_python(kind):
     schedule = l0jax.temperature_schedule(2.0, 0.1, 100, kind)
     for count in [0, 1, 25, 50, 99, 100, 101, 1000]:
-        np.testing.assert_allclose(float(schedule(count)), _l0python_reference(2.0, 0.1, 100, kind, count),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            float(schedule(count)), _l0python_reference(2.0, 0.1, 100, kind, count), rtol=1e-6
+        )
     assert schedule(0).dtype == jnp.float32
 
 
@@ -106,8 +107,9 @@ def test_current_temperature_errors_and_nested_chains():
     twice = optax.chain(l0jax.anneal_temperature(1.0), l0jax.anneal_temperature(0.5))
     with pytest.raises(ValueError, match="ambiguous"):
         l0jax.current_temperature(twice.init(jnp.zeros(2)))
-    nested = optax.chain(optax.chain(optax.clip(1.0), optax.sgd(0.1)),
-                         optax.chain(l0jax.anneal_temperature(0.37)))
+    nested = optax.chain(
+        optax.chain(optax.clip(1.0), optax.sgd(0.1)), optax.chain(l0jax.anneal_temperature(0.37))
+    )
     assert float(l0jax.current_temperature(nested.init(jnp.zeros(2)))) == np.float32(0.37)
 
 
@@ -120,8 +122,9 @@ def test_current_temperature_inside_nnx_optimizer():
 
     model = Model()
     schedule = l0jax.temperature_schedule(1.0, 0.5, 4, "linear")
-    optimizer = nnx.Optimizer(model, optax.chain(optax.sgd(0.1), l0jax.anneal_temperature(schedule)),
-                              wrt=nnx.Param)
+    optimizer = nnx.Optimizer(
+        model, optax.chain(optax.sgd(0.1), l0jax.anneal_temperature(schedule)), wrt=nnx.Param
+    )
 
     @nnx.jit
     def step(model, optimizer):

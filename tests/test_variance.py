@@ -30,9 +30,11 @@ def _read(name):
     with open(DATA / name, newline="") as f:
         rows = list(csv.DictReader(f))
     col = lambda k, t=float: np.array([t(r[k]) for r in rows])
-    return {k: col(k) for k in ("api00", "api99", "pw", "enroll", "fpc")} | {
-        "stype": col("stype", str), "sch.wide": col("sch.wide", str)} | (
-        {"dnum": col("dnum", int)} if "dnum" in rows[0] else {})
+    return (
+        {k: col(k) for k in ("api00", "api99", "pw", "enroll", "fpc")}
+        | {"stype": col("stype", str), "sch.wide": col("sch.wide", str)}
+        | ({"dnum": col("dnum", int)} if "dnum" in rows[0] else {})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +70,15 @@ def _calibrations(api):
     }
 
 
-@pytest.mark.parametrize(("name", "mean", "se"), [
-    ("size", 644.169398907104, 23.542240693781),
-    ("post", 642.310788211584, 23.9204864450905),
-    ("greg", 666.717736250273, 3.29588091215716),
-    ("rake", None, 23.745841047537),
-])
+@pytest.mark.parametrize(
+    ("name", "mean", "se"),
+    [
+        ("size", 644.169398907104, 23.542240693781),
+        ("post", 642.310788211584, 23.9204864450905),
+        ("greg", 666.717736250273, 3.29588091215716),
+        ("rake", None, 23.745841047537),
+    ],
+)
 def test_linearised_se_of_the_mean_matches_r_survey(clus1, name, mean, se):
     est = _calibrations(clus1)[name].mean(clus1["api00"], **_design(clus1))
     assert est.se == pytest.approx(se, rel=1e-9)
@@ -97,7 +102,9 @@ def test_jk1_matches_r_as_svrepdesign(clus1):
     np.testing.assert_allclose(est.se, [26.3294, 26.9985], atol=6e-5)
     # A total is linear: the JK1 variance of the uncalibrated total is the linearised one exactly.
     total = clus1["enroll"] @ reps.weights.T
-    np.testing.assert_allclose(np.sqrt(reps.variance(total, clus1["pw"] @ clus1["enroll"])), 932235.03, atol=6e-3)
+    np.testing.assert_allclose(
+        np.sqrt(reps.variance(total, clus1["pw"] @ clus1["enroll"])), 932235.03, atol=6e-3
+    )
 
 
 def test_calibrated_totals_of_calibration_variables_have_no_variance(clus1):
@@ -138,7 +145,8 @@ def test_linearised_se_agrees_with_a_jackknife_and_the_vmapped_replicates(clus1,
 
 def test_cluster_jackknife_exceeds_linearisation_as_in_r(clus1):
     """With 15 clusters JK1 runs 11-13% above linearisation, calibrated or not; R shows the same
-    gap before calibration (26.3294 against 23.542)."""
+    gap before calibration (26.3294 against 23.542).
+    """
     reps = l0jax.replicate_weights(clus1["pw"], method="JK1", **_design(clus1))
     for cal in _calibrations(clus1).values():
         ratio = cal.replicate(reps).mean(clus1["api00"]).se / cal.mean(clus1["api00"], **_design(clus1)).se
@@ -199,8 +207,9 @@ def test_rao_wu_bootstrap_keeps_psu_counts_and_is_unbiased_for_totals(strat):
 def test_bootstrap_rescaling_with_fpc_has_variance_one_minus_f(strat):
     d, s = strat["pw"], strat["stype"]
     reps = l0jax.replicate_weights(d, method="bootstrap", strata=s, fpc=strat["fpc"], replicates=20, key=0)
-    reps_key = l0jax.replicate_weights(d, method="bootstrap", strata=s, fpc=strat["fpc"], replicates=20,
-                                       key=jax.random.key(0))
+    reps_key = l0jax.replicate_weights(
+        d, method="bootstrap", strata=s, fpc=strat["fpc"], replicates=20, key=jax.random.key(0)
+    )
     assert np.all(reps.weights >= 0) and reps_key.weights.shape == reps.weights.shape
     lam = np.sqrt(1 - 100 / 4421)  # the E stratum: 100 of 4421 schools
     factors = reps.weights[:, s == "E"] / d[s == "E"]

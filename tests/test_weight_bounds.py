@@ -57,17 +57,31 @@ class BoundsWatcher:
         self.worst.append((r.min(), r.max(), b.min(), b.max()))
 
 
-@pytest.mark.parametrize("kw", [
-    {"lambda_l0": 2e-4},
-    {"target_active": 600, "distance": "chi2", "distance_strength": 1e-3},
-    {"use_gates": False, "distance": "raking", "distance_strength": 1e-3, "lambda_l0": 0.0},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"lambda_l0": 2e-4},
+        {"target_active": 600, "distance": "chi2", "distance_strength": 1e-3},
+        {"use_gates": False, "distance": "raking", "distance_strength": 1e-3, "lambda_l0": 0.0},
+    ],
+)
 def test_active_ratios_stay_within_bounds_on_the_world_bank_sample(wb, kw):
     M, y, d = wb
     bounds = model.make_weight_bounds((LO, HI), d, d.size)
     watch = BoundsWatcher(d, bounds)
-    res = l0jax.calibrate(M, y, key=0, init_weights=d, weight_bounds=(LO, HI), loss_type="relative", lr=0.05,
-                          epochs=600, log_every=100, callbacks=[watch], **kw)
+    res = l0jax.calibrate(
+        M,
+        y,
+        key=0,
+        init_weights=d,
+        weight_bounds=(LO, HI),
+        loss_type="relative",
+        lr=0.05,
+        epochs=600,
+        log_every=100,
+        callbacks=[watch],
+        **kw,
+    )
     r, active = _ratios(res.weights, d)
     assert active.sum() >= 300
     assert r.min() >= LO and r.max() <= HI
@@ -82,25 +96,36 @@ def test_active_ratios_stay_within_bounds_on_the_world_bank_sample(wb, kw):
 
 def test_without_bounds_the_same_fit_leaves_them(wb):
     """The test above is real: unbounded, the same fit puts ratios outside [0.5, 2] (seeds 0-9: from
-    0.0-0.12 up to 2.6-3.3)."""
+    0.0-0.12 up to 2.6-3.3).
+    """
     M, y, d = wb
-    res = l0jax.calibrate(M, y, key=0, init_weights=d, loss_type="relative", lr=0.05, epochs=600, log_every=100,
-                          lambda_l0=2e-4)
+    res = l0jax.calibrate(
+        M, y, key=0, init_weights=d, loss_type="relative", lr=0.05, epochs=600, log_every=100, lambda_l0=2e-4
+    )
     r, _ = _ratios(res.weights, d)
     assert r.min() < LO or r.max() > HI
 
 
 def test_checkpoints_resume_bitwise_and_refuse_other_bounds(wb, tmp_path):
     M, y, d = wb
-    kw = dict(key=0, init_weights=d, weight_bounds=(LO, HI), loss_type="relative", lr=0.05, lambda_l0=2e-4,
-              log_every=100)
+    kw = dict(
+        key=0,
+        init_weights=d,
+        weight_bounds=(LO, HI),
+        loss_type="relative",
+        lr=0.05,
+        lambda_l0=2e-4,
+        log_every=100,
+    )
     full = l0jax.calibrate(M, y, epochs=400, **kw)
     path = tmp_path / "ck.npz"
     l0jax.calibrate(M, y, epochs=200, checkpoint_path=path, **kw)
     resumed = l0jax.calibrate(M, y, epochs=400, checkpoint_path=path, resume=True, **kw)
     np.testing.assert_array_equal(resumed.weights, full.weights)
     with pytest.raises(CheckpointError, match="weight_bounds"):
-        l0jax.calibrate(M, y, epochs=400, checkpoint_path=path, resume=True, **(kw | {"weight_bounds": (0.4, 2.0)}))
+        l0jax.calibrate(
+            M, y, epochs=400, checkpoint_path=path, resume=True, **(kw | {"weight_bounds": (0.4, 2.0)})
+        )
 
 
 def test_object_api_keeps_bounds_and_refuses_new_ones(wb):
@@ -123,7 +148,9 @@ def test_round_into_bounds_nudges_float32_rounding_inside():
     d = np.array([0.1, 0.3, 7.7, 1e5 / 3])
     w = (LO * d).astype(np.float32)
     w[-1] = np.float32(HI * d[-1])
-    assert np.any(w.astype(np.float64) / d < LO) or np.any(w.astype(np.float64) / d > HI)  # rounding left them
+    assert np.any(w.astype(np.float64) / d < LO) or np.any(
+        w.astype(np.float64) / d > HI
+    )  # rounding left them
     fixed = model.round_into_bounds(w, d, (LO, HI))
     r = fixed.astype(np.float64) / d
     assert np.all((r >= LO) & (r <= HI)) and fixed.dtype == np.float32
@@ -156,8 +183,20 @@ def test_cli_bounds(tmp_path, capsys):
     sp.save_npz(tmp_path / "M.npz", M)
     (tmp_path / "t.csv").write_text("".join(f"{float(v)!r}\n" for v in y))
     (tmp_path / "w0.csv").write_text("weight\n" + "".join(f"{float(v)!r}\n" for v in d))
-    args = ["calibrate", "--matrix", tmp_path / "M.npz", "--targets", tmp_path / "t.csv", "--initial-weights",
-            tmp_path / "w0.csv", "--target-active", 200, "--epochs", 300, "--quiet"]
+    args = [
+        "calibrate",
+        "--matrix",
+        tmp_path / "M.npz",
+        "--targets",
+        tmp_path / "t.csv",
+        "--initial-weights",
+        tmp_path / "w0.csv",
+        "--target-active",
+        200,
+        "--epochs",
+        300,
+        "--quiet",
+    ]
     assert cli.main([str(a) for a in [*args, "--out", tmp_path / "run", "--bounds", 0.6, 1.5]]) == 0
     with open(tmp_path / "run" / "weights.csv") as f:
         w = np.array([float(r["weight"]) for r in csv.DictReader(f)])

@@ -23,55 +23,56 @@ The public surface:
   ``SparseMLP``, data-selection gates), model-wide penalties, ``prune`` and ``compress``.
 """
 
-from l0jax._src.calibration.api import SparseCalibrationWeights
-from l0jax._src.calibration.api import calibrate
+from l0jax._src.calibration.api import SparseCalibrationWeights, calibrate
 from l0jax._src.calibration.blocks import ColumnBlocks
 from l0jax._src.calibration.checkpoint import CheckpointError
-from l0jax._src.calibration.classical import ClassicalCalibration
-from l0jax._src.calibration.classical import calibrate_classical
-from l0jax._src.calibration.diagnostics import CalibrationWarning
-from l0jax._src.calibration.diagnostics import CsvLog
-from l0jax._src.calibration.diagnostics import TargetDiagnostics
-from l0jax._src.calibration.diagnostics import check_targets
-from l0jax._src.calibration.diagnostics import target_diagnostics
-from l0jax._src.calibration.diagnostics import weight_summary
+from l0jax._src.calibration.classical import ClassicalCalibration, calibrate_classical
+from l0jax._src.calibration.diagnostics import (
+    CalibrationWarning,
+    CsvLog,
+    TargetDiagnostics,
+    check_targets,
+    target_diagnostics,
+    weight_summary,
+)
 from l0jax._src.calibration.engine import NonFiniteLossError
 from l0jax._src.calibration.hierarchy import aggregation_matrix
 from l0jax._src.calibration.model import CalibrationState
-from l0jax._src.calibration.path import CalibrationPath
-from l0jax._src.calibration.path import calibrate_path
-from l0jax._src.calibration.production import CheckpointWarning
-from l0jax._src.calibration.production import ChunkInfo
+from l0jax._src.calibration.path import CalibrationPath, calibrate_path
+from l0jax._src.calibration.production import CheckpointWarning, ChunkInfo
 from l0jax._src.calibration.result import CalibrationResult
-from l0jax._src.calibration.variance import ReplicateCalibration
-from l0jax._src.calibration.variance import ReplicateWeights
-from l0jax._src.calibration.variance import SurveyEstimate
-from l0jax._src.calibration.variance import calibrated_mean
-from l0jax._src.calibration.variance import calibrated_total
-from l0jax._src.calibration.variance import design_variance
-from l0jax._src.calibration.variance import recalibrate_replicates
-from l0jax._src.calibration.variance import replicate_weights
-from l0jax._src.hard_concrete import hard_concrete
-from l0jax._src.hard_concrete import hard_concrete_eval
-from l0jax._src.hard_concrete import hard_concrete_from_uniform
-from l0jax._src.hard_concrete import hash_uniform
-from l0jax._src.hard_concrete import keep_prob_to_log_alpha
-from l0jax._src.hard_concrete import l0_penalty
-from l0jax._src.hard_concrete import l0l2_penalty
-from l0jax._src.hard_concrete import prob_nonzero
-from l0jax._src.hard_concrete import prob_one
-from l0jax._src.hard_concrete import prob_zero
-from l0jax._src.hard_concrete import uniform_noise
-from l0jax._src.regression.estimators import SparseL0Linear
-from l0jax._src.regression.estimators import SparseL0Logistic
-from l0jax._src.regression.path import L0Path
-from l0jax._src.regression.path import l0_path
-from l0jax._src.regression.path import select_lambda
-from l0jax._src.schedules import AnnealTemperatureState
-from l0jax._src.schedules import anneal_temperature
-from l0jax._src.schedules import constant_temperature
-from l0jax._src.schedules import current_temperature
-from l0jax._src.schedules import temperature_schedule
+from l0jax._src.calibration.variance import (
+    ReplicateCalibration,
+    ReplicateWeights,
+    SurveyEstimate,
+    calibrated_mean,
+    calibrated_total,
+    design_variance,
+    recalibrate_replicates,
+    replicate_weights,
+)
+from l0jax._src.hard_concrete import (
+    hard_concrete,
+    hard_concrete_eval,
+    hard_concrete_from_uniform,
+    hash_uniform,
+    keep_prob_to_log_alpha,
+    l0_penalty,
+    l0l2_penalty,
+    prob_nonzero,
+    prob_one,
+    prob_zero,
+    uniform_noise,
+)
+from l0jax._src.regression.estimators import SparseL0Linear, SparseL0Logistic
+from l0jax._src.regression.path import L0Path, l0_path, select_lambda
+from l0jax._src.schedules import (
+    AnnealTemperatureState,
+    anneal_temperature,
+    constant_temperature,
+    current_temperature,
+    temperature_schedule,
+)
 
 __version__ = "0.1.0"
 

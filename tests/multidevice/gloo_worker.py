@@ -13,7 +13,9 @@ import jax
 out, processes, pid, port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if processes > 1:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=processes, process_id=pid)
+    jax.distributed.initialize(
+        coordinator_address=f"localhost:{port}", num_processes=processes, process_id=pid
+    )
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
@@ -30,9 +32,26 @@ name = "multi" if processes > 1 else "single"
 # Blocks built on demand: each process builds only the columns of its own devices.
 cuts = [0, 250, 500, 750, 1003]
 built = set()
-blocks = l0jax.ColumnBlocks(lambda i: built.add(i) or M[:, cuts[i]:cuts[i + 1]], widths=[250, 250, 250, 253])
-res = l0jax.calibrate(blocks, y, key=0, devices=4, lambda_l0=1e-3, lr=0.05, epochs=60, log_every=30,
-                      loss_type="relative", checkpoint_path=out / f"{name}.ckpt.npz",
-                      callbacks=[l0jax.CsvLog(out / f"{name}.log.csv")])
-np.savez(out / f"{name}_{pid}.npz", weights=res.weights, active=res.active, predictions=res.predictions,
-         built=sorted(built))
+blocks = l0jax.ColumnBlocks(
+    lambda i: built.add(i) or M[:, cuts[i] : cuts[i + 1]], widths=[250, 250, 250, 253]
+)
+res = l0jax.calibrate(
+    blocks,
+    y,
+    key=0,
+    devices=4,
+    lambda_l0=1e-3,
+    lr=0.05,
+    epochs=60,
+    log_every=30,
+    loss_type="relative",
+    checkpoint_path=out / f"{name}.ckpt.npz",
+    callbacks=[l0jax.CsvLog(out / f"{name}.log.csv")],
+)
+np.savez(
+    out / f"{name}_{pid}.npz",
+    weights=res.weights,
+    active=res.active,
+    predictions=res.predictions,
+    built=sorted(built),
+)

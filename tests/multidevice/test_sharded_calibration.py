@@ -24,8 +24,15 @@ pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (emulate
 
 M_ROWS, N = 120, 1003
 # The scipy backend: what "auto" picks for production-sized matrices on CPU.
-FIT = dict(lambda_l0=1e-3, lr=0.05, epochs=100, log_every=50, loss_type="relative", init_keep_prob=0.2,
-           backend="scipy")
+FIT = dict(
+    lambda_l0=1e-3,
+    lr=0.05,
+    epochs=100,
+    log_every=50,
+    loss_type="relative",
+    init_keep_prob=0.2,
+    backend="scipy",
+)
 
 
 @functools.cache
@@ -87,8 +94,9 @@ def test_gate_noise_of_a_household_does_not_depend_on_the_layout():
         noise = jax.jit(lambda k, x: model.gate_noise(k, x.shape[0], 7) + 0 * x)(key, lay.put_households(la))
         np.testing.assert_array_equal(np.asarray(noise)[:N], plain_noise)
         with jax.numpy_dtype_promotion("standard"):
-            g = jax.jit(model.sampled_gates)({"log_alpha": lay.put_households(la)}, key, jnp.float32(0.5), hp, 7,
-                                             lay.mask())
+            g = jax.jit(model.sampled_gates)(
+                {"log_alpha": lay.put_households(la)}, key, jnp.float32(0.5), hp, 7, lay.mask()
+            )
         gates[devices] = np.asarray(g)
         assert np.all(gates[devices][N:] == 0.0)  # the padding's gates are shut
     np.testing.assert_array_equal(gates[2], gates[8])
@@ -102,9 +110,19 @@ def test_padding_counts_in_no_penalty():
     # the first epoch's loss (with an aggregate penalty too) equals the unsharded one to rounding.
     M, y = problem()
     A, _ = l0jax.aggregation_matrix([i // 40 for i in range(M_ROWS)])  # 3 aggregates of 40 targets
-    kw = dict(key=0, use_gates=False, lambda_l2=1e-3, distance="chi2", distance_strength=0.1,
-              init_weights=np.full(N, 2.0), aggregates=[(A, 1.1 * (A @ y), 1.0)], epochs=1, log_every=1,
-              lr=0.01, loss_type="relative")
+    kw = dict(
+        key=0,
+        use_gates=False,
+        lambda_l2=1e-3,
+        distance="chi2",
+        distance_strength=0.1,
+        init_weights=np.full(N, 2.0),
+        aggregates=[(A, 1.1 * (A @ y), 1.0)],
+        epochs=1,
+        log_every=1,
+        lr=0.01,
+        loss_type="relative",
+    )
     plain = l0jax.calibrate(M, y, **kw)
     eight = l0jax.calibrate(M, y, devices=8, **kw)
     np.testing.assert_allclose(eight.history["loss"], plain.history["loss"], rtol=1e-6)
@@ -113,8 +131,9 @@ def test_padding_counts_in_no_penalty():
 
 def test_keep_k_sharded_ends_at_exactly_k():
     M, y = problem()
-    res = l0jax.calibrate(M, y, key=0, devices=4, target_active=300, lr=0.05, epochs=100, log_every=50,
-                          loss_type="relative")
+    res = l0jax.calibrate(
+        M, y, key=0, devices=4, target_active=300, lr=0.05, epochs=100, log_every=50, loss_type="relative"
+    )
     assert res.active_count == 300  # counted over all devices; the final top K is global
     assert np.count_nonzero(res.gates) == 300 and res.weights.shape == (N,)
 
@@ -170,10 +189,14 @@ def test_column_blocks_give_the_full_matrix_result(tmp_path):
     np.testing.assert_array_equal(listed.weights, full.weights)
     np.testing.assert_allclose(listed.predictions, full.predictions, rtol=1e-12)
     built = []
-    lazy = ColumnBlocks(lambda i: built.append(i) or pieces[i], widths=[b - a for a, b in itertools.pairwise(cuts)])
+    lazy = ColumnBlocks(
+        lambda i: built.append(i) or pieces[i], widths=[b - a for a, b in itertools.pairwise(cuts)]
+    )
     on_demand = l0jax.calibrate(lazy, y, key=0, devices=4, **FIT)
     np.testing.assert_array_equal(on_demand.weights, full.weights)
-    np.testing.assert_allclose(on_demand.predictions, full.predictions, rtol=1e-5)  # the devices' float32 sums
+    np.testing.assert_allclose(
+        on_demand.predictions, full.predictions, rtol=1e-5
+    )  # the devices' float32 sums
     for i, p in enumerate(pieces):
         sp.save_npz(tmp_path / f"block_{i:03d}.npz", p)
     folder = ColumnBlocks.from_npz_folder(tmp_path)
@@ -187,10 +210,18 @@ def test_column_blocks_give_the_full_matrix_result(tmp_path):
 
 def test_object_api_takes_devices():
     M, y = problem()
-    est = l0jax.SparseCalibrationWeights(n_features=N, seed=0, devices=4, init_keep_prob=FIT["init_keep_prob"],
-                                         backend=FIT["backend"])
-    est.fit(M, y, lambda_l0=FIT["lambda_l0"], lr=FIT["lr"], epochs=FIT["epochs"], verbose_freq=50,
-            loss_type="relative")
+    est = l0jax.SparseCalibrationWeights(
+        n_features=N, seed=0, devices=4, init_keep_prob=FIT["init_keep_prob"], backend=FIT["backend"]
+    )
+    est.fit(
+        M,
+        y,
+        lambda_l0=FIT["lambda_l0"],
+        lr=FIT["lr"],
+        epochs=FIT["epochs"],
+        verbose_freq=50,
+        loss_type="relative",
+    )
     np.testing.assert_array_equal(est.get_weights(deterministic=True), fit(4).weights)
     assert est.get_active_weights()["count"] == fit(4).active_count
 

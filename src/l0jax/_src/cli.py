@@ -21,8 +21,10 @@ def _core_demo(args: argparse.Namespace) -> int:
     n = args.draws
     print(f"l0jax {l0jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
     print(f"Hard-concrete gates, {n:,} draws per row (seed {args.seed}), against the closed forms:")
-    print(f"{'log_alpha':>9} {'beta':>6} | {'P(z=0)':>8} {'exact':>8} | {'P(z=1)':>8} {'exact':>8} | "
-          f"{'P(z!=0)':>8} {'exact':>8}")
+    print(
+        f"{'log_alpha':>9} {'beta':>6} | {'P(z=0)':>8} {'exact':>8} | {'P(z=1)':>8} {'exact':>8} | "
+        f"{'P(z!=0)':>8} {'exact':>8}"
+    )
     key = jax.random.key(args.seed)
     sample = jax.jit(l0jax.hard_concrete)
     for log_alpha in (-2.0, 0.0, 2.0):
@@ -30,9 +32,11 @@ def _core_demo(args: argparse.Namespace) -> int:
             key, sub = jax.random.split(key)
             z = np.asarray(sample(sub, jnp.full((n,), log_alpha), beta))
             la = jnp.float32(log_alpha)
-            print(f"{log_alpha:9.2f} {beta:6.3f} | {np.mean(z == 0):8.4f} {float(l0jax.prob_zero(la, beta)):8.4f} | "
-                  f"{np.mean(z == 1):8.4f} {float(l0jax.prob_one(la, beta)):8.4f} | "
-                  f"{np.mean(z != 0):8.4f} {float(l0jax.prob_nonzero(la, beta)):8.4f}")
+            print(
+                f"{log_alpha:9.2f} {beta:6.3f} | {np.mean(z == 0):8.4f} {float(l0jax.prob_zero(la, beta)):8.4f} | "
+                f"{np.mean(z == 1):8.4f} {float(l0jax.prob_one(la, beta)):8.4f} | "
+                f"{np.mean(z != 0):8.4f} {float(l0jax.prob_nonzero(la, beta)):8.4f}"
+            )
     print("\nTemperature schedules 2.0 -> 0.1 over 100 steps (as l0-python's TemperatureScheduler):")
     steps = (0, 25, 50, 75, 100)
     print(f"{'kind':>12} " + " ".join(f"{s:>7d}" for s in steps))
@@ -55,8 +59,11 @@ def _survey_demo(args: argparse.Namespace) -> int:
     try:
         import svy  # noqa: F401
     except ImportError:
-        print("l0jax demo: error: the demo's data come from the svy package: pip install 'l0jax[demo]' "
-              "(or run `make demo`).", file=sys.stderr)
+        print(
+            "l0jax demo: error: the demo's data come from the svy package: pip install 'l0jax[demo]' "
+            "(or run `make demo`).",
+            file=sys.stderr,
+        )
         return 2
     from l0jax._src.demo import run_demo
 
@@ -100,12 +107,17 @@ def _read_matrix(path: Path) -> Any:
                 arrays = [z[k] for k in z.files]
             if len(arrays) == 1 and arrays[0].ndim == 2:
                 return arrays[0]
-            raise InputError(path, "expected a scipy sparse matrix saved with scipy.sparse.save_npz, or an .npz "
-                                   f"holding one 2-D array (found {len(arrays)} array(s))")
+            raise InputError(
+                path,
+                "expected a scipy sparse matrix saved with scipy.sparse.save_npz, or an .npz "
+                f"holding one 2-D array (found {len(arrays)} array(s))",
+            )
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
             if arr.ndim != 2:
-                raise InputError(path, f"expected a 2-D array (targets x households), got {arr.ndim} dimension(s)")
+                raise InputError(
+                    path, f"expected a 2-D array (targets x households), got {arr.ndim} dimension(s)"
+                )
             return arr
     except InputError:
         raise
@@ -156,7 +168,9 @@ def _read_targets(path: Path) -> tuple[list[str], Any]:
     name_col, value_col = (0, 1) if len(rows[0]) >= 2 else (None, 0)
     if not _is_number(rows[0][-1]):  # a header row
         header = [h.lower() for h in rows[0]]
-        value_col = next((header.index(k) for k in ("value", "target", "targets", "total") if k in header), None)
+        value_col = next(
+            (header.index(k) for k in ("value", "target", "targets", "total") if k in header), None
+        )
         if value_col is None:
             raise InputError(path, f"the header {rows[0]} has no 'value' (or 'target') column")
         name_col = next((header.index(k) for k in ("name", "target_name", "variable") if k in header), None)
@@ -207,8 +221,10 @@ def _target_active(text: str) -> int | float:
     try:
         value = float(text)
     except ValueError:
-        raise InputError("--target-active", f"{text!r} is not a number; give a count of households (e.g. 1000) "
-                                            f"or a fraction (e.g. 0.05)") from None
+        raise InputError(
+            "--target-active",
+            f"{text!r} is not a number; give a count of households (e.g. 1000) or a fraction (e.g. 0.05)",
+        ) from None
     # A count written in scientific notation (1e3) means households, not a fraction.
     return int(value) if value >= 1 and value.is_integer() else value
 
@@ -226,20 +242,26 @@ def _calibrate_command(args: argparse.Namespace) -> int:
         import jax
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices talk through gloo
-        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                                   process_id=args.process_id)
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+        )
     try:
         M = _read_matrix(Path(args.matrix))
         names, y = _read_targets(Path(args.targets))
         if M.shape[0] != y.size:
-            raise InputError(args.targets, f"{y.size} targets, but the matrix {args.matrix} has {M.shape[0]} rows "
-                                           f"(one per target)")
+            raise InputError(
+                args.targets,
+                f"{y.size} targets, but the matrix {args.matrix} has {M.shape[0]} rows (one per target)",
+            )
         w0 = None
         if args.initial_weights is not None:
             w0 = _read_weights(Path(args.initial_weights))
             if w0.size != M.shape[1]:
-                raise InputError(args.initial_weights, f"{w0.size} weights, but the matrix {args.matrix} has "
-                                                       f"{M.shape[1]} columns (one per household)")
+                raise InputError(
+                    args.initial_weights,
+                    f"{w0.size} weights, but the matrix {args.matrix} has "
+                    f"{M.shape[1]} columns (one per household)",
+                )
         from l0jax._src.calibration.blocks import ColumnBlocks
         from l0jax._src.operators import check_matrix
 
@@ -291,8 +313,11 @@ def _calibrate_command(args: argparse.Namespace) -> int:
     previous = None
     if checkpoint.exists() and not args.resume and lead:
         if not args.overwrite:
-            print(f"l0jax calibrate: error: {checkpoint}: a checkpoint of an earlier run is there; pass --resume to "
-                  f"continue it, or --overwrite to start over.", file=sys.stderr)
+            print(
+                f"l0jax calibrate: error: {checkpoint}: a checkpoint of an earlier run is there; pass --resume to "
+                f"continue it, or --overwrite to start over.",
+                file=sys.stderr,
+            )
             return 2
         # Set aside rather than deleted: calibrate checks its own arguments (lr, epochs, ...) only
         # now, and a bad one must not cost the earlier run its checkpoint.
@@ -305,14 +330,34 @@ def _calibrate_command(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = l0jax.calibrate(
-                M, y, key=args.seed, init_weights=w0, use_gates=not args.no_gates, target_active=target_active,
-                lambda_l0=args.lambda_l0, lambda_l2=args.lambda_l2, lr=args.lr, epochs=args.epochs,
-                loss_type=args.loss, beta=args.beta, init_keep_prob=args.init_keep_prob,
-                distance=args.distance, distance_strength=args.distance_strength, polish=not args.no_polish,
-                log_every=args.log_every, tol=args.tol, backend=args.backend, verbose=not args.quiet,
-                callbacks=[log], checkpoint_path=checkpoint, checkpoint_every=args.checkpoint_every,
-                resume=args.resume, warn_targets=False, devices=args.devices,
-                weight_bounds=None if args.bounds is None else tuple(args.bounds))
+                M,
+                y,
+                key=args.seed,
+                init_weights=w0,
+                use_gates=not args.no_gates,
+                target_active=target_active,
+                lambda_l0=args.lambda_l0,
+                lambda_l2=args.lambda_l2,
+                lr=args.lr,
+                epochs=args.epochs,
+                loss_type=args.loss,
+                beta=args.beta,
+                init_keep_prob=args.init_keep_prob,
+                distance=args.distance,
+                distance_strength=args.distance_strength,
+                polish=not args.no_polish,
+                log_every=args.log_every,
+                tol=args.tol,
+                backend=args.backend,
+                verbose=not args.quiet,
+                callbacks=[log],
+                checkpoint_path=checkpoint,
+                checkpoint_every=args.checkpoint_every,
+                resume=args.resume,
+                warn_targets=False,
+                devices=args.devices,
+                weight_bounds=None if args.bounds is None else tuple(args.bounds),
+            )
         for w in caught:
             print(f"l0jax calibrate: warning: {w.message}", file=sys.stderr)
     except (ValueError, FloatingPointError) as err:  # CheckpointError, NonFiniteLossError are among them
@@ -348,13 +393,21 @@ def _calibrate_command(args: argparse.Namespace) -> int:
         "python": platform.python_version(),
         "problem": {"targets": int(y.size), "households": int(M.shape[1]), "fingerprint": fingerprint(M, y)},
         "sharding": {"devices": args.devices, "processes": jax.process_count()},
-        "result": {"active": res.active_count, "epochs": int(res.state.step),
-                   "max_abs_rel_error": diag.max_abs_rel_error,
-                   "mean_abs_rel_error": float(np.mean(np.abs(diag.rel_error))),
-                   "polish": res.polish},
+        "result": {
+            "active": res.active_count,
+            "epochs": int(res.state.step),
+            "max_abs_rel_error": diag.max_abs_rel_error,
+            "mean_abs_rel_error": float(np.mean(np.abs(diag.rel_error))),
+            "polish": res.polish,
+        },
         "weights": summary,
-        "files": {"weights": "weights.csv", "diagnostics": "diagnostics.csv", "log": "log.csv",
-                  "checkpoint": checkpoint.name, "config": "run_config.json"},
+        "files": {
+            "weights": "weights.csv",
+            "diagnostics": "diagnostics.csv",
+            "log": "log.csv",
+            "checkpoint": checkpoint.name,
+            "config": "run_config.json",
+        },
     }
     (out / "run_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     print(f"calibrated {y.size} targets over {M.shape[1]:,} households in {seconds:.1f} s: {res.summary()}")
@@ -371,10 +424,14 @@ def _calibrate_command(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Builds the argument parser of the ``l0jax`` command."""
-    parser = argparse.ArgumentParser(prog="l0jax", description="L0 regularisation with hard-concrete gates in JAX.")
+    parser = argparse.ArgumentParser(
+        prog="l0jax", description="L0 regularisation with hard-concrete gates in JAX."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="survey calibration on the World Bank data bundled with svy (the main job)")
+    demo = sub.add_parser(
+        "demo", help="survey calibration on the World Bank data bundled with svy (the main job)"
+    )
     demo.add_argument("--out", default="out", help="folder for the plot of target errors (default: out)")
     demo.add_argument("--keep", type=int, default=1000, help="census households to keep in task (b)")
     demo.add_argument("--epochs", type=int, default=1000, help="epochs of each fit")
@@ -388,39 +445,58 @@ def build_parser() -> argparse.ArgumentParser:
     gates.set_defaults(func=_core_demo)
 
     cal = sub.add_parser(
-        "calibrate", help="calibrate weights to targets from files",
+        "calibrate",
+        help="calibrate weights to targets from files",
         description="Finds sparse non-negative household weights w with M @ w close to the targets, and writes "
-                    "weights.csv, diagnostics.csv, log.csv (microcalibrate's schema), run_config.json and "
-                    "checkpoint.npz to --out.")
-    cal.add_argument("--matrix", required=True,
-                     help="M (targets x households): scipy.sparse.save_npz .npz, or .npy; or a folder of .npz column "
-                          "blocks (sorted file names give the column order), loaded per device")
-    cal.add_argument("--targets", required=True, help="CSV of targets: 'name,value' (header optional) or one column")
+        "weights.csv, diagnostics.csv, log.csv (microcalibrate's schema), run_config.json and "
+        "checkpoint.npz to --out.",
+    )
+    cal.add_argument(
+        "--matrix",
+        required=True,
+        help="M (targets x households): scipy.sparse.save_npz .npz, or .npy; or a folder of .npz column "
+        "blocks (sorted file names give the column order), loaded per device",
+    )
+    cal.add_argument(
+        "--targets", required=True, help="CSV of targets: 'name,value' (header optional) or one column"
+    )
     cal.add_argument("--initial-weights", help="CSV (weight in the last column) or .npy of design weights")
     cal.add_argument("--out", required=True, help="output folder")
     cal.add_argument("--target-active", help="keep K households (an integer) or a fraction (e.g. 0.05)")
     cal.add_argument("--epochs", type=int, default=1000)
     cal.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
-    cal.add_argument("--lambda-l0", type=float, default=None,
-                     help="L0 strength (default 0.01, or 0 with --target-active)")
+    cal.add_argument(
+        "--lambda-l0", type=float, default=None, help="L0 strength (default 0.01, or 0 with --target-active)"
+    )
     cal.add_argument("--lambda-l2", type=float, default=0.0)
     cal.add_argument("--loss", default="relative", choices=("relative", "relative_abs", "mse"))
     cal.add_argument("--beta", type=float, default=2 / 3, help="gate temperature")
     cal.add_argument("--init-keep-prob", type=float, default=0.5)
     cal.add_argument("--distance", choices=("chi2", "raking"), help="stay close to --initial-weights")
     cal.add_argument("--distance-strength", type=float, default=1e-3)
-    cal.add_argument("--bounds", type=float, nargs=2, metavar=("L", "U"),
-                     help="keep every active weight within [L, U] times its initial weight")
+    cal.add_argument(
+        "--bounds",
+        type=float,
+        nargs=2,
+        metavar=("L", "U"),
+        help="keep every active weight within [L, U] times its initial weight",
+    )
     cal.add_argument("--no-gates", action="store_true", help="plain positive weights, no selection")
     cal.add_argument("--no-polish", action="store_true", help="skip the final refit of the active weights")
     cal.add_argument("--tol", type=float, help="stop early when every relative error is below this")
     cal.add_argument("--log-every", type=int, default=100, help="epochs per log row and progress update")
-    cal.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default: every log row)")
+    cal.add_argument(
+        "--checkpoint-every", type=int, help="epochs between checkpoints (default: every log row)"
+    )
     cal.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     cal.add_argument("--overwrite", action="store_true", help="start over even if OUT/checkpoint.npz exists")
     cal.add_argument("--backend", default="auto", choices=("auto", "dense", "sparse", "ell", "scipy"))
-    cal.add_argument("--devices", type=int, help="split the households over this many devices (of all processes)")
-    cal.add_argument("--coordinator", help="multi-process runs: HOST:PORT of process 0 (jax.distributed.initialize)")
+    cal.add_argument(
+        "--devices", type=int, help="split the households over this many devices (of all processes)"
+    )
+    cal.add_argument(
+        "--coordinator", help="multi-process runs: HOST:PORT of process 0 (jax.distributed.initialize)"
+    )
     cal.add_argument("--num-processes", type=int, help="multi-process runs: the number of processes")
     cal.add_argument("--process-id", type=int, help="multi-process runs: this process's index, 0 to N-1")
     cal.add_argument("--seed", type=int, default=0)

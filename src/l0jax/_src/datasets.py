@@ -73,17 +73,21 @@ def _water_groups(sample: Any) -> dict[str, str]:
 
 
 def _region(frame: Any) -> np.ndarray:
-    return np.char.add(np.char.add(_column(frame, "geo1").astype(str), "/"), _column(frame, "urbrur").astype(str))
+    return np.char.add(
+        np.char.add(_column(frame, "geo1").astype(str), "/"), _column(frame, "urbrur").astype(str)
+    )
 
 
 def _census_levels(census: Any) -> dict[str, list[Any]]:
     """The toilet and region levels, from the census: the targets are census totals, so every
-    frame's rows must follow these levels, even a sample in which some level has no household."""
+    frame's rows must follow these levels, even a sample in which some level has no household.
+    """
     return {"toilet": sorted(set(_column(census, "toilet"))), "region": sorted(set(_region(census)))}
 
 
-def _indicator_rows(frame: Any, water: dict[str, str],
-                    levels: dict[str, list[Any]]) -> tuple[list[str], list[np.ndarray]]:
+def _indicator_rows(
+    frame: Any, water: dict[str, str], levels: dict[str, list[Any]]
+) -> tuple[list[str], list[np.ndarray]]:
     """Target names and household-level rows (values per household) for every target."""
     names: list[str] = []
     rows: list[np.ndarray] = []
@@ -139,11 +143,19 @@ def world_bank_survey(pool: str = "sample") -> SurveyProblem:
     matrix = sp.csr_matrix(np.vstack(rows))
     matrix.eliminate_zeros()
     weights = _column(sample, "hhweight").astype(np.float64) if pool == "sample" else np.ones(len(census))
-    return SurveyProblem(matrix=matrix, targets=targets, target_names=names, initial_weights=weights,
-                         household_ids=_column(frame, "hid"), data=frame)
+    return SurveyProblem(
+        matrix=matrix,
+        targets=targets,
+        target_names=names,
+        initial_weights=weights,
+        household_ids=_column(frame, "hid"),
+        data=frame,
+    )
 
 
-def district_totals(problem: SurveyProblem, weights: np.ndarray, column: str = "tot_exp") -> tuple[list[str], np.ndarray, np.ndarray]:
+def district_totals(
+    problem: SurveyProblem, weights: np.ndarray, column: str = "tot_exp"
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Untargeted check: weighted totals of ``column`` by district (geo2) against the census.
 
     Args:

@@ -39,9 +39,18 @@ def calibrate_sample(problem: Any, *, epochs: int = 1000, seed: int = 0) -> Any:
     """
     import l0jax
 
-    return l0jax.calibrate(problem.matrix, problem.targets, key=seed, use_gates=False,
-                           init_weights=problem.initial_weights, distance="raking", distance_strength=1e-3,
-                           loss_type="relative", lr=0.01, epochs=epochs)
+    return l0jax.calibrate(
+        problem.matrix,
+        problem.targets,
+        key=seed,
+        use_gates=False,
+        init_weights=problem.initial_weights,
+        distance="raking",
+        distance_strength=1e-3,
+        loss_type="relative",
+        lr=0.01,
+        epochs=epochs,
+    )
 
 
 def select_census(problem: Any, *, keep: int = 1000, epochs: int = 1000, seed: int = 0) -> Any:
@@ -60,8 +69,16 @@ def select_census(problem: Any, *, keep: int = 1000, epochs: int = 1000, seed: i
 
     # A small L2 on the weights spreads the total over the kept households (Kish effective sample
     # size about 750 instead of 260 of 1,000), which helps untargeted totals (spending by district).
-    return l0jax.calibrate(problem.matrix, problem.targets, key=seed, target_active=keep, lambda_l2=1e-8,
-                           loss_type="relative", lr=0.1, epochs=epochs)
+    return l0jax.calibrate(
+        problem.matrix,
+        problem.targets,
+        key=seed,
+        target_active=keep,
+        lambda_l2=1e-8,
+        loss_type="relative",
+        lr=0.1,
+        epochs=epochs,
+    )
 
 
 def _district_error(problem: Any, weights: np.ndarray) -> tuple[float, float]:
@@ -72,7 +89,9 @@ def _district_error(problem: Any, weights: np.ndarray) -> tuple[float, float]:
     return float(err.mean()), float(err.max())
 
 
-def plot_errors(path: Path, names: list[str], series: dict[str, np.ndarray], tolerances: dict[str, float]) -> None:
+def plot_errors(
+    path: Path, names: list[str], series: dict[str, np.ndarray], tolerances: dict[str, float]
+) -> None:
     """Horizontal bars of the relative error of every target, one panel per series, saved as PNG."""
     import matplotlib
 
@@ -82,7 +101,9 @@ def plot_errors(path: Path, names: list[str], series: dict[str, np.ndarray], tol
     fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 0.22 * len(names) + 1.8), sharey=True)
     y = np.arange(len(names))
     for ax, (label, rel) in zip(np.atleast_1d(axes), series.items()):
-        ax.barh(y, 100 * rel, color=np.where(np.abs(rel) <= tolerances.get(label, np.inf), "tab:green", "tab:red"))
+        ax.barh(
+            y, 100 * rel, color=np.where(np.abs(rel) <= tolerances.get(label, np.inf), "tab:green", "tab:red")
+        )
         tol = tolerances.get(label)
         if tol is not None:
             for s in (-1, 1):
@@ -99,8 +120,15 @@ def plot_errors(path: Path, names: list[str], series: dict[str, np.ndarray], tol
     plt.close(fig)
 
 
-def run_demo(out_dir: str | Path = "out", *, keep: int = 1000, epochs: int = 1000, seed: int = 0,
-             plot: bool = True, printer: Any = print) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path = "out",
+    *,
+    keep: int = 1000,
+    epochs: int = 1000,
+    seed: int = 0,
+    plot: bool = True,
+    printer: Any = print,
+) -> dict[str, Any]:
     """Runs both tasks, prints the table and writes the plot; returns the figures.
 
     Args:
@@ -124,65 +152,102 @@ def run_demo(out_dir: str | Path = "out", *, keep: int = 1000, epochs: int = 100
     from l0jax._src.calibration.diagnostics import relative_error
     from l0jax._src.datasets import world_bank_survey
 
-    printer(f"l0jax {l0jax.__version__} on {jax.default_backend()}: survey calibration on the World Bank "
-            f"household data bundled with svy")
+    printer(
+        f"l0jax {l0jax.__version__} on {jax.default_backend()}: survey calibration on the World Bank "
+        f"household data bundled with svy"
+    )
     t0 = time.perf_counter()
     sample = world_bank_survey("sample")
     census = world_bank_survey("census")
     load_s = time.perf_counter() - t0
     m = len(sample.target_names)
-    printer(f"{m} census totals as targets (households by size, rooms, electricity, water, toilet, quintile, "
-            f"region x urban/rural; persons; spending); data loaded in {load_s:.1f} s\n")
+    printer(
+        f"{m} census totals as targets (households by size, rooms, electricity, water, toilet, quintile, "
+        f"region x urban/rural; persons; spending); data loaded in {load_s:.1f} s\n"
+    )
 
     figures: dict[str, Any] = {}
 
     design_rel = relative_error(sample.matrix @ sample.initial_weights, sample.targets)
-    figures["design"] = dict(kept=sample.matrix.shape[1], households=sample.matrix.shape[1],
-                             max_error=float(np.abs(design_rel).max()),
-                             met=int(np.sum(np.abs(design_rel) <= SAMPLE_TOLERANCE)), tolerance=SAMPLE_TOLERANCE,
-                             seconds=None)
-    figures["design"]["district_mean"], figures["design"]["district_max"] = _district_error(sample,
-                                                                                             sample.initial_weights)
+    figures["design"] = dict(
+        kept=sample.matrix.shape[1],
+        households=sample.matrix.shape[1],
+        max_error=float(np.abs(design_rel).max()),
+        met=int(np.sum(np.abs(design_rel) <= SAMPLE_TOLERANCE)),
+        tolerance=SAMPLE_TOLERANCE,
+        seconds=None,
+    )
+    figures["design"]["district_mean"], figures["design"]["district_max"] = _district_error(
+        sample, sample.initial_weights
+    )
 
     t0 = time.perf_counter()
     res_a = calibrate_sample(sample, epochs=epochs, seed=seed)
     a_rel = relative_error(res_a.predictions, sample.targets)
-    figures["sample"] = dict(kept=res_a.active_count, households=res_a.weights.size,
-                             max_error=float(np.abs(a_rel).max()), met=int(np.sum(np.abs(a_rel) <= SAMPLE_TOLERANCE)),
-                             tolerance=SAMPLE_TOLERANCE, seconds=time.perf_counter() - t0,
-                             min_weight=float(res_a.weights.min()),
-                             ratio=(float((res_a.weights / sample.initial_weights).min()),
-                                    float((res_a.weights / sample.initial_weights).max())))
-    figures["sample"]["district_mean"], figures["sample"]["district_max"] = _district_error(sample, res_a.weights)
+    figures["sample"] = dict(
+        kept=res_a.active_count,
+        households=res_a.weights.size,
+        max_error=float(np.abs(a_rel).max()),
+        met=int(np.sum(np.abs(a_rel) <= SAMPLE_TOLERANCE)),
+        tolerance=SAMPLE_TOLERANCE,
+        seconds=time.perf_counter() - t0,
+        min_weight=float(res_a.weights.min()),
+        ratio=(
+            float((res_a.weights / sample.initial_weights).min()),
+            float((res_a.weights / sample.initial_weights).max()),
+        ),
+    )
+    figures["sample"]["district_mean"], figures["sample"]["district_max"] = _district_error(
+        sample, res_a.weights
+    )
 
     t0 = time.perf_counter()
     res_b = select_census(census, keep=keep, epochs=epochs, seed=seed)
     b_rel = relative_error(res_b.predictions, census.targets)
-    figures["census"] = dict(kept=res_b.active_count, households=res_b.weights.size,
-                             max_error=float(np.abs(b_rel).max()), met=int(np.sum(np.abs(b_rel) <= CENSUS_TOLERANCE)),
-                             tolerance=CENSUS_TOLERANCE, seconds=time.perf_counter() - t0,
-                             min_weight=float(res_b.weights.min()))
-    figures["census"]["district_mean"], figures["census"]["district_max"] = _district_error(census, res_b.weights)
+    figures["census"] = dict(
+        kept=res_b.active_count,
+        households=res_b.weights.size,
+        max_error=float(np.abs(b_rel).max()),
+        met=int(np.sum(np.abs(b_rel) <= CENSUS_TOLERANCE)),
+        tolerance=CENSUS_TOLERANCE,
+        seconds=time.perf_counter() - t0,
+        min_weight=float(res_b.weights.min()),
+    )
+    figures["census"]["district_mean"], figures["census"]["district_max"] = _district_error(
+        census, res_b.weights
+    )
 
-    head = (f"{'task':<34} {'households kept':>16} {'targets met':>19} {'max |error|':>11} "
-            f"{'district spending*':>18} {'time':>7}")
+    head = (
+        f"{'task':<34} {'households kept':>16} {'targets met':>19} {'max |error|':>11} "
+        f"{'district spending*':>18} {'time':>7}"
+    )
     printer(head)
     printer("-" * len(head))
-    rows = [("design weights of the sample", figures["design"]),
-            ("(a) sample calibrated (raking)", figures["sample"]),
-            (f"(b) census selection, K = {keep:,}", figures["census"])]
+    rows = [
+        ("design weights of the sample", figures["design"]),
+        ("(a) sample calibrated (raking)", figures["sample"]),
+        (f"(b) census selection, K = {keep:,}", figures["census"]),
+    ]
     for label, f in rows:
         kept = f"{f['kept']:,} of {f['households']:,}"
         met = f"{f['met']}/{m} within {f['tolerance']:.1%}"
         secs = "" if f["seconds"] is None else f"{f['seconds']:.1f} s"
-        printer(f"{label:<34} {kept:>16} {met:>19} {f['max_error']:>11.3%} {f['district_mean']:>18.1%} {secs:>7}")
-    printer("\n* untargeted: mean |relative error| of the total spending of each of the 23 districts against the census "
-            "(the sample covers few households per district).")
-    printer(f"(a) weights stay positive and close to the design weights: w/d from {figures['sample']['ratio'][0]:.2f} "
-            f"to {figures['sample']['ratio'][1]:.2f}.")
+        printer(
+            f"{label:<34} {kept:>16} {met:>19} {f['max_error']:>11.3%} {f['district_mean']:>18.1%} {secs:>7}"
+        )
+    printer(
+        "\n* untargeted: mean |relative error| of the total spending of each of the 23 districts against the census "
+        "(the sample covers few households per district)."
+    )
+    printer(
+        f"(a) weights stay positive and close to the design weights: w/d from {figures['sample']['ratio'][0]:.2f} "
+        f"to {figures['sample']['ratio'][1]:.2f}."
+    )
     share = figures["census"]["kept"] / figures["census"]["households"]
-    printer(f"(b) keeps {share:.2%} of the census households (goal: at most {CENSUS_MAX_SHARE:.0%}); "
-            f"{figures['census']['met']} of {m} targets within {CENSUS_TOLERANCE:.0%}.")
+    printer(
+        f"(b) keeps {share:.2%} of the census households (goal: at most {CENSUS_MAX_SHARE:.0%}); "
+        f"{figures['census']['met']} of {m} targets within {CENSUS_TOLERANCE:.0%}."
+    )
 
     figures["plot"] = None
     if plot:
@@ -195,11 +260,20 @@ def run_demo(out_dir: str | Path = "out", *, keep: int = 1000, epochs: int = 100
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "demo_target_errors.png"
-        plot_errors(path, sample.target_names,
-                    {"design weights (sample)": design_rel, "(a) calibrated sample": a_rel,
-                     f"(b) {figures['census']['kept']:,} census households": b_rel},
-                    {"design weights (sample)": SAMPLE_TOLERANCE, "(a) calibrated sample": SAMPLE_TOLERANCE,
-                     f"(b) {figures['census']['kept']:,} census households": CENSUS_TOLERANCE})
+        plot_errors(
+            path,
+            sample.target_names,
+            {
+                "design weights (sample)": design_rel,
+                "(a) calibrated sample": a_rel,
+                f"(b) {figures['census']['kept']:,} census households": b_rel,
+            },
+            {
+                "design weights (sample)": SAMPLE_TOLERANCE,
+                "(a) calibrated sample": SAMPLE_TOLERANCE,
+                f"(b) {figures['census']['kept']:,} census households": CENSUS_TOLERANCE,
+            },
+        )
         figures["plot"] = str(path)
         printer(f"Plot of the target errors: {path}")
     return figures

@@ -57,7 +57,9 @@ def _prepare(log_alpha: ArrayLike, temperature: ArrayLike, gamma: ArrayLike, zet
     checks.check_positive("temperature", temperature, hint="It is the concrete temperature beta, e.g. 2/3.")
     checks.check_stretch(gamma, zeta)
     log_alpha = jnp.asarray(log_alpha)
-    out_dtype = log_alpha.dtype if jnp.issubdtype(log_alpha.dtype, jnp.floating) else _compute_dtype(log_alpha.dtype)
+    out_dtype = (
+        log_alpha.dtype if jnp.issubdtype(log_alpha.dtype, jnp.floating) else _compute_dtype(log_alpha.dtype)
+    )
     dtype = _compute_dtype(out_dtype)
     cast = lambda x: jnp.asarray(x).astype(dtype)  # noqa: E731 - explicit casts keep strict promotion happy
     return cast(log_alpha), cast(temperature), cast(gamma), cast(zeta), out_dtype
@@ -207,10 +209,12 @@ def hard_concrete_from_uniform(
     return _gates_from_uniform(u, log_alpha, temperature, gamma, zeta)
 
 
-def _gates_from_uniform(u: ArrayLike, log_alpha: ArrayLike, temperature: ArrayLike, gamma: ArrayLike,
-                        zeta: ArrayLike) -> Array:
+def _gates_from_uniform(
+    u: ArrayLike, log_alpha: ArrayLike, temperature: ArrayLike, gamma: ArrayLike, zeta: ArrayLike
+) -> Array:
     """``hard_concrete_from_uniform`` without the checks of ``u``, for noise drawn here (valid by
-    construction, and reading it back to the host to check would cost a device round trip)."""
+    construction, and reading it back to the host to check would cost a device round trip).
+    """
     log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
     u = jnp.asarray(u).astype(log_alpha.dtype)
     logistic = jnp.log(u) - jnp.log1p(-u)

@@ -153,8 +153,11 @@ def canonical_csr(name: str, M: Any, dtype: np.dtype) -> sp.csr_matrix:
     _check_values(name, csr.data, dtype)
     if csr.data.dtype != dtype or csr.indices.dtype != np.int32 or csr.indptr.dtype != np.int32:
         csr = sp.csr_matrix(
-            (csr.data.astype(dtype, copy=False), csr.indices.astype(np.int32, copy=False),
-             csr.indptr.astype(np.int32, copy=False)),
+            (
+                csr.data.astype(dtype, copy=False),
+                csr.indices.astype(np.int32, copy=False),
+                csr.indptr.astype(np.int32, copy=False),
+            ),
             shape=(m, n),
             copy=False,
         )
@@ -206,7 +209,9 @@ def _check_jax_dense(name: str, M: Array, dtype: np.dtype) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def choose_backend(shape: tuple[int, int], nnz: int, *, itemsize: int = 4, platform: str | None = None) -> str:
+def choose_backend(
+    shape: tuple[int, int], nnz: int, *, itemsize: int = 4, platform: str | None = None
+) -> str:
     """The backend ``as_operator(..., backend="auto")`` picks for a matrix.
 
     On CPU it compares the predicted time of one ``M @ w`` plus one ``M.T @ r``: about
@@ -330,8 +335,9 @@ class SparseOperator(MatrixOperator):
     def matvec(self, w: Array) -> Array:
         """``M @ w``: ``w`` of shape (n,) -> shape (m,)."""
         w = self._vector("w", w, self.shape[1])
-        return jax.ops.segment_sum(self.data * w[self.cols], self.rows, num_segments=self.shape[0],
-                                   indices_are_sorted=True)
+        return jax.ops.segment_sum(
+            self.data * w[self.cols], self.rows, num_segments=self.shape[0], indices_are_sorted=True
+        )
 
     def rmatvec(self, r: Array) -> Array:
         """``M.T @ r``: ``r`` of shape (m,) -> shape (n,)."""
@@ -382,7 +388,9 @@ def ell_chunks(lengths: np.ndarray, width: int) -> int:
     return int(np.sum(-(-np.asarray(lengths, np.int64) // width)))
 
 
-def ell_layout(csr: sp.csr_matrix, width: int, chunks: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ell_layout(
+    csr: sp.csr_matrix, width: int, chunks: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of a canonical CSR cut into chunks of ``width`` entries (sliced ELLPACK).
 
     Row ``r`` of length ``L`` takes ``ceil(L / width)`` consecutive chunks; unused slots hold the
@@ -430,7 +438,9 @@ def _chunked_product(parts: tuple[Array, Array, Array], x: Array, size: int) -> 
     # Gather, multiply and sum each chunk densely; only one entry per chunk is scattered.
     sums = jnp.sum(data * x[..., cols], axis=-1)
     if x.ndim > 1:  # a vmapped batch: (batch, chunks) -> sum over the chunks of each row
-        return jax.vmap(lambda s: jax.ops.segment_sum(s, rows, num_segments=size, indices_are_sorted=True))(sums)
+        return jax.vmap(lambda s: jax.ops.segment_sum(s, rows, num_segments=size, indices_are_sorted=True))(
+            sums
+        )
     return jax.ops.segment_sum(sums, rows, num_segments=size, indices_are_sorted=True)
 
 
@@ -471,8 +481,17 @@ class EllOperator(MatrixOperator):
 
     backend = "ell"
 
-    def __init__(self, fdata: Array, fcols: Array, frows: Array, bdata: Array, bcols: Array, brows: Array, *,
-                 shape: tuple[int, int]):
+    def __init__(
+        self,
+        fdata: Array,
+        fcols: Array,
+        frows: Array,
+        bdata: Array,
+        bcols: Array,
+        brows: Array,
+        *,
+        shape: tuple[int, int],
+    ):
         self.forward = (fdata, fcols, frows)
         self.backward = (bdata, bcols, brows)
         self.shape = (int(shape[0]), int(shape[1]))
@@ -484,7 +503,9 @@ class EllOperator(MatrixOperator):
 
     def rmatvec(self, r: Array) -> Array:
         """``M.T @ r``: ``r`` of shape (m,) -> shape (n,)."""
-        return _ell_product(self.backward, self.forward, self._vector("r", r, self.shape[0]), *self.shape[::-1])
+        return _ell_product(
+            self.backward, self.forward, self._vector("r", r, self.shape[0]), *self.shape[::-1]
+        )
 
     def tree_flatten(self):
         return (*self.forward, *self.backward), self.shape
@@ -494,8 +515,14 @@ class EllOperator(MatrixOperator):
         return cls(*children, shape=shape)
 
 
-def ell_parts(csr: sp.csr_matrix, transposed: sp.csr_matrix, fwd_width: int, bwd_width: int,
-              fwd_chunks: int | None = None, bwd_chunks: int | None = None) -> tuple[np.ndarray, ...]:
+def ell_parts(
+    csr: sp.csr_matrix,
+    transposed: sp.csr_matrix,
+    fwd_width: int,
+    bwd_width: int,
+    fwd_chunks: int | None = None,
+    bwd_chunks: int | None = None,
+) -> tuple[np.ndarray, ...]:
     """The six arrays of an ``EllOperator`` (NumPy), from the canonical CSR of M and of M.T."""
     return (*ell_layout(csr, fwd_width, fwd_chunks), *ell_layout(transposed, bwd_width, bwd_chunks))
 
@@ -507,6 +534,7 @@ def _ell_from_csr(csr: sp.csr_matrix) -> EllOperator:
 
 
 # -- the scipy (host) backend ------------------------------------------------------------------
+
 
 class _HostMatrices:
     """CSR of M and of M.T in row blocks of balanced nonzeros, one block per thread, and the CSC
@@ -554,7 +582,7 @@ def row_block(csr: sp.csr_matrix, lo: int, hi: int) -> sp.csr_matrix:
     """
     start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
     blk = sp.csr_matrix((hi - lo, csr.shape[1]), dtype=csr.dtype)
-    blk.indptr = (csr.indptr[lo:hi + 1] - start).astype(csr.indptr.dtype)
+    blk.indptr = (csr.indptr[lo : hi + 1] - start).astype(csr.indptr.dtype)
     blk.indices = csr.indices[start:stop]
     blk.data = csr.data[start:stop]
     return blk
@@ -621,13 +649,20 @@ def _csc_view(csr: sp.csr_matrix) -> sp.csc_matrix:
     return blk
 
 
-def _scatter_blocks(blocks: list[sp.csc_matrix], starts: np.ndarray, x: np.ndarray, threads: int) -> np.ndarray:
+def _scatter_blocks(
+    blocks: list[sp.csc_matrix], starts: np.ndarray, x: np.ndarray, threads: int
+) -> np.ndarray:
     """``[B1, B2, ...] @ x`` for CSC blocks of columns: each block's share (a scatter) on one of
-    ``threads`` threads, the shares summed in block order."""
+    ``threads`` threads, the shares summed in block order.
+    """
     if len(blocks) == 1:
         return blocks[0] @ x
-    share = lambda i: blocks[i] @ x[starts[i]:starts[i + 1]]  # noqa: E731
-    parts = list(_pool(threads).map(share, range(len(blocks)))) if threads > 1 else [share(i) for i in range(len(blocks))]
+    share = lambda i: blocks[i] @ x[starts[i] : starts[i + 1]]  # noqa: E731
+    parts = (
+        list(_pool(threads).map(share, range(len(blocks))))
+        if threads > 1
+        else [share(i) for i in range(len(blocks))]
+    )
     return functools.reduce(np.add, parts)
 
 
@@ -720,8 +755,13 @@ class ScipyOperator(MatrixOperator):
 
     backend = "scipy"
 
-    def __init__(self, csr: sp.csr_matrix | None, threads: int | None = None, *,
-                 transposed: sp.csr_matrix | None = None):
+    def __init__(
+        self,
+        csr: sp.csr_matrix | None,
+        threads: int | None = None,
+        *,
+        transposed: sp.csr_matrix | None = None,
+    ):
         host = _HostMatrices(csr, threads or _default_threads(), transposed)
         token = next(_TOKENS)
         _REGISTRY[token] = host
@@ -851,9 +891,11 @@ def sparse_parts(csr: sp.csr_matrix, nnz: int | None = None) -> tuple[np.ndarray
     pad = 0 if nnz is None else nnz - csr.nnz
     rows = np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
     if pad:
-        return (np.concatenate([csr.data, np.zeros(pad, csr.dtype)]),
-                np.concatenate([rows, np.full(pad, csr.shape[0] - 1, np.int32)]),
-                np.concatenate([csr.indices.astype(np.int32, copy=False), np.zeros(pad, np.int32)]))
+        return (
+            np.concatenate([csr.data, np.zeros(pad, csr.dtype)]),
+            np.concatenate([rows, np.full(pad, csr.shape[0] - 1, np.int32)]),
+            np.concatenate([csr.indices.astype(np.int32, copy=False), np.zeros(pad, np.int32)]),
+        )
     return csr.data, rows, csr.indices
 
 

@@ -123,7 +123,9 @@ def anneal_temperature(schedule: Schedule | float) -> optax.GradientTransformati
     def update_fn(updates: Any, state: AnnealTemperatureState, params: Any = None):
         del params
         count = optax.safe_increment(state.count)
-        return updates, AnnealTemperatureState(count=count, temperature=jnp.asarray(schedule(count), jnp.float32))
+        return updates, AnnealTemperatureState(
+            count=count, temperature=jnp.asarray(schedule(count), jnp.float32)
+        )
 
     return optax.GradientTransformation(init_fn, update_fn)
 

@@ -18,4 +18,10 @@ from l0jax._src.calibration.engine import NonFiniteLossError
 from l0jax._src.calibration.model import CalibrationState
 from l0jax._src.calibration.result import CalibrationResult
 
-__all__ = ["CalibrationResult", "CalibrationState", "NonFiniteLossError", "SparseCalibrationWeights", "calibrate"]
+__all__ = [
+    "CalibrationResult",
+    "CalibrationState",
+    "NonFiniteLossError",
+    "SparseCalibrationWeights",
+    "calibrate",
+]

@@ -41,8 +41,9 @@ Array = jax.Array
 def _as_key(key: Any, name: str = "key") -> Array:
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-                                       or (key.dtype == jnp.uint32 and key.shape == (2,))):
+    if isinstance(key, jax.Array) and (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape == (2,))
+    ):
         return key
     raise ValueError(f"{name} must be a JAX PRNG key (jax.random.key(seed)) or an integer seed, got {key!r}.")
 
@@ -94,11 +95,15 @@ def _host_predict(M: Any, weights: np.ndarray) -> np.ndarray:
 def _check_state(state: model.CalibrationState, config: engine.StepConfig, n: int, use_gates: bool) -> None:
     if not isinstance(state, model.CalibrationState):
         # The library's rule: every bad argument is a ValueError naming it.
-        raise ValueError(f"state must be a CalibrationState (result.state), got {type(state).__name__}.")  # noqa: TRY004
+        raise ValueError(f"state must be a CalibrationState (result.state), got {type(state).__name__}.")
     if state.params["log_weight"].shape != (n,):
-        raise ValueError(f"state is for {state.params['log_weight'].shape[0]} households but M has {n} columns.")
+        raise ValueError(
+            f"state is for {state.params['log_weight'].shape[0]} households but M has {n} columns."
+        )
     if ("log_alpha" in state.params) != use_gates:
-        raise ValueError(f"state was made with use_gates={not use_gates}; pass the same use_gates to continue.")
+        raise ValueError(
+            f"state was made with use_gates={not use_gates}; pass the same use_gates to continue."
+        )
     expected = jax.tree_util.tree_structure(jax.eval_shape(config.tx.init, state.params))
     if jax.tree_util.tree_structure(state.opt_state) != expected:
         raise ValueError("state was made with another optimizer; pass the same optimizer= to continue it.")
@@ -147,7 +152,9 @@ def _calibrate(
     checks.check_choice("loss_type", loss_type, losses.LOSS_TYPES)
     checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
     epochs = checks.check_int_at_least("epochs", epochs, 1)
-    log_every = checks.check_int_at_least("verbose_freq" if n_features is not None else "log_every", log_every, 1)
+    log_every = checks.check_int_at_least(
+        "verbose_freq" if n_features is not None else "log_every", log_every, 1
+    )
     checks.check_positive("lr", lr, hint="It is the learning rate, e.g. 0.01.")
     checks.check_positive("beta", beta, hint="It is the gate temperature, e.g. 2/3.")
     hparams = model.make_hyperparams(lambda_l0, lambda_l2, gamma, zeta)
@@ -163,8 +170,10 @@ def _calibrate(
     if options is not None:
         production.check_options(options, use_gates=use_gates)
         if options.resume and state is not None:
-            raise ValueError("resume=True continues a checkpoint and cannot also continue a fitted state (state=, or a "
-                             "second fit of the same SparseCalibrationWeights); use one or the other.")
+            raise ValueError(
+                "resume=True continues a checkpoint and cannot also continue a fitted state (state=, or a "
+                "second fit of the same SparseCalibrationWeights); use one or the other."
+            )
 
     column_input = blocks.is_column_input(M)
     layout = None
@@ -175,8 +184,10 @@ def _calibrate(
         m, n = M.shape[0], M.layout.n
     elif devices is not None or column_input:  # households split over a mesh (sharding.py)
         if isinstance(M, MatrixOperator):
-            raise ValueError("devices= needs the matrix itself (scipy sparse, NumPy, JAX or ColumnBlocks) to split it "
-                             "over the devices, not an operator from as_operator.")
+            raise ValueError(
+                "devices= needs the matrix itself (scipy sparse, NumPy, JAX or ColumnBlocks) to split it "
+                "over the devices, not an operator from as_operator."
+            )
         rows, n = blocks.shape_of(M)
         m = rows if rows is not None else int(np.size(targets))
         layout = sharding.resolve_devices(1 if devices is None else devices, n)
@@ -189,25 +200,44 @@ def _calibrate(
     if warn_targets and not isinstance(M, MatrixOperator) and not column_input:
         diagnostics.check_targets(M, y, loss_type=loss_type, far_factor=None)
     scale = losses.target_scale(y, loss_type)
-    weights = losses.group_weights(target_groups, m, normalize_groups=normalize_groups,
-                                   group_multipliers=group_multipliers)
+    weights = losses.group_weights(
+        target_groups, m, normalize_groups=normalize_groups, group_multipliers=group_multipliers
+    )
     wants_fingerprint = options is not None and options.checkpoint_path is not None
     if layout is not None and not isinstance(M, sharding.ShardedOperator):
         op = sharding.shard_operator(M, layout, m=m, backend=backend, fingerprint=wants_fingerprint)
     dt = op.dtype
-    problem = model.Problem(op=op, targets=jnp.asarray(y, dt), scale=jnp.asarray(scale, dt),
-                            weights=jnp.asarray(weights, dt))
+    problem = model.Problem(
+        op=op, targets=jnp.asarray(y, dt), scale=jnp.asarray(scale, dt), weights=jnp.asarray(weights, dt)
+    )
     if weight_bounds is not None:
         problem = problem._replace(bounds=model.make_weight_bounds(weight_bounds, init_weights, n, dt))
     config = engine.StepConfig(tx=engine.make_optimizer(optimizer, temperature), eval_rule=eval_rule)
     const_beta = beta if temperature is None else (None if callable(temperature) else temperature)
     run = None
     if options is not None:  # keep-K, distance, aggregates, checkpoints, callbacks (production.py)
-        settings = production.settings_of(lr=lr, lambda_l0=lambda_l0, lambda_l2=lambda_l2, beta=const_beta,
-                                          epochs=epochs, loss_type=loss_type, use_gates=use_gates, eval_rule=eval_rule,
-                                          weight_bounds=weight_bounds)
-        run = production.Run(options, M=M, targets=y, n=n, init_weights=init_weights, dtype=dt, settings=settings,
-                             layout=layout, fingerprint=None if layout is None else op.fingerprint(y))
+        settings = production.settings_of(
+            lr=lr,
+            lambda_l0=lambda_l0,
+            lambda_l2=lambda_l2,
+            beta=const_beta,
+            epochs=epochs,
+            loss_type=loss_type,
+            use_gates=use_gates,
+            eval_rule=eval_rule,
+            weight_bounds=weight_bounds,
+        )
+        run = production.Run(
+            options,
+            M=M,
+            targets=y,
+            n=n,
+            init_weights=init_weights,
+            dtype=dt,
+            settings=settings,
+            layout=layout,
+            fingerprint=None if layout is None else op.fingerprint(y),
+        )
         problem = run.extend_problem(problem)
     if layout is not None:
         problem = sharding.shard_problem(problem, layout)
@@ -220,9 +250,16 @@ def _calibrate(
             # One key serves both: the initial jitter draws from host_rng(key, 0 and 1), the
             # epochs' gates from gate_noise(key, n, epoch).
             params = model.init_params(
-                key, n, init_weights=init_weights, init_keep_prob=init_keep_prob,
-                log_weight_jitter_sd=log_weight_jitter_sd, log_alpha_jitter_sd=log_alpha_jitter_sd,
-                use_gates=use_gates, log_alpha=init_log_alpha, weight_bounds=weight_bounds)
+                key,
+                n,
+                init_weights=init_weights,
+                init_keep_prob=init_keep_prob,
+                log_weight_jitter_sd=log_weight_jitter_sd,
+                log_alpha_jitter_sd=log_alpha_jitter_sd,
+                use_gates=use_gates,
+                log_alpha=init_log_alpha,
+                weight_bounds=weight_bounds,
+            )
             state = engine.init_state(config, params, key, hparams, lr=lr, beta=const_beta)
         else:
             _check_state(state, config, n, use_gates)
@@ -243,8 +280,15 @@ def _calibrate(
             run.start(config, problem, state)
         if todo > 0:
             try:
-                state, history = engine.fit(config, state, problem, todo, chunk=log_every, verbose=verbose,
-                                            callback=None if run is None else run.callback)
+                state, history = engine.fit(
+                    config,
+                    state,
+                    problem,
+                    todo,
+                    chunk=log_every,
+                    verbose=verbose,
+                    callback=None if run is None else run.callback,
+                )
             except engine.NonFiniteLossError as err:
                 if layout is not None:  # the caller continues from an unpadded state, on any layout
                     err.state = layout.unplace(err.state)
@@ -437,19 +481,51 @@ def calibrate(
         epoch and the last finite state.
     """
     return _calibrate(
-        M, targets, key=key, state=state, init_log_alpha=None, init_weights=init_weights,
-        init_keep_prob=init_keep_prob, beta=beta, gamma=gamma, zeta=zeta,
-        log_weight_jitter_sd=log_weight_jitter_sd, log_alpha_jitter_sd=log_alpha_jitter_sd,
-        use_gates=use_gates, lambda_l0=lambda_l0, lambda_l2=lambda_l2, lr=lr, epochs=epochs,
-        loss_type=loss_type, target_groups=target_groups, normalize_groups=normalize_groups,
-        group_multipliers=group_multipliers, optimizer=optimizer, temperature=temperature,
-        eval_rule=eval_rule, polish=polish, polish_epochs=polish_epochs, log_every=log_every,
-        verbose=verbose, backend=backend, warn_targets=warn_targets, devices=devices,
+        M,
+        targets,
+        key=key,
+        state=state,
+        init_log_alpha=None,
+        init_weights=init_weights,
+        init_keep_prob=init_keep_prob,
+        beta=beta,
+        gamma=gamma,
+        zeta=zeta,
+        log_weight_jitter_sd=log_weight_jitter_sd,
+        log_alpha_jitter_sd=log_alpha_jitter_sd,
+        use_gates=use_gates,
+        lambda_l0=lambda_l0,
+        lambda_l2=lambda_l2,
+        lr=lr,
+        epochs=epochs,
+        loss_type=loss_type,
+        target_groups=target_groups,
+        normalize_groups=normalize_groups,
+        group_multipliers=group_multipliers,
+        optimizer=optimizer,
+        temperature=temperature,
+        eval_rule=eval_rule,
+        polish=polish,
+        polish_epochs=polish_epochs,
+        log_every=log_every,
+        verbose=verbose,
+        backend=backend,
+        warn_targets=warn_targets,
+        devices=devices,
         options=production.ProductionOptions(
-            target_active=target_active, target_active_rate=target_active_rate, distance=distance,
-            distance_strength=distance_strength, aggregates=aggregates, tol=tol, callbacks=tuple(callbacks),
-            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, resume=resume),
-        weight_bounds=weight_bounds)
+            target_active=target_active,
+            target_active_rate=target_active_rate,
+            distance=distance,
+            distance_strength=distance_strength,
+            aggregates=aggregates,
+            tol=tol,
+            callbacks=tuple(callbacks),
+            checkpoint_path=checkpoint_path,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+        ),
+        weight_bounds=weight_bounds,
+    )
 
 
 class SparseCalibrationWeights:
@@ -525,8 +601,14 @@ class SparseCalibrationWeights:
         self.key = _as_key(0 if seed is None else seed, "seed") if key is None else _as_key(key)
         # Same draws as calibrate(): the gate jitter now, the weight jitter at the first fit.
         self._init_params = model.init_params(
-            self.key, self.n_features, init_weights=init_weights, init_keep_prob=init_keep_prob,
-            log_weight_jitter_sd=0.0, log_alpha_jitter_sd=log_alpha_jitter_sd, use_gates=self.use_gates)
+            self.key,
+            self.n_features,
+            init_weights=init_weights,
+            init_keep_prob=init_keep_prob,
+            log_weight_jitter_sd=0.0,
+            log_alpha_jitter_sd=log_alpha_jitter_sd,
+            use_gates=self.use_gates,
+        )
         self._state: model.CalibrationState | None = None
         self._optimizer: optax.GradientTransformation | None = None
         self._temperature: Any = None
@@ -638,29 +720,60 @@ class SparseCalibrationWeights:
         if weight_bounds is not None:
             weight_bounds = model.check_weight_bounds(weight_bounds)
         if self._state is not None and weight_bounds != self._weight_bounds:
-            raise ValueError(f"weight_bounds={weight_bounds!r} differs from the first fit's ({self._weight_bounds!r}); "
-                             f"a continued fit must keep the bounds (they define what the weights' parameters mean).")
+            raise ValueError(
+                f"weight_bounds={weight_bounds!r} differs from the first fit's ({self._weight_bounds!r}); "
+                f"a continued fit must keep the bounds (they define what the weights' parameters mean)."
+            )
         if self._state is not None:
             optimizer = self._optimizer if optimizer is None else optimizer
             temperature = self._temperature if temperature is None else temperature
         try:
             result = _calibrate(
-                M, y, key=self.key, state=self._state, init_log_alpha=self._init_params.get("log_alpha"),
-                init_weights=self.init_weights, init_keep_prob=self.init_keep_prob, beta=self.beta,
-                gamma=self.gamma, zeta=self.zeta, log_weight_jitter_sd=self.log_weight_jitter_sd,
-                log_alpha_jitter_sd=self.log_alpha_jitter_sd, use_gates=self.use_gates,
-                lambda_l0=lambda_l0, lambda_l2=lambda_l2, lr=lr, epochs=epochs, loss_type=loss_type,
-                target_groups=target_groups, normalize_groups=normalize_groups,
-                group_multipliers=group_multipliers, optimizer=optimizer, temperature=temperature,
-                eval_rule=self.eval_rule, polish=polish, polish_epochs=polish_epochs,
-                log_every=verbose_freq, verbose=verbose, backend=self.backend, n_features=self.n_features,
+                M,
+                y,
+                key=self.key,
+                state=self._state,
+                init_log_alpha=self._init_params.get("log_alpha"),
+                init_weights=self.init_weights,
+                init_keep_prob=self.init_keep_prob,
+                beta=self.beta,
+                gamma=self.gamma,
+                zeta=self.zeta,
+                log_weight_jitter_sd=self.log_weight_jitter_sd,
+                log_alpha_jitter_sd=self.log_alpha_jitter_sd,
+                use_gates=self.use_gates,
+                lambda_l0=lambda_l0,
+                lambda_l2=lambda_l2,
+                lr=lr,
+                epochs=epochs,
+                loss_type=loss_type,
+                target_groups=target_groups,
+                normalize_groups=normalize_groups,
+                group_multipliers=group_multipliers,
+                optimizer=optimizer,
+                temperature=temperature,
+                eval_rule=self.eval_rule,
+                polish=polish,
+                polish_epochs=polish_epochs,
+                log_every=verbose_freq,
+                verbose=verbose,
+                backend=self.backend,
+                n_features=self.n_features,
                 devices=self.devices,
                 options=production.ProductionOptions(
-                    target_active=target_active, target_active_rate=target_active_rate, distance=distance,
-                    distance_strength=distance_strength, aggregates=aggregates, tol=tol,
-                    callbacks=tuple(callbacks), checkpoint_path=checkpoint_path,
-                    checkpoint_every=checkpoint_every, resume=resume),
-                weight_bounds=weight_bounds)
+                    target_active=target_active,
+                    target_active_rate=target_active_rate,
+                    distance=distance,
+                    distance_strength=distance_strength,
+                    aggregates=aggregates,
+                    tol=tol,
+                    callbacks=tuple(callbacks),
+                    checkpoint_path=checkpoint_path,
+                    checkpoint_every=checkpoint_every,
+                    resume=resume,
+                ),
+                weight_bounds=weight_bounds,
+            )
         except engine.NonFiniteLossError as err:
             self._state = err.state  # keep the last finite state, as the error says
             self._set_bounds(weight_bounds)
@@ -675,8 +788,13 @@ class SparseCalibrationWeights:
 
     def _set_bounds(self, weight_bounds: tuple[float, float] | None) -> None:
         self._weight_bounds = weight_bounds
-        self._bounds = None if weight_bounds is None else model.make_weight_bounds(
-            weight_bounds, self.init_weights, self.n_features, self._state.params["log_weight"].dtype)
+        self._bounds = (
+            None
+            if weight_bounds is None
+            else model.make_weight_bounds(
+                weight_bounds, self.init_weights, self.n_features, self._state.params["log_weight"].dtype
+            )
+        )
 
     # -- outputs ----------------------------------------------------------------------------
 

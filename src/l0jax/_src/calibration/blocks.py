@@ -32,10 +32,20 @@ class ColumnBlocks:
     """The matrix M (targets x households) as consecutive column blocks, loaded block by block.
 
     Example:
-      >>> blocks = ColumnBlocks([M[:, :500], M[:, 500:]])          # the blocks themselves
-      >>> blocks = ColumnBlocks(lambda i: build_block(i), widths=[500, 500])   # built on demand
-      >>> blocks = ColumnBlocks.from_npz_folder("blocks/")           # block_000.npz, block_001.npz, ...
-      >>> l0jax.calibrate(blocks, y, key=0, devices=4)
+      >>> import numpy as np, scipy.sparse as sp, l0jax
+      >>> M = sp.random(40, 1000, density=0.05, format="csc", random_state=0)
+      >>> y = M @ np.ones(1000)
+      >>> blocks = l0jax.ColumnBlocks([M[:, :500], M[:, 500:]])             # the blocks themselves
+      >>> blocks.shape
+      (40, 1000)
+      >>> built = l0jax.ColumnBlocks(lambda i: M[:, 500 * i:500 * (i + 1)], widths=[500, 500])  # on demand
+      >>> fit = l0jax.calibrate(blocks, y, key=0, epochs=50)
+      >>> fit.weights.shape
+      (1000,)
+
+      A folder of ``block_000.npz``, ``block_001.npz``, ... (scipy's ``save_npz``) is read with
+      ``ColumnBlocks.from_npz_folder("blocks/")``; add ``devices=4`` to split the households over
+      four devices.
 
     Args:
       blocks: a sequence of matrices of shape (m, n_i) (scipy sparse or NumPy), or a callable
@@ -52,23 +62,31 @@ class ColumnBlocks:
     def __init__(self, blocks: Sequence[Any] | Callable[[int], Any], widths: Sequence[int] | None = None):
         if callable(blocks):
             if widths is None:
-                raise ValueError("M: ColumnBlocks(build, widths) needs the widths (columns of each block) when the "
-                                 "blocks are built by a function.")
+                raise ValueError(
+                    "M: ColumnBlocks(build, widths) needs the widths (columns of each block) when the "
+                    "blocks are built by a function."
+                )
             self._build, self._matrices = blocks, None
         else:
             if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
-                raise TypeError(f"M: ColumnBlocks takes a sequence of matrices or a function building block i, "
-                                f"got {type(blocks).__name__}.")
+                raise TypeError(
+                    f"M: ColumnBlocks takes a sequence of matrices or a function building block i, "
+                    f"got {type(blocks).__name__}."
+                )
             matrices = list(blocks)
             for i, b in enumerate(matrices):
                 if len(getattr(b, "shape", ())) != 2:
-                    raise ValueError(f"M: column block {i} must be a 2-D matrix, got {type(b).__name__} of shape "
-                                     f"{getattr(b, 'shape', None)}.")
+                    raise ValueError(
+                        f"M: column block {i} must be a 2-D matrix, got {type(b).__name__} of shape "
+                        f"{getattr(b, 'shape', None)}."
+                    )
             rows = {int(b.shape[0]) for b in matrices}
             if len(rows) > 1:
                 counts = ", ".join(f"block {i}: {b.shape[0]}" for i, b in enumerate(matrices[:6]))
-                raise ValueError(f"M: the column blocks have different numbers of rows ({counts}); every block must "
-                                 f"have one row per target.")
+                raise ValueError(
+                    f"M: the column blocks have different numbers of rows ({counts}); every block must "
+                    f"have one row per target."
+                )
             found = [int(b.shape[1]) for b in matrices]
             if widths is not None and [int(w) for w in widths] != found:
                 raise ValueError(f"M: widths {list(widths)} do not match the blocks' column counts {found}.")
@@ -99,13 +117,17 @@ class ColumnBlocks:
             raise ValueError(f"{folder} is not a folder of .npz column blocks.")
         files = sorted(folder.glob("*.npz"))
         if not files:
-            raise ValueError(f"{folder} holds no .npz files (expected one scipy.sparse.save_npz file per column block).")
+            raise ValueError(
+                f"{folder} holds no .npz files (expected one scipy.sparse.save_npz file per column block)."
+            )
         shapes = [_npz_shape(f) for f in files]
         rows = {s[0] for s in shapes}
         if len(rows) > 1:
             counts = ", ".join(f"{f.name}: {s[0]}" for f, s in zip(files[:6], shapes))
-            raise ValueError(f"{folder}: the column blocks have different numbers of rows ({counts}); every block "
-                             f"must have one row per target.")
+            raise ValueError(
+                f"{folder}: the column blocks have different numbers of rows ({counts}); every block "
+                f"must have one row per target."
+            )
         blocks = cls(lambda i: _load_npz(files[i]), widths=[s[1] for s in shapes])
         blocks._rows = shapes[0][0]
         return blocks
@@ -144,12 +166,16 @@ class ColumnBlocks:
         if shape is None or len(shape) != 2:
             raise ValueError(f"M: column block {i} must be a 2-D matrix, got {type(b).__name__}.")
         if int(shape[1]) != self.widths[i]:
-            raise ValueError(f"M: column block {i} has {shape[1]} columns but widths[{i}] is {self.widths[i]}.")
+            raise ValueError(
+                f"M: column block {i} has {shape[1]} columns but widths[{i}] is {self.widths[i]}."
+            )
         if self._rows is None:
             self._rows = int(shape[0])
         elif int(shape[0]) != self._rows:
-            raise ValueError(f"M: column block {i} has {shape[0]} rows, the blocks before it {self._rows}; the column "
-                             f"blocks have different numbers of rows, and every block must have one row per target.")
+            raise ValueError(
+                f"M: column block {i} has {shape[0]} rows, the blocks before it {self._rows}; the column "
+                f"blocks have different numbers of rows, and every block must have one row per target."
+            )
         return b
 
     def overlapping(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
@@ -192,8 +218,11 @@ def is_column_input(M: Any) -> bool:
     """Whether ``M`` is given by column blocks (``ColumnBlocks`` or a list/tuple of 2-D matrices)."""
     if isinstance(M, ColumnBlocks):
         return True
-    return (isinstance(M, (list, tuple)) and len(M) > 0
-            and all(sp.issparse(b) or (hasattr(b, "shape") and len(b.shape) == 2) for b in M))
+    return (
+        isinstance(M, (list, tuple))
+        and len(M) > 0
+        and all(sp.issparse(b) or (hasattr(b, "shape") and len(b.shape) == 2) for b in M)
+    )
 
 
 def as_column_blocks(M: Any) -> ColumnBlocks:
@@ -220,11 +249,15 @@ def _columns(name: str, M: Any, lo: int, hi: int) -> sp.csc_matrix:
         M = np.asarray(M)
     arr = np.asarray(M)
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}; convert it with .astype(float).")
+        raise ValueError(
+            f"{name} must hold real numbers, got dtype {arr.dtype}; convert it with .astype(float)."
+        )
     return sp.csc_matrix(arr[:, lo:hi])
 
 
-def column_range(M: Any, lo: int, hi: int, *, m: int, dtype: Any = np.float32, name: str = "M") -> sp.csr_matrix:
+def column_range(
+    M: Any, lo: int, hi: int, *, m: int, dtype: Any = np.float32, name: str = "M"
+) -> sp.csr_matrix:
     """Columns ``lo:hi`` of ``M`` as the canonical CSR of their transpose, shape (hi - lo, m).
 
     Columns at and past ``M``'s last are empty (padding households of a sharded run). The values
@@ -250,15 +283,23 @@ def column_range(M: Any, lo: int, hi: int, *, m: int, dtype: Any = np.float32, n
         for i, a, b in blocks.overlapping(lo, min(hi, n)):
             block = blocks.block(i)
             if int(block.shape[0]) != m:
-                raise ValueError(f"{name}: column block {i} has {block.shape[0]} rows but there are {m} targets; "
-                                 f"the column blocks must have one row per target.")
+                raise ValueError(
+                    f"{name}: column block {i} has {block.shape[0]} rows but there are {m} targets; "
+                    f"the column blocks must have one row per target."
+                )
             parts.append(_columns(name, block, a, b))
-        cols = sp.hstack(parts, format="csc") if len(parts) > 1 else (parts[0] if parts else sp.csc_matrix((m, 0)))
+        cols = (
+            sp.hstack(parts, format="csc")
+            if len(parts) > 1
+            else (parts[0] if parts else sp.csc_matrix((m, 0)))
+        )
     else:
         n = shape_of(M)[1]
         cols = _columns(name, M, lo, min(hi, n)) if lo < n else sp.csc_matrix((m, 0))
     width = hi - lo
     if cols.shape[1] < width:  # padding: empty columns past the last household
-        indptr = np.concatenate([cols.indptr, np.full(width - cols.shape[1], cols.indptr[-1], cols.indptr.dtype)])
+        indptr = np.concatenate(
+            [cols.indptr, np.full(width - cols.shape[1], cols.indptr[-1], cols.indptr.dtype)]
+        )
         cols = sp.csc_matrix((cols.data, cols.indices, indptr), shape=(cols.shape[0], width))
     return ops.canonical_csr(name, cols.T, np.dtype(dtype))

@@ -79,11 +79,13 @@ def entry_lanes(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int) 
     step = 4_000_000
     with np.errstate(over="ignore"):
         for lo in range(0, len(values), step):
-            v = np.asarray(values[lo:lo + step], np.float32)
+            v = np.asarray(values[lo : lo + step], np.float32)
             keep = v != 0
             bits = v[keep].view(np.uint32).astype(np.uint64)
-            where = (np.asarray(rows[lo:lo + step], np.uint64)[keep] * np.uint64(n)
-                     + np.asarray(cols[lo:lo + step], np.uint64)[keep])
+            where = (
+                np.asarray(rows[lo : lo + step], np.uint64)[keep] * np.uint64(n)
+                + np.asarray(cols[lo : lo + step], np.uint64)[keep]
+            )
             a = _mix64(where ^ np.uint64(0x9E3779B97F4A7C15))
             b = _mix64(a ^ (bits * np.uint64(0xC2B2AE3D27D4EB4F)))
             lanes[0] += np.sum(b, dtype=np.uint64)
@@ -107,7 +109,9 @@ def csr_lanes(csr: sp.csr_matrix, n: int, *, offset: int = 0, transposed: bool =
         for lo in range(0, csr.shape[0], step):
             hi = min(csr.shape[0], lo + step)
             a, b = int(csr.indptr[lo]), int(csr.indptr[hi])
-            own = np.repeat(np.arange(lo + offset, hi + offset, dtype=np.int64), np.diff(csr.indptr[lo:hi + 1]))
+            own = np.repeat(
+                np.arange(lo + offset, hi + offset, dtype=np.int64), np.diff(csr.indptr[lo : hi + 1])
+            )
             other = csr.indices[a:b]
             rows, cols = (other, own) if transposed else (own, other)
             lanes += entry_lanes(rows, cols, csr.data[a:b], n)
@@ -158,8 +162,12 @@ def fingerprint(M: Any, targets: Any) -> str:
                 b = blocks.block(i)
                 part = (b if sp.issparse(b) else sp.csr_matrix(np.asarray(b))).tocsc()
                 part.sum_duplicates()
-                lanes += csr_lanes(sp.csr_matrix((part.data, part.indices, part.indptr), shape=part.shape[::-1]),
-                                   blocks.n, offset=int(blocks.offsets[i]), transposed=True)
+                lanes += csr_lanes(
+                    sp.csr_matrix((part.data, part.indices, part.indptr), shape=part.shape[::-1]),
+                    blocks.n,
+                    offset=int(blocks.offsets[i]),
+                    transposed=True,
+                )
         return fingerprint_of((blocks.shape[0], blocks.n), lanes, targets)
     csr = (M if sp.issparse(M) else sp.csr_matrix(np.asarray(M))).tocsr()
     if not csr.has_canonical_format:
@@ -190,8 +198,14 @@ def _checksum(arrays: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, state: CalibrationState, *, fingerprint: str,
-                    settings: dict[str, Any], history: dict[str, list[float]]) -> None:
+def save_checkpoint(
+    path: str | os.PathLike,
+    state: CalibrationState,
+    *,
+    fingerprint: str,
+    settings: dict[str, Any],
+    history: dict[str, list[float]],
+) -> None:
     """Writes ``state`` to ``path`` atomically (temporary file, flush, fsync, rename).
 
     Args:
@@ -257,22 +271,35 @@ def _read(path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
             header = json.loads(bytes(z[_HEADER]).decode())
             count = int(header["leaves"])
             arrays = [z[f"leaf_{i:05d}"] for i in range(count)]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, TypeError) as err:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        zipfile.BadZipFile,
+        json.JSONDecodeError,
+        TypeError,
+    ) as err:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not an l0jax checkpoint ({type(err).__name__}: {err}); it was "
             f"left untouched: delete it to start over, or resume from a copy."
         ) from err
     if header.get("format") != FORMAT or header.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path} is not an l0jax calibration checkpoint of version {VERSION} "
-                              f"(format {header.get('format')!r}, version {header.get('version')!r}).")
+        raise CheckpointError(
+            f"checkpoint {path} is not an l0jax calibration checkpoint of version {VERSION} "
+            f"(format {header.get('format')!r}, version {header.get('version')!r})."
+        )
     if _checksum(arrays) != header.get("checksum"):
-        raise CheckpointError(f"checkpoint {path} is corrupt: its arrays do not match their checksum; it was left "
-                              f"untouched: delete it to start over, or resume from a copy.")
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its arrays do not match their checksum; it was left "
+            f"untouched: delete it to start over, or resume from a copy."
+        )
     return header, arrays
 
 
-def load_checkpoint(path: str | os.PathLike, template: CalibrationState, *,
-                    fingerprint: str | None = None) -> tuple[CalibrationState, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike, template: CalibrationState, *, fingerprint: str | None = None
+) -> tuple[CalibrationState, dict[str, Any]]:
     """Reads a checkpoint into the structure of ``template`` (a fresh state of the same setup).
 
     Args:

@@ -166,8 +166,17 @@ def _converged(residual: Array, scale: Array, tol: Array) -> Array:
     return jnp.max(jnp.abs(residual) / scale) <= tol
 
 
-def newton_impl(method: str, gram: DenseGram | PaddedGram, targets: Array, design: Array, lower: Array,
-                upper: Array, scale: Array, tol: Array, max_iter: Array) -> NewtonState:
+def newton_impl(
+    method: str,
+    gram: DenseGram | PaddedGram,
+    targets: Array,
+    design: Array,
+    lower: Array,
+    upper: Array,
+    scale: Array,
+    tol: Array,
+    max_iter: Array,
+) -> NewtonState:
     """Newton's method on the dual ``h(lam)`` with a line search (module docstring); pure, jit- and vmap-safe.
 
     Args:
@@ -217,28 +226,51 @@ def newton_impl(method: str, gram: DenseGram | PaddedGram, targets: Array, desig
         # the convergence test anyway) still measures Newton's quadratic progress.
         r_full = residual_at(st.u + du)
         full = (merit(r_full) < merit(st.residual)) | armijo(jnp.ones((), h0.dtype))
-        alpha, k = jax.lax.while_loop(lambda c: ~full & ~armijo(c[0]) & (c[1] < _HALVINGS),
-                                      lambda c: (c[0] * 0.5, c[1] + 1),
-                                      (jnp.full((), 0.5, h0.dtype), jnp.zeros((), jnp.int32)))
+        alpha, k = jax.lax.while_loop(
+            lambda c: ~full & ~armijo(c[0]) & (c[1] < _HALVINGS),
+            lambda c: (c[0] * 0.5, c[1] + 1),
+            (jnp.full((), 0.5, h0.dtype), jnp.zeros((), jnp.int32)),
+        )
         alpha = jnp.where(full, 1, alpha)
         failed = (~full & (k >= _HALVINGS)) | ~jnp.isfinite(slope)
         lam = jnp.where(failed, st.lam, st.lam + alpha * step)
         u = jnp.where(failed, st.u, st.u + alpha * du)
         residual = jax.lax.cond(full, lambda: r_full, lambda: residual_at(u))
         residual = jnp.where(failed, st.residual, residual)
-        return NewtonState(lam, u, residual, st.iterations + (~failed).astype(jnp.int32),
-                           _converged(residual, scale, tol), failed)
+        return NewtonState(
+            lam,
+            u,
+            residual,
+            st.iterations + (~failed).astype(jnp.int32),
+            _converged(residual, scale, tol),
+            failed,
+        )
 
     m = targets.shape[0]
     u0 = jnp.zeros_like(design)
     r0 = residual_at(u0)
-    init = NewtonState(jnp.zeros((m,), design.dtype), u0, r0, jnp.zeros((), jnp.int32),
-                       _converged(r0, scale, tol), jnp.zeros((), bool))
+    init = NewtonState(
+        jnp.zeros((m,), design.dtype),
+        u0,
+        r0,
+        jnp.zeros((), jnp.int32),
+        _converged(r0, scale, tol),
+        jnp.zeros((), bool),
+    )
     return jax.lax.while_loop(cond, body, init)
 
 
-def solve_impl(method: str, gram: DenseGram | PaddedGram, targets: Array, design: Array, lower: Array,
-               upper: Array, scale: Array, tol: Array, max_iter: Array) -> tuple[NewtonState, Array]:
+def solve_impl(
+    method: str,
+    gram: DenseGram | PaddedGram,
+    targets: Array,
+    design: Array,
+    lower: Array,
+    upper: Array,
+    scale: Array,
+    tol: Array,
+    max_iter: Array,
+) -> tuple[NewtonState, Array]:
     """``newton_impl`` and the g-weights of its end point: ``(state, g)``, g of shape (n,)."""
     state = newton_impl(method, gram, targets, design, lower, upper, scale, tol, max_iter)
     return state, g_weight(method, state.u, lower, upper)
@@ -262,8 +294,10 @@ def resolve_bounds(method: str, bounds: Any) -> tuple[float, float]:
     checks.check_choice("method", method, METHODS)
     if bounds is None:
         if method == "logit":
-            raise ValueError("method='logit' needs bounds=(L, U) on the ratio w/d, with 0 <= L < 1 < U, "
-                             "e.g. bounds=(0.5, 2.0).")
+            raise ValueError(
+                "method='logit' needs bounds=(L, U) on the ratio w/d, with 0 <= L < 1 < U, "
+                "e.g. bounds=(0.5, 2.0)."
+            )
         return (-np.inf, np.inf) if method == "linear" else (0.0, np.inf)
     try:
         lo, hi = (float(b) for b in bounds)
@@ -273,8 +307,10 @@ def resolve_bounds(method: str, bounds: Any) -> tuple[float, float]:
         raise ValueError(f"bounds=(L, U) needs L < U, got {bounds!r}.")
     if method == "logit":
         if not (0 <= lo < 1 < hi < np.inf):
-            raise ValueError(f"method='logit' needs bounds with 0 <= L < 1 < U < inf (the ratio w/d = 1 must be "
-                             f"strictly inside), got {bounds!r}.")
+            raise ValueError(
+                f"method='logit' needs bounds with 0 <= L < 1 < U < inf (the ratio w/d = 1 must be "
+                f"strictly inside), got {bounds!r}."
+            )
     elif not lo <= 1 <= hi:
         raise ValueError(f"bounds=(L, U) must contain 1 (w = d, no adjustment), got {bounds!r}.")
     if method == "raking" and lo < 0:
@@ -288,8 +324,12 @@ def check_design_weights(design_weights: Any, n: int) -> np.ndarray:
     if d.ndim == 0:
         d = np.full(n, float(d))
     if d.shape != (n,):
-        raise ValueError(f"design_weights must have shape ({n},), one per household (column of M), got {d.shape}.")
-    checks.check_nonnegative("design_weights", d, hint="They are the design (inverse inclusion probability) weights.")
+        raise ValueError(
+            f"design_weights must have shape ({n},), one per household (column of M), got {d.shape}."
+        )
+    checks.check_nonnegative(
+        "design_weights", d, hint="They are the design (inverse inclusion probability) weights."
+    )
     if not np.any(d > 0):
         raise ValueError("design_weights are all zero; at least one household needs a positive weight.")
     return d
@@ -301,8 +341,11 @@ def check_targets(targets: Any, m: int, n: int) -> np.ndarray:
     if t.ndim == 2 and 1 in t.shape:
         t = t.reshape(-1)
     if t.shape != (m,):
-        hint = (" M looks transposed: it must be targets x households, as in l0jax.calibrate; pass M.T."
-                if t.shape == (n,) else "")
+        hint = (
+            " M looks transposed: it must be targets x households, as in l0jax.calibrate; pass M.T."
+            if t.shape == (n,)
+            else ""
+        )
         raise ValueError(f"targets must have shape ({m},), one per row of M, got {t.shape}.{hint}")
     checks.check_finite("targets", t)
     return t
@@ -328,7 +371,8 @@ def _dtype_of(gram: DenseGram | PaddedGram) -> Any:
 
 def precision_of(gram: DenseGram | PaddedGram) -> Any:
     """A context computing in the gram's precision: 64-bit JAX for a float64 calibration (made under
-    ``jax.enable_x64``), so its standard errors and replicates keep float64 wherever they are asked for."""
+    ``jax.enable_x64``), so its standard errors and replicates keep float64 wherever they are asked for.
+    """
     return jax.enable_x64(True) if _dtype_of(gram) == np.float64 else contextlib.nullcontext()
 
 
@@ -403,8 +447,10 @@ class ClassicalCalibration:
         positive = self.design_weights > 0
         g = self.g_weights[positive]
         state = "converged" if self.converged else "NOT converged"
-        return (f"{self.method} calibration {state} in {self.iterations} Newton step(s); largest relative "
-                f"residual {rel:.2e}; w/d in [{g.min():.4g}, {g.max():.4g}]")
+        return (
+            f"{self.method} calibration {state} in {self.iterations} Newton step(s); largest relative "
+            f"residual {rel:.2e}; w/d in [{g.min():.4g}, {g.max():.4g}]"
+        )
 
     def __repr__(self) -> str:
         return f"ClassicalCalibration({self.summary()})"
@@ -467,8 +513,9 @@ def calibrate_classical(
     lower, upper = resolve_bounds(method, bounds)
     max_iter = checks.check_int_at_least("max_iter", max_iter, 1)
     if tol is not None:
-        checks.check_positive("tol", tol, hint="It is the relative residual at which Newton's method stops, "
-                                               "e.g. 1e-10.")
+        checks.check_positive(
+            "tol", tol, hint="It is the relative residual at which Newton's method stops, e.g. 1e-10."
+        )
     gram = gram_matrix(M, layout=layout)
     m, n = gram.shape
     t = check_targets(targets, m, n)
@@ -478,8 +525,14 @@ def calibrate_classical(
     dt = _dtype_of(gram)
     tol = default_tol(dt) if tol is None else float(tol)
     scale = residual_scale(gram, d, t)
-    state, g = jax.device_get(solve(method, gram, *(jnp.asarray(a, dt) for a in (t, d, lower, upper, scale, tol)),
-                                    jnp.asarray(max_iter, jnp.int32)))
+    state, g = jax.device_get(
+        solve(
+            method,
+            gram,
+            *(jnp.asarray(a, dt) for a in (t, d, lower, upper, scale, tol)),
+            jnp.asarray(max_iter, jnp.int32),
+        )
+    )
     g = np.asarray(g)
     weights = d.astype(g.dtype) * g
     converged = bool(state.converged)
@@ -489,14 +542,31 @@ def calibrate_classical(
             raise ValueError(report)
         worst = int(np.argmax(np.abs(state.residual) / scale))
         label = feasibility.target_label(worst, target_names)
-        why = ("the line search could not decrease the dual any more" if bool(state.stalled)
-               else f"max_iter={max_iter} steps were not enough")
+        why = (
+            "the line search could not decrease the dual any more"
+            if bool(state.stalled)
+            else f"max_iter={max_iter} steps were not enough"
+        )
         warnings.warn(
             f"{method} calibration did not converge ({why}): target {label} is still off by "
             f"{abs(state.residual[worst]) / scale[worst]:.2e} of its scale. No infeasibility was found; the "
             f"totals may be reachable only with ratios w/d at the bounds. Widen the bounds or raise max_iter "
-            f"(converged=False on the result).", CalibrationWarning, stacklevel=2)
+            f"(converged=False on the result).",
+            CalibrationWarning,
+            stacklevel=2,
+        )
     return ClassicalCalibration(
-        weights=weights, g_weights=g, multipliers=np.asarray(state.lam), iterations=int(state.iterations),
-        converged=converged, residuals=np.asarray(state.residual), method=method, bounds=(lower, upper),
-        design_weights=d, targets=t, gram=gram, tol=tol, max_iter=max_iter)
+        weights=weights,
+        g_weights=g,
+        multipliers=np.asarray(state.lam),
+        iterations=int(state.iterations),
+        converged=converged,
+        residuals=np.asarray(state.residual),
+        method=method,
+        bounds=(lower, upper),
+        design_weights=d,
+        targets=t,
+        gram=gram,
+        tol=tol,
+        max_iter=max_iter,
+    )

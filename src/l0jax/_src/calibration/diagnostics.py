@@ -148,8 +148,10 @@ class TargetDiagnostics:
 
     def rows(self) -> list[dict[str, Any]]:
         """The table as a list of dicts (one per target, keys ``COLUMNS``)."""
-        return [{c: (getattr(self, c)[i] if c == "name" else getattr(self, c)[i].item()) for c in self.COLUMNS}
-                for i in range(len(self.name))]
+        return [
+            {c: (getattr(self, c)[i] if c == "name" else getattr(self, c)[i].item()) for c in self.COLUMNS}
+            for i in range(len(self.name))
+        ]
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Writes the table as CSV with a header row (``COLUMNS``)."""
@@ -178,8 +180,10 @@ class TargetDiagnostics:
         init_rel = relative_error(self.initial_estimate, self.target)
         for i in order:
             initial = format(init_rel[i], "+.2%") if np.isfinite(init_rel[i]) else "n/a"
-            line = (f"{self.name[i][:width]:<{width}} {self.target[i]:>14.6g} {self.estimate[i]:>14.6g} "
-                    f"{self.rel_error[i]:>+10.3%} {initial:>10} {'yes' if self.achievable[i] else 'NO':>10}")
+            line = (
+                f"{self.name[i][:width]:<{width}} {self.target[i]:>14.6g} {self.estimate[i]:>14.6g} "
+                f"{self.rel_error[i]:>+10.3%} {initial:>10} {'yes' if self.achievable[i] else 'NO':>10}"
+            )
             if tolerance is not None:
                 line += f"  {'yes' if abs(self.rel_error[i]) <= tolerance else 'NO':>{len(f'within {tolerance:.2%}')}}"
             lines.append(line)
@@ -217,13 +221,23 @@ def target_diagnostics(
     w = np.asarray(weights, np.float64).reshape(-1)
     if w.shape != (n,):
         raise ValueError(f"weights must have shape ({n},), got {w.shape}.")
-    vectors = [w] if initial_weights is None else [w, np.broadcast_to(np.asarray(initial_weights, np.float64), (n,))]
+    vectors = (
+        [w]
+        if initial_weights is None
+        else [w, np.broadcast_to(np.asarray(initial_weights, np.float64), (n,))]
+    )
     products = _block_products(csr, vectors) if isinstance(csr, ColumnBlocks) else [csr @ v for v in vectors]
     est = products[0]
     init = np.full(m, np.nan) if initial_weights is None else products[1]
     return TargetDiagnostics(
-        name=_names(target_names, m), target=y, estimate=est, error=est - y, rel_error=relative_error(est, y),
-        achievable=achievable(csr, y), initial_estimate=init)
+        name=_names(target_names, m),
+        target=y,
+        estimate=est,
+        error=est - y,
+        rel_error=relative_error(est, y),
+        achievable=achievable(csr, y),
+        initial_estimate=init,
+    )
 
 
 def check_targets(
@@ -271,25 +285,35 @@ def check_targets(
     reachable = achievable(M, y)
     bad = np.flatnonzero(~reachable)
     if bad.size:
-        messages.append(f"{bad.size} target(s) cannot be reached by non-negative weights (no household in their "
-                        f"row has a value of the target's sign): {listed(bad)}. Their error will stay; drop them "
-                        f"or check the matrix.")
+        messages.append(
+            f"{bad.size} target(s) cannot be reached by non-negative weights (no household in their "
+            f"row has a value of the target's sign): {listed(bad)}. Their error will stay; drop them "
+            f"or check the matrix."
+        )
     if far_factor is not None and initial_weights is not None:
         w0 = np.broadcast_to(np.asarray(initial_weights, np.float64), (n,))
         if isinstance(M, ColumnBlocks):
             est = _block_products(M, [w0])[0]
         else:
-            est = np.asarray(M @ w0, np.float64).reshape(-1) if sp.issparse(M) else np.asarray(M, np.float64) @ w0
+            est = (
+                np.asarray(M @ w0, np.float64).reshape(-1)
+                if sp.issparse(M)
+                else np.asarray(M, np.float64) @ w0
+            )
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.abs(est) / np.abs(y)
         far = np.flatnonzero(reachable & (y != 0) & ((ratio > far_factor) | (ratio < 1.0 / far_factor)))
         if far.size:
-            messages.append(f"{far.size} target(s) are more than {far_factor:g}x away from the estimate of the "
-                            f"initial weights: {listed(far)}. Check their units, or expect large weight changes.")
+            messages.append(
+                f"{far.size} target(s) are more than {far_factor:g}x away from the estimate of the "
+                f"initial weights: {listed(far)}. Check their units, or expect large weight changes."
+            )
     neg = np.flatnonzero(y < 0)
     if neg.size and loss_type in (None, "relative"):
-        messages.append(f"{neg.size} target(s) are negative: {listed(neg)}. loss_type='relative' divides by "
-                        f"(target + 1), which is not a relative error for them; use loss_type='relative_abs'.")
+        messages.append(
+            f"{neg.size} target(s) are negative: {listed(neg)}. loss_type='relative' divides by "
+            f"(target + 1), which is not a relative error for them; use loss_type='relative_abs'."
+        )
     if warn:
         for msg in messages:
             warnings.warn(msg, CalibrationWarning, stacklevel=2)
@@ -311,8 +335,12 @@ def weight_summary(weights: Any, initial_weights: Any = None) -> dict[str, float
     """
     w = np.asarray(weights, np.float64).reshape(-1)
     active = w[w > 0]
-    out: dict[str, float] = {"households": int(w.size), "active": int(active.size),
-                             "active_share": float(active.size / max(w.size, 1)), "total": float(w.sum())}
+    out: dict[str, float] = {
+        "households": int(w.size),
+        "active": int(active.size),
+        "active_share": float(active.size / max(w.size, 1)),
+        "total": float(w.sum()),
+    }
     if active.size:
         q = np.quantile(active, [0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0])
         out.update(zip(("min", "p01", "p10", "median", "p90", "p99", "max"), map(float, q)))
@@ -325,7 +353,9 @@ def weight_summary(weights: Any, initial_weights: Any = None) -> dict[str, float
                 r = active / w0
             r = r[np.isfinite(r)]
             if r.size:
-                out.update(ratio_min=float(r.min()), ratio_median=float(np.median(r)), ratio_max=float(r.max()))
+                out.update(
+                    ratio_min=float(r.min()), ratio_median=float(np.median(r)), ratio_max=float(r.max())
+                )
     return out
 
 
@@ -334,10 +364,14 @@ def format_weight_summary(summary: dict[str, float]) -> str:
     s = summary
     text = f"{s['active']:,} of {s['households']:,} households active ({s['active_share']:.2%}), total weight {s['total']:,.6g}"
     if s["active"]:
-        text += (f"; active weights min {s['min']:.4g}, median {s['median']:.4g}, p99 {s['p99']:.4g}, max {s['max']:.4g}; "
-                 f"Kish effective sample size {s['kish_ess']:,.1f} (design effect {s['design_effect']:.2f})")
+        text += (
+            f"; active weights min {s['min']:.4g}, median {s['median']:.4g}, p99 {s['p99']:.4g}, max {s['max']:.4g}; "
+            f"Kish effective sample size {s['kish_ess']:,.1f} (design effect {s['design_effect']:.2f})"
+        )
         if "ratio_median" in s:
-            text += f"; w/w0 from {s['ratio_min']:.3g} to {s['ratio_max']:.3g} (median {s['ratio_median']:.3g})"
+            text += (
+                f"; w/w0 from {s['ratio_min']:.3g} to {s['ratio_max']:.3g} (median {s['ratio_median']:.3g})"
+            )
     return text
 
 
@@ -414,5 +448,15 @@ class CsvLog:
         with open(self.path, "a", newline="") as f:
             w = csv.writer(f)
             for i in range(y.size):
-                w.writerow([info.epoch, loss, names[i], repr(float(y[i])), repr(float(est[i])), repr(float(err[i])),
-                            repr(float(abs(err[i]))), repr(float(rel[i]))])
+                w.writerow(
+                    [
+                        info.epoch,
+                        loss,
+                        names[i],
+                        repr(float(y[i])),
+                        repr(float(est[i])),
+                        repr(float(err[i])),
+                        repr(float(abs(err[i]))),
+                        repr(float(rel[i])),
+                    ]
+                )

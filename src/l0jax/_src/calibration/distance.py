@@ -44,8 +44,16 @@ class DistanceTerm(PenaltyTerm):
 
     name = "distance"
 
-    def __init__(self, design: Array, kind: str, strength: Array, *, _log_design: Array | None = None,
-                 _inv_total: Array | None = None, mask: Array | None = None):
+    def __init__(
+        self,
+        design: Array,
+        kind: str,
+        strength: Array,
+        *,
+        _log_design: Array | None = None,
+        _inv_total: Array | None = None,
+        mask: Array | None = None,
+    ):
         self.design = design
         self.kind = kind
         self.strength = strength
@@ -55,11 +63,17 @@ class DistanceTerm(PenaltyTerm):
 
     def sharded(self, layout: Any, mask: Array) -> DistanceTerm:
         """The term over a sharded run's padded households (``sharding.Layout``): design weights padded
-        with 1, the total of the real ones kept, the padding masked out."""
+        with 1, the total of the real ones kept, the padding masked out.
+        """
         design = layout.put_households(np.asarray(self.design), fill=1.0)
-        return DistanceTerm(design, self.kind, layout.put_replicated(np.asarray(self.strength)),
-                            _log_design=layout.put_households(np.asarray(self.log_design), fill=0.0),
-                            _inv_total=layout.put_replicated(np.asarray(self.inv_total)), mask=mask)
+        return DistanceTerm(
+            design,
+            self.kind,
+            layout.put_replicated(np.asarray(self.strength)),
+            _log_design=layout.put_households(np.asarray(self.log_design), fill=0.0),
+            _inv_total=layout.put_replicated(np.asarray(self.inv_total)),
+            mask=mask,
+        )
 
     def value(self, weights: Array, predictions: Array) -> Array:
         """The normalised distance ``D(w, d) / sum(d)``, a scalar (see the module docstring)."""
@@ -67,7 +81,10 @@ class DistanceTerm(PenaltyTerm):
         w, d = weights, self.design
         if self.kind == "chi2":
             per = jnp.square(w - d) / d
-            total = jnp.sum(per if self.mask is None else jnp.where(self.mask, per, jnp.zeros((), per.dtype))) * 0.5
+            total = (
+                jnp.sum(per if self.mask is None else jnp.where(self.mask, per, jnp.zeros((), per.dtype)))
+                * 0.5
+            )
         else:
             # w log(w/d) - w + d, equal to d at w = 0; the inner where keeps the gradient finite there.
             positive = w > 0
@@ -85,7 +102,9 @@ class DistanceTerm(PenaltyTerm):
         return cls(design, kind, strength, _log_design=log_design, _inv_total=inv_total, mask=mask)
 
 
-def distance_term(kind: str, design_weights: Any, n: int, strength: float, dtype: Any = jnp.float32) -> DistanceTerm:
+def distance_term(
+    kind: str, design_weights: Any, n: int, strength: float, dtype: Any = jnp.float32
+) -> DistanceTerm:
     """Checks the arguments and builds the distance term.
 
     Args:
@@ -102,8 +121,11 @@ def distance_term(kind: str, design_weights: Any, n: int, strength: float, dtype
       ValueError: unknown kind, a negative strength, or design weights that are not all > 0.
     """
     checks.check_choice("distance", kind, DISTANCES)
-    checks.check_nonnegative("distance_strength", strength,
-                             hint="It is the multiplier of the distance to the initial weights, e.g. 1e-3.")
+    checks.check_nonnegative(
+        "distance_strength",
+        strength,
+        hint="It is the multiplier of the distance to the initial weights, e.g. 1e-3.",
+    )
     if design_weights is None:
         d = np.ones(n)
     else:

@@ -68,12 +68,20 @@ class ActiveBudget(NamedTuple):
     anneal: Array
 
 
-def make_budget(target: float, *, rate: float = 0.05, integral_rate: float = 0.005, integral_limit: float = 0.05,
-                horizon: float = 20.0, anneal: float = 1.0) -> ActiveBudget:
+def make_budget(
+    target: float,
+    *,
+    rate: float = 0.05,
+    integral_rate: float = 0.005,
+    integral_limit: float = 0.05,
+    horizon: float = 20.0,
+    anneal: float = 1.0,
+) -> ActiveBudget:
     """Packs the budget as float32 scalars (see ``ActiveBudget``)."""
     f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    return ActiveBudget(f(target), f(rate), f(integral_rate), f(integral_limit), f(horizon),
-                        f(max(anneal, 1.0)))
+    return ActiveBudget(
+        f(target), f(rate), f(integral_rate), f(integral_limit), f(horizon), f(max(anneal, 1.0))
+    )
 
 
 class DualState(NamedTuple):
@@ -106,17 +114,23 @@ def resolve_target_active(target_active: float | int, n: int) -> int:
       ValueError: anything else, with the accepted forms.
     """
     if isinstance(target_active, bool):
-        raise ValueError(f"target_active must be a count (int) or a fraction in (0, 1), got {target_active!r}.")
+        raise ValueError(
+            f"target_active must be a count (int) or a fraction in (0, 1), got {target_active!r}."
+        )
     if isinstance(target_active, (int, np.integer)):
         k = int(target_active)
         if not 1 <= k <= n:
-            raise ValueError(f"target_active must be a count between 1 and the number of households ({n}), "
-                             f"got {k}; pass a float in (0, 1) for a fraction.")
+            raise ValueError(
+                f"target_active must be a count between 1 and the number of households ({n}), "
+                f"got {k}; pass a float in (0, 1) for a fraction."
+            )
         return k
     if isinstance(target_active, (float, np.floating)) and 0.0 < float(target_active) < 1.0:
         return max(1, int(round(float(target_active) * n)))
-    raise ValueError(f"target_active must be a count (an int between 1 and {n}) or a fraction (a float strictly "
-                     f"between 0 and 1), got {target_active!r}.")
+    raise ValueError(
+        f"target_active must be a count (an int between 1 and {n}) or a fraction (a float strictly "
+        f"between 0 and 1), got {target_active!r}."
+    )
 
 
 def budget_at(budget: ActiveBudget, n: int | Array, step: Array) -> Array:
@@ -125,8 +139,17 @@ def budget_at(budget: ActiveBudget, n: int | Array, step: Array) -> Array:
     return (1.0 - frac) * jnp.log(jnp.asarray(n, jnp.float32) + 1.0) + frac * jnp.log(budget.target + 1.0)
 
 
-def apply_budget(budget: ActiveBudget, dual: DualState, old: Params, new: Params, temperature: Array,
-                 hparams: HyperParams, rule: str, step: Array, mask: Array | None = None) -> tuple[Params, DualState]:
+def apply_budget(
+    budget: ActiveBudget,
+    dual: DualState,
+    old: Params,
+    new: Params,
+    temperature: Array,
+    hparams: HyperParams,
+    rule: str,
+    step: Array,
+    mask: Array | None = None,
+) -> tuple[Params, DualState]:
     """One dual-ascent step of the budget's multiplier, applied as a shift of the gate logits.
 
     Args:
@@ -161,7 +184,9 @@ def apply_budget(budget: ActiveBudget, dual: DualState, old: Params, new: Params
     level = jnp.log(count + 1.0)
     trend = jnp.log(e_new + 1.0) - jnp.log(e_old + 1.0)
     error = level + budget.horizon * trend - budget_at(budget, n, step)
-    integral = jnp.clip(dual.integral + budget.integral_rate * error, -budget.integral_limit, budget.integral_limit)
+    integral = jnp.clip(
+        dual.integral + budget.integral_rate * error, -budget.integral_limit, budget.integral_limit
+    )
     shift = (budget.rate * error + integral).astype(la_new.dtype)
     return {**new, "log_alpha": la_new - shift}, DualState(integral=integral.astype(jnp.float32))
 

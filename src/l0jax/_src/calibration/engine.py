@@ -32,7 +32,6 @@ import optax
 
 from l0jax._src import checks
 from l0jax._src.calibration import dual, losses, penalties
-from l0jax._src.calibration.sharding import fetch_tree
 from l0jax._src.calibration.model import (
     CalibrationState,
     HyperParams,
@@ -45,6 +44,7 @@ from l0jax._src.calibration.model import (
     objective,
     prob_open,
 )
+from l0jax._src.calibration.sharding import fetch_tree
 from l0jax._src.schedules import AnnealTemperatureState, anneal_temperature, current_temperature
 
 Array = jax.Array
@@ -88,11 +88,15 @@ def held_temperature() -> optax.GradientTransformation:
 
     def init_fn(params: Any) -> HeldTemperatureState:
         del params
-        return HeldTemperatureState(count=jnp.zeros((), jnp.int32), temperature=jnp.full((), jnp.nan, jnp.float32))
+        return HeldTemperatureState(
+            count=jnp.zeros((), jnp.int32), temperature=jnp.full((), jnp.nan, jnp.float32)
+        )
 
     def update_fn(updates: Any, state: HeldTemperatureState, params: Any = None):
         del params
-        return updates, HeldTemperatureState(count=optax.safe_increment(state.count), temperature=state.temperature)
+        return updates, HeldTemperatureState(
+            count=optax.safe_increment(state.count), temperature=state.temperature
+        )
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -104,7 +108,9 @@ _TX_CACHE: dict[tuple[int, int], tuple[Any, Any, optax.GradientTransformation]] 
 _TX_CACHE_SIZE = 32
 
 
-def make_optimizer(optimizer: optax.GradientTransformation | None, temperature: Any) -> optax.GradientTransformation:
+def make_optimizer(
+    optimizer: optax.GradientTransformation | None, temperature: Any
+) -> optax.GradientTransformation:
     """``optax.chain(optimizer or Adam, temperature transform)``, the same object for the same inputs.
 
     Args:
@@ -132,8 +138,9 @@ def make_optimizer(optimizer: optax.GradientTransformation | None, temperature: 
 
 
 def _map_states(tree: Any, kind: type, fn: Callable[[Any], Any]) -> Any:
-    return jax.tree_util.tree_map(lambda s: fn(s) if isinstance(s, kind) else s, tree,
-                                  is_leaf=lambda s: isinstance(s, kind))
+    return jax.tree_util.tree_map(
+        lambda s: fn(s) if isinstance(s, kind) else s, tree, is_leaf=lambda s: isinstance(s, kind)
+    )
 
 
 def set_temperature(opt_state: Any, value: float) -> Any:
@@ -202,11 +209,14 @@ def init_state(
         opt_state = set_learning_rate(opt_state, lr)
     if beta is not None:
         opt_state = set_temperature(opt_state, beta)
-    return CalibrationState(params=params, opt_state=opt_state, key=key, step=jnp.zeros((), jnp.int32),
-                            hparams=hparams)
+    return CalibrationState(
+        params=params, opt_state=opt_state, key=key, step=jnp.zeros((), jnp.int32), hparams=hparams
+    )
 
 
-def train_step(config: StepConfig, state: CalibrationState, problem: Problem) -> tuple[CalibrationState, dict[str, Array]]:
+def train_step(
+    config: StepConfig, state: CalibrationState, problem: Problem
+) -> tuple[CalibrationState, dict[str, Array]]:
     """One epoch: sampled gates, gradient of the objective, optimizer update.
 
     ``ok`` says whether the loss was finite. The update is applied either way: the loop stops at
@@ -225,14 +235,24 @@ def train_step(config: StepConfig, state: CalibrationState, problem: Problem) ->
     """
     temperature = current_temperature(state.opt_state)
     (loss, terms), grads = jax.value_and_grad(objective, has_aux=True)(
-        state.params, problem, state.hparams, temperature, state.key, state.step)
+        state.params, problem, state.hparams, temperature, state.key, state.step
+    )
     updates, opt_state = config.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     dual_state = state.dual
     if problem.budget is not None and "log_alpha" in params:
         # Keep-K mode: the budget's multiplier takes its dual-ascent step (dual.py).
-        params, dual_state = dual.apply_budget(problem.budget, state.dual, state.params, params, temperature,
-                                               state.hparams, config.eval_rule, state.step, problem.mask)
+        params, dual_state = dual.apply_budget(
+            problem.budget,
+            state.dual,
+            state.params,
+            params,
+            temperature,
+            state.hparams,
+            config.eval_rule,
+            state.step,
+            problem.mask,
+        )
     ok = jnp.isfinite(loss)
     new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, dual=dual_state)
     return new, dict(loss=loss, ok=ok, **terms)
@@ -247,8 +267,9 @@ def evaluate(config: StepConfig, state: CalibrationState, problem: Problem) -> d
       (sum of P(z != 0)) and ``temperature``.
     """
     temperature = current_temperature(state.opt_state)
-    gates = deterministic_gates(state.params, temperature, state.hparams, config.eval_rule,
-                                bounds=problem.bounds, mask=problem.mask)
+    gates = deterministic_gates(
+        state.params, temperature, state.hparams, config.eval_rule, bounds=problem.bounds, mask=problem.mask
+    )
     weights = gated_weights(state.params["log_weight"], gates, problem.bounds)
     pred = problem.op.matvec(weights)
     rel = losses.relative_errors(pred, problem.targets)
@@ -256,8 +277,9 @@ def evaluate(config: StepConfig, state: CalibrationState, problem: Problem) -> d
     # Stacked sums: one reduction kernel per axis length instead of one per metric (compile time).
     data, rel_sum = jnp.sum(jnp.stack([problem.weights * jnp.square(residual), rel]), axis=1)
     open_gates = (weights > 0) if gates is None else (gates > 0)
-    active, expected = household_sums(open_gates.astype(jnp.float32),
-                                      prob_open(state.params, temperature, state.hparams), mask=problem.mask)
+    active, expected = household_sums(
+        open_gates.astype(jnp.float32), prob_open(state.params, temperature, state.hparams), mask=problem.mask
+    )
     return {
         "data": data,
         "mean_rel_error": rel_sum / rel.shape[0],
@@ -301,8 +323,9 @@ def run_chunk_impl(config: StepConfig, state: CalibrationState, problem: Problem
 run_chunk = jax.jit(run_chunk_impl, static_argnums=0)
 
 
-def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, opt_state: Any,
-                num_steps: Array) -> tuple[Array, Array, Array, Array]:
+def finish_impl(
+    config: StepConfig, state: CalibrationState, problem: Problem, opt_state: Any, num_steps: Array
+) -> tuple[Array, Array, Array, Array]:
     """The returned weights: deterministic gates, then ``num_steps`` steps of polish (0: none).
 
     The polish refits the log weights of the active households with the deterministic gates held
@@ -315,8 +338,9 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
     """
     temperature = current_temperature(state.opt_state)
     hp = state.hparams
-    gates = deterministic_gates(state.params, temperature, hp, config.eval_rule, bounds=problem.bounds,
-                                mask=problem.mask)
+    gates = deterministic_gates(
+        state.params, temperature, hp, config.eval_rule, bounds=problem.bounds, mask=problem.mask
+    )
 
     def loss_fn(log_weight):
         w = gated_weights(log_weight, gates, problem.bounds)
@@ -351,8 +375,9 @@ def finish_impl(config: StepConfig, state: CalibrationState, problem: Problem, o
 finish_run = jax.jit(finish_impl, static_argnums=0)
 
 
-def finish(config: StepConfig, state: CalibrationState, problem: Problem, polish_epochs: int,
-           lr: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+def finish(
+    config: StepConfig, state: CalibrationState, problem: Problem, polish_epochs: int, lr: float
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Host wrapper of ``finish_impl``: the polish runs a fresh Adam at ``lr`` for ``polish_epochs``.
 
     Returns:
@@ -360,7 +385,8 @@ def finish(config: StepConfig, state: CalibrationState, problem: Problem, polish
     """
     opt = set_learning_rate(jax.jit(_ADAM.init)(state.params["log_weight"]), lr)
     w, gates, end, start = fetch_tree(
-        finish_run(config, state, problem, opt, jnp.asarray(polish_epochs, jnp.int32)))
+        finish_run(config, state, problem, opt, jnp.asarray(polish_epochs, jnp.int32))
+    )
     return np.asarray(w), np.asarray(gates), float(end), float(start)
 
 
@@ -369,8 +395,14 @@ def finish(config: StepConfig, state: CalibrationState, problem: Problem, polish
 # --------------------------------------------------------------------------------------------
 
 
-def _non_finite(config: StepConfig, problem: Problem, start: CalibrationState, steps: int,
-                previous: CalibrationState, rows: list[dict[str, float]]) -> NonFiniteLossError:
+def _non_finite(
+    config: StepConfig,
+    problem: Problem,
+    start: CalibrationState,
+    steps: int,
+    previous: CalibrationState,
+    rows: list[dict[str, float]],
+) -> NonFiniteLossError:
     """The error for a chunk that met a non-finite loss, with the last state whose loss was finite.
 
     The chunk began at ``start`` (after epoch c) and took ``steps`` finite epochs; the loss at the
@@ -389,17 +421,32 @@ def _non_finite(config: StepConfig, problem: Problem, start: CalibrationState, s
     if base is not None:
         last, _ = run_chunk(config, base, problem, jnp.asarray(k - 1 - int(base.step), jnp.int32))
     kept = int(last.step)
-    where = (f"kept the state after epoch {kept}, the last whose loss was finite" if base is not None else
-             "no earlier state of this fit had a finite loss; kept its starting state")
+    where = (
+        f"kept the state after epoch {kept}, the last whose loss was finite"
+        if base is not None
+        else "no earlier state of this fit had a finite loss; kept its starting state"
+    )
     return NonFiniteLossError(
         f"the training loss became NaN or infinite at epoch {k + 1}; the fit stopped and {where} "
         f"(NonFiniteLossError.state). Lower lr, check the scale of M and of the targets, or use "
         f"loss_type='relative'.",
-        k + 1, last, _history(rows))
+        k + 1,
+        last,
+        _history(rows),
+    )
 
 
-HISTORY_KEYS = ("epoch", "loss", "train_data", "data", "mean_rel_error", "max_rel_error", "active",
-                "expected_active", "temperature")
+HISTORY_KEYS = (
+    "epoch",
+    "loss",
+    "train_data",
+    "data",
+    "mean_rel_error",
+    "max_rel_error",
+    "active",
+    "expected_active",
+    "temperature",
+)
 
 
 def _history(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
@@ -468,8 +515,13 @@ def fit(
             rows.append(row)
             if bar is not None:
                 bar.update(int(stats["steps"]))
-                bar.set_postfix(loss=f"{row['loss']:.4g}", mean_err=f"{row['mean_rel_error']:.2%}",
-                                max_err=f"{row['max_rel_error']:.1%}", active=row["active"], refresh=False)
+                bar.set_postfix(
+                    loss=f"{row['loss']:.4g}",
+                    mean_err=f"{row['mean_rel_error']:.2%}",
+                    max_err=f"{row['max_rel_error']:.1%}",
+                    active=row["active"],
+                    refresh=False,
+                )
             if callback is not None and callback(state, row):
                 break
     finally:

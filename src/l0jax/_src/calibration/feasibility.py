@@ -73,14 +73,21 @@ def _single_targets(csr, t, lo, hi, slack, names, bounds_text) -> str | None:
     low = np.flatnonzero(t < least - slack)
     if not high.size and not low.size:
         return None
-    parts = [f"target {target_label(i, names)} = {t[i]:.6g} is above the most its row allows, {most[i]:.6g}"
-             for i in high[:_MAX_LISTED]]
-    parts += [f"target {target_label(i, names)} = {t[i]:.6g} is below the least its row allows, {least[i]:.6g}"
-              for i in low[:_MAX_LISTED]]
+    parts = [
+        f"target {target_label(i, names)} = {t[i]:.6g} is above the most its row allows, {most[i]:.6g}"
+        for i in high[:_MAX_LISTED]
+    ]
+    parts += [
+        f"target {target_label(i, names)} = {t[i]:.6g} is below the least its row allows, {least[i]:.6g}"
+        for i in low[:_MAX_LISTED]
+    ]
     more = high.size + low.size - len(parts)
-    return (f"the totals cannot be met with {bounds_text}: " + "; ".join(parts)
-            + (f"; and {more} more" if more > 0 else "")
-            + ". Widen the bounds, or check these totals against the sample.")
+    return (
+        f"the totals cannot be met with {bounds_text}: "
+        + "; ".join(parts)
+        + (f"; and {more} more" if more > 0 else "")
+        + ". Widen the bounds, or check these totals against the sample."
+    )
 
 
 def _dependent_targets(csr, t, scale, tol, names) -> str | None:
@@ -99,12 +106,16 @@ def _dependent_targets(csr, t, scale, tol, names) -> str | None:
         mismatch = float(v @ t)
         if abs(mismatch) > tol * max(float(np.abs(v) @ scale), 1e-300):
             involved = np.flatnonzero(np.abs(v) > 1e-8)
-            terms = " ".join(f"{'+' if v[i] > 0 else '-'} {abs(v[i]):.4g} * [{target_label(int(i), names)}]"
-                             for i in involved[:_MAX_LISTED])
-            return (f"the totals conflict: targets {_list(involved, names)} are linearly dependent (every "
-                    f"household satisfies {terms[2:]} = 0) but their totals give {mismatch:.6g} "
-                    f"instead of 0. Make these totals consistent (e.g. two margins must share the population "
-                    f"size), or drop one of the targets.")
+            terms = " ".join(
+                f"{'+' if v[i] > 0 else '-'} {abs(v[i]):.4g} * [{target_label(int(i), names)}]"
+                for i in involved[:_MAX_LISTED]
+            )
+            return (
+                f"the totals conflict: targets {_list(involved, names)} are linearly dependent (every "
+                f"household satisfies {terms[2:]} = 0) but their totals give {mismatch:.6g} "
+                f"instead of 0. Make these totals consistent (e.g. two margins must share the population "
+                f"size), or drop one of the targets."
+            )
     return None
 
 
@@ -121,17 +132,31 @@ def _joint_targets(csr, t, scale, lo, hi, tol, names, bounds_text) -> str | None
         return None
     duals = np.asarray(res.eqlin.marginals)
     involved = np.flatnonzero(np.abs(duals) > _DUAL_ZERO)
-    gap = (res.x[n:n + m] - res.x[n + m:]) * scale
+    gap = (res.x[n : n + m] - res.x[n + m :]) * scale
     worst = involved[np.argsort(-np.abs(gap[involved]))] if involved.size else np.argsort(-np.abs(gap))[:1]
-    closest = "; ".join(f"{target_label(int(i), names)}: target {t[i]:.6g}, closest reachable {t[i] - gap[i]:.6g}"
-                        for i in worst[:_MAX_LISTED] if gap[i] != 0)
-    return (f"the totals cannot be met jointly with {bounds_text}: targets {_list(involved, names)} conflict "
-            f"(each can be met alone, not all together); the closest reachable totals - {closest}. Widen the "
-            f"bounds or revise these totals.")
+    closest = "; ".join(
+        f"{target_label(int(i), names)}: target {t[i]:.6g}, closest reachable {t[i] - gap[i]:.6g}"
+        for i in worst[:_MAX_LISTED]
+        if gap[i] != 0
+    )
+    return (
+        f"the totals cannot be met jointly with {bounds_text}: targets {_list(involved, names)} conflict "
+        f"(each can be met alone, not all together); the closest reachable totals - {closest}. Widen the "
+        f"bounds or revise these totals."
+    )
 
 
-def diagnose(M: Any, targets: np.ndarray, design: np.ndarray, lower: float, upper: float, *, method: str,
-             names: Sequence[str] | None, tol: float) -> str | None:
+def diagnose(
+    M: Any,
+    targets: np.ndarray,
+    design: np.ndarray,
+    lower: float,
+    upper: float,
+    *,
+    method: str,
+    names: Sequence[str] | None,
+    tol: float,
+) -> str | None:
     """An error message naming the targets that make the calibration infeasible, or None if none is found.
 
     Args:
@@ -155,8 +180,11 @@ def diagnose(M: Any, targets: np.ndarray, design: np.ndarray, lower: float, uppe
     size = np.abs(csr) @ np.abs(np.where(np.isfinite(hi), np.maximum(np.abs(lo), np.abs(hi)), design))
     scale = np.maximum(np.maximum(np.abs(t), size), 1e-300)
     slack = max(tol, 1e-9) * scale
-    bounds_text = (f"w/d in [{lower:g}, {upper:g}] ({method})" if np.isfinite(lower) or np.isfinite(upper)
-                   else f"unbounded {method} weights")
+    bounds_text = (
+        f"w/d in [{lower:g}, {upper:g}] ({method})"
+        if np.isfinite(lower) or np.isfinite(upper)
+        else f"unbounded {method} weights"
+    )
     report = _single_targets(csr, t, lo, hi, slack, names, bounds_text)
     if report is None and csr.shape[0] <= 20_000:
         report = _dependent_targets(csr, t, scale, max(tol, 1e-9), names)

@@ -163,7 +163,9 @@ def compute_dtype() -> Any:
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
-def gram_matrix(M: Any, *, layout: str = "auto", dtype: Any = None, name: str = "M") -> DenseGram | PaddedGram:
+def gram_matrix(
+    M: Any, *, layout: str = "auto", dtype: Any = None, name: str = "M"
+) -> DenseGram | PaddedGram:
     """Validates M (targets x households) and stores it for Newton's method.
 
     Args:
@@ -187,8 +189,9 @@ def gram_matrix(M: Any, *, layout: str = "auto", dtype: Any = None, name: str = 
         M = np.asarray(M)
     if not sp.issparse(M):
         if isinstance(M, (str, bytes)) or not (hasattr(M, "__array__") or isinstance(M, (list, tuple))):
-            raise ValueError(f"{name} must be a scipy sparse matrix, a NumPy array or a JAX array, "
-                             f"got {type(M).__name__}.")
+            raise ValueError(
+                f"{name} must be a scipy sparse matrix, a NumPy array or a JAX array, got {type(M).__name__}."
+            )
         M = np.asarray(M)
     check_matrix(M, name=name, dtype=dt)
     m, n = M.shape

@@ -42,8 +42,9 @@ class AggregateTerm(PenaltyTerm):
       name: the term's label, e.g. ``"aggregate_0"``.
     """
 
-    def __init__(self, op: MatrixOperator, targets: Array, strength: Array, name: str, *,
-                 _scale: Array | None = None):
+    def __init__(
+        self, op: MatrixOperator, targets: Array, strength: Array, name: str, *, _scale: Array | None = None
+    ):
         self.op = op
         self.targets = targets
         self.strength = strength
@@ -113,29 +114,45 @@ def aggregate_terms(aggregates: Any, m: int, dtype: Any = jnp.float32) -> tuple[
     """
     if aggregates is None:
         return ()
-    if isinstance(aggregates, tuple) and len(aggregates) == 3 and not isinstance(aggregates[0], (tuple, list)):
-        raise ValueError("aggregates must be a list of (A, aggregate_targets, lambda) triples; wrap a single "
-                         "triple in a list: aggregates=[(A, t, lam)].")
+    if (
+        isinstance(aggregates, tuple)
+        and len(aggregates) == 3
+        and not isinstance(aggregates[0], (tuple, list))
+    ):
+        raise ValueError(
+            "aggregates must be a list of (A, aggregate_targets, lambda) triples; wrap a single "
+            "triple in a list: aggregates=[(A, t, lam)]."
+        )
     terms = []
     for i, item in enumerate(aggregates):
         if not isinstance(item, (tuple, list)) or len(item) != 3:
-            raise ValueError(f"aggregates[{i}] must be a triple (A, aggregate_targets, lambda), got {type(item).__name__}"
-                             f"{' of length ' + str(len(item)) if isinstance(item, (tuple, list)) else ''}.")
+            raise ValueError(
+                f"aggregates[{i}] must be a triple (A, aggregate_targets, lambda), got {type(item).__name__}"
+                f"{' of length ' + str(len(item)) if isinstance(item, (tuple, list)) else ''}."
+            )
         A, t, lam = item
         shape = getattr(A, "shape", None)
         if shape is None or len(shape) != 2 or shape[1] != m:
-            raise ValueError(f"aggregates[{i}][0] (A) must have shape (k, {m}): one column per target of M, "
-                             f"got shape {shape}.")
+            raise ValueError(
+                f"aggregates[{i}][0] (A) must have shape (k, {m}): one column per target of M, "
+                f"got shape {shape}."
+            )
         t = np.asarray(t, np.float64).reshape(-1) if np.ndim(t) else np.asarray([t], np.float64)
         if t.shape != (shape[0],):
-            raise ValueError(f"aggregates[{i}][1] (aggregate targets) must have shape ({shape[0]},), one per row "
-                             f"of A, got {t.shape}.")
+            raise ValueError(
+                f"aggregates[{i}][1] (aggregate targets) must have shape ({shape[0]},), one per row "
+                f"of A, got {t.shape}."
+            )
         checks.check_finite(f"aggregates[{i}][1]", t)
-        checks.check_nonnegative(f"aggregates[{i}][2]", lam, hint="It is the strength of this aggregate penalty.")
+        checks.check_nonnegative(
+            f"aggregates[{i}][2]", lam, hint="It is the strength of this aggregate penalty."
+        )
         # A is small next to M (aggregates x targets): dense unless it has millions of entries.
         backend = "dense" if shape[0] * shape[1] <= 1 << 22 else "auto"
         op = as_operator(A, backend=backend, dtype=dtype, name=f"aggregates[{i}][0]")
-        terms.append(AggregateTerm(op, jnp.asarray(t, dtype), jnp.asarray(lam, jnp.float32), f"aggregate_{i}"))
+        terms.append(
+            AggregateTerm(op, jnp.asarray(t, dtype), jnp.asarray(lam, jnp.float32), f"aggregate_{i}")
+        )
     return tuple(terms)
 
 

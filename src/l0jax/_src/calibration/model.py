@@ -160,7 +160,9 @@ def initial_log_weight(init_weights: Any, n: int) -> np.ndarray:
       float64 array of shape (n,).
     """
     w = _per_household("init_weights", init_weights, n, 1.0)
-    checks.check_nonnegative("init_weights", w, hint="Weights are non-negative; use 0 for households to start at zero.")
+    checks.check_nonnegative(
+        "init_weights", w, hint="Weights are non-negative; use 0 for households to start at zero."
+    )
     return np.log(w + LOG_EPS)
 
 
@@ -276,8 +278,14 @@ def _shut_padding(gates: Array | None, mask: Array | None) -> Array | None:
     return jnp.where(mask, gates, jnp.zeros((), gates.dtype))
 
 
-def sampled_gates(params: Params, key: Array, temperature: Array, hparams: HyperParams,
-                  counter: Any = 0, mask: Array | None = None) -> Array | None:
+def sampled_gates(
+    params: Params,
+    key: Array,
+    temperature: Array,
+    hparams: HyperParams,
+    counter: Any = 0,
+    mask: Array | None = None,
+) -> Array | None:
     """Training gates, eqs. 9-10, with noise ``gate_noise(key, n, counter)`` (None without gates).
 
     Household ``j`` draws ``gate_noise(...)[j]``, a function of ``(key, j, counter)`` only, so a
@@ -292,8 +300,14 @@ def sampled_gates(params: Params, key: Array, temperature: Array, hparams: Hyper
     return _shut_padding(gates, mask)
 
 
-def deterministic_gates(params: Params, temperature: Array, hparams: HyperParams, rule: str,
-                        bounds: WeightBounds | None = None, mask: Array | None = None) -> Array | None:
+def deterministic_gates(
+    params: Params,
+    temperature: Array,
+    hparams: HyperParams,
+    rule: str,
+    bounds: WeightBounds | None = None,
+    mask: Array | None = None,
+) -> Array | None:
     """Test-time gates (``hard_concrete_eval``; None without gates); ``mask`` shuts the padding's.
 
     With weight bounds an open gate counts fully (1): a household is either out (weight 0) or in
@@ -301,7 +315,9 @@ def deterministic_gates(params: Params, temperature: Array, hparams: HyperParams
     """
     if "log_alpha" not in params:
         return None
-    z = hc.hard_concrete_eval(params["log_alpha"], temperature, gamma=hparams.gamma, zeta=hparams.zeta, rule=rule)
+    z = hc.hard_concrete_eval(
+        params["log_alpha"], temperature, gamma=hparams.gamma, zeta=hparams.zeta, rule=rule
+    )
     return _shut_padding(z if bounds is None else (z > 0).astype(z.dtype), mask)
 
 
@@ -326,15 +342,20 @@ def check_weight_bounds(weight_bounds: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(b) for b in weight_bounds)
     except (TypeError, ValueError):
-        raise ValueError(f"weight_bounds must be a pair (L, U) bounding w / init_weights, got "
-                         f"{weight_bounds!r}.") from None
+        raise ValueError(
+            f"weight_bounds must be a pair (L, U) bounding w / init_weights, got {weight_bounds!r}."
+        ) from None
     if not (0 <= lo < hi < np.inf):
-        raise ValueError(f"weight_bounds=(L, U) needs 0 <= L < U < inf (bounds on w / init_weights), got "
-                         f"{weight_bounds!r}; for no upper bound use a large U.")
+        raise ValueError(
+            f"weight_bounds=(L, U) needs 0 <= L < U < inf (bounds on w / init_weights), got "
+            f"{weight_bounds!r}; for no upper bound use a large U."
+        )
     return lo, hi
 
 
-def make_weight_bounds(weight_bounds: Any, init_weights: Any, n: int, dtype: Any = jnp.float32) -> WeightBounds:
+def make_weight_bounds(
+    weight_bounds: Any, init_weights: Any, n: int, dtype: Any = jnp.float32
+) -> WeightBounds:
     """Checks ``weight_bounds=(L, U)`` on ``w/d`` (d = ``init_weights``, None = 1) and builds the bounds."""
     lo, hi = check_weight_bounds(weight_bounds)
     d = _per_household("init_weights", init_weights, n, 1.0)
@@ -344,14 +365,17 @@ def make_weight_bounds(weight_bounds: Any, init_weights: Any, n: int, dtype: Any
 
 def initial_bounded_logit(weight_bounds: tuple[float, float], n: int) -> np.ndarray:
     """The logit ``theta`` at which ``bounded_weights`` starts at ``w = d`` (ratio 1, or the nearest
-    ratio inside the bounds, a thousandth of their width in), float64 of shape (n,)."""
+    ratio inside the bounds, a thousandth of their width in), float64 of shape (n,).
+    """
     lo, hi = (float(b) for b in weight_bounds)
     gap = 1e-3 * (hi - lo)
     p = (min(max(1.0, lo + gap), hi - gap) - lo) / (hi - lo)
     return np.full(n, np.log(p) - np.log1p(-p))
 
 
-def round_into_bounds(weights: np.ndarray, init_weights: Any, weight_bounds: tuple[float, float]) -> np.ndarray:
+def round_into_bounds(
+    weights: np.ndarray, init_weights: Any, weight_bounds: tuple[float, float]
+) -> np.ndarray:
     """The returned weights with every non-zero ``w / d`` inside ``[L, U]`` when computed in float64.
 
     ``bounded_weights`` keeps the weights inside in exact arithmetic; rounding ``L d`` to float32

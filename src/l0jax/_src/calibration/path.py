@@ -85,13 +85,17 @@ class CalibrationPath:
         lines = [f"{self.kind:>14} {'active':>8} {'fit error':>11} {'held-out error':>15}"]
         for i, v in enumerate(self.grid):
             mark = "  <- chosen" if i == self.best else ""
-            lines.append(f"{v:>14.4g} {self.active[i]:>8d} {self.fit_error[i]:>11.3e} "
-                         f"{self.holdout_error[i]:>15.3e}{mark}")
+            lines.append(
+                f"{v:>14.4g} {self.active[i]:>8d} {self.fit_error[i]:>11.3e} "
+                f"{self.holdout_error[i]:>15.3e}{mark}"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"CalibrationPath({self.grid.size} {self.kind} values; chosen {self.best_value:g} with "
-                f"{self.active[self.best]} active, held-out error {self.holdout_error[self.best]:.3e})")
+        return (
+            f"CalibrationPath({self.grid.size} {self.kind} values; chosen {self.best_value:g} with "
+            f"{self.active[self.best]} active, held-out error {self.holdout_error[self.best]:.3e})"
+        )
 
 
 def _holdout_rows(holdout: Any, m: int, key: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -105,18 +109,26 @@ def _holdout_rows(holdout: Any, m: int, key: Any) -> tuple[np.ndarray, np.ndarra
         arr = np.asarray(holdout)
         if arr.dtype == bool:
             if arr.shape != (m,):
-                raise ValueError(f"holdout as a mask must have shape ({m},), one per row of M, got {arr.shape}.")
+                raise ValueError(
+                    f"holdout as a mask must have shape ({m},), one per row of M, got {arr.shape}."
+                )
             held = np.flatnonzero(arr)
         elif arr.ndim == 1 and arr.dtype.kind in "iu":
             if arr.size and (arr.min() < 0 or arr.max() >= m):
-                raise ValueError(f"holdout row indices must lie in [0, {m}), got values in [{arr.min()}, {arr.max()}].")
+                raise ValueError(
+                    f"holdout row indices must lie in [0, {m}), got values in [{arr.min()}, {arr.max()}]."
+                )
             held = np.unique(arr)
         else:
-            raise ValueError("holdout must be row indices (ints), a boolean mask of shape (m,), or a fraction in "
-                             f"(0, 1), got {holdout!r}.")
+            raise ValueError(
+                "holdout must be row indices (ints), a boolean mask of shape (m,), or a fraction in "
+                f"(0, 1), got {holdout!r}."
+            )
     if held.size == 0 or held.size == m:
-        raise ValueError(f"holdout must leave out at least one row of M and keep at least one to fit; it holds out "
-                         f"{held.size} of {m}.")
+        raise ValueError(
+            f"holdout must leave out at least one row of M and keep at least one to fit; it holds out "
+            f"{held.size} of {m}."
+        )
     return np.setdiff1d(np.arange(m), held), held
 
 
@@ -132,25 +144,40 @@ def _grid(lambdas: Any, counts: Any, n: int) -> tuple[np.ndarray, str]:
     if lambdas is not None:
         grid = np.asarray(lambdas, np.float64)
         if grid.ndim != 1 or grid.size == 0:
-            raise ValueError(f"lambdas must be a non-empty 1-D sequence of L0 strengths, got shape {grid.shape}.")
-        checks.check_nonnegative("lambdas", grid, hint="They are L0 penalty strengths, e.g. np.logspace(-6, -2, 8).")
+            raise ValueError(
+                f"lambdas must be a non-empty 1-D sequence of L0 strengths, got shape {grid.shape}."
+            )
+        checks.check_nonnegative(
+            "lambdas", grid, hint="They are L0 penalty strengths, e.g. np.logspace(-6, -2, 8)."
+        )
         return grid, "lambda_l0"
     grid = np.asarray(counts)
     if grid.ndim != 1 or grid.size == 0 or grid.dtype.kind not in "iu":
-        raise ValueError(f"counts must be a non-empty 1-D sequence of integers (households to keep), got {counts!r}.")
+        raise ValueError(
+            f"counts must be a non-empty 1-D sequence of integers (households to keep), got {counts!r}."
+        )
     if grid.min() < 1 or grid.max() > n:
-        raise ValueError(f"counts must lie between 1 and the number of households ({n}), got values in "
-                         f"[{grid.min()}, {grid.max()}].")
+        raise ValueError(
+            f"counts must lie between 1 and the number of households ({n}), got values in "
+            f"[{grid.min()}, {grid.max()}]."
+        )
     return grid.astype(np.int64), "target_active"
 
 
-def _path_chunk_impl(config: engine.StepConfig, states: model.CalibrationState, problem: model.Problem,
-                     budgets: Array, num_steps: Array):
+def _path_chunk_impl(
+    config: engine.StepConfig,
+    states: model.CalibrationState,
+    problem: model.Problem,
+    budgets: Array,
+    num_steps: Array,
+):
     """``engine.run_chunk_impl`` for every grid point at once (``budgets``: K per point, keep-K mode)."""
     TRACES["path_chunk"] += 1
 
     def one(state, k):
-        prob = problem if problem.budget is None else problem._replace(budget=problem.budget._replace(target=k))
+        prob = (
+            problem if problem.budget is None else problem._replace(budget=problem.budget._replace(target=k))
+        )
         return engine.run_chunk_impl(config, state, prob, num_steps)
 
     return jax.vmap(one)(states, budgets)
@@ -177,8 +204,9 @@ def _snap(states: model.CalibrationState, counts: np.ndarray, rule: str) -> mode
         shift = dual.snap_to_budget(la[i], int(k), threshold)
         if shift is not None:
             snapped = la[i] - np.float32(shift)
-            z = hc.hard_concrete_eval(jnp.asarray(snapped), t, gamma=float(hp.gamma[i]), zeta=float(hp.zeta[i]),
-                                      rule=rule)
+            z = hc.hard_concrete_eval(
+                jnp.asarray(snapped), t, gamma=float(hp.gamma[i]), zeta=float(hp.zeta[i]), rule=rule
+            )
             if int(np.count_nonzero(np.asarray(z) > 0)) == int(k):
                 la[i] = snapped
     return states._replace(params={**states.params, "log_alpha": jnp.asarray(la)})
@@ -283,14 +311,18 @@ def calibrate_path(
     checks.check_positive("lr", lr, hint="It is the learning rate, e.g. 0.1.")
     checks.check_positive("beta", beta, hint="It is the gate temperature, e.g. 2/3.")
     checks.check_positive("target_active_rate", target_active_rate)
-    checks.check_nonnegative("tolerance", tolerance, hint="It is the relative slack on the smallest held-out error.")
+    checks.check_nonnegative(
+        "tolerance", tolerance, hint="It is the relative slack on the smallest held-out error."
+    )
     if distance is not None:
         checks.check_choice("distance", distance, DISTANCES)
     if weight_bounds is not None:
         weight_bounds = model.check_weight_bounds(weight_bounds)
     if isinstance(M, MatrixOperator):
-        raise TypeError("calibrate_path needs the matrix itself (scipy sparse or dense) to split off the held-out "
-                         "rows, not an operator.")
+        raise TypeError(
+            "calibrate_path needs the matrix itself (scipy sparse or dense) to split off the held-out "
+            "rows, not an operator."
+        )
     hparams = model.make_hyperparams(0.0, lambda_l2, gamma, zeta)
     key = _as_key(key)
     shape = getattr(M, "shape", np.shape(M))
@@ -305,9 +337,12 @@ def calibrate_path(
     op = as_operator(M_fit, backend=backend)
     dt = op.dtype
     y_fit = y[fit_rows]
-    problem = model.Problem(op=op, targets=jnp.asarray(y_fit, dt),
-                            scale=jnp.asarray(losses.target_scale(y_fit, loss_type), dt),
-                            weights=jnp.asarray(losses.group_weights(None, fit_rows.size), dt))
+    problem = model.Problem(
+        op=op,
+        targets=jnp.asarray(y_fit, dt),
+        scale=jnp.asarray(losses.target_scale(y_fit, loss_type), dt),
+        weights=jnp.asarray(losses.group_weights(None, fit_rows.size), dt),
+    )
     if distance is not None:
         problem = problem._replace(terms=(distance_term(distance, init_weights, n, distance_strength, dt),))
     if weight_bounds is not None:
@@ -322,15 +357,23 @@ def calibrate_path(
     config = engine.StepConfig(tx=engine.make_optimizer(None, None), eval_rule=eval_rule)
 
     with jax.numpy_dtype_promotion("standard"):
-        params = model.init_params(key, n, init_weights=init_weights, init_keep_prob=init_keep_prob,
-                                   log_weight_jitter_sd=log_weight_jitter_sd, log_alpha_jitter_sd=log_alpha_jitter_sd,
-                                   weight_bounds=weight_bounds)
+        params = model.init_params(
+            key,
+            n,
+            init_weights=init_weights,
+            init_keep_prob=init_keep_prob,
+            log_weight_jitter_sd=log_weight_jitter_sd,
+            log_alpha_jitter_sd=log_alpha_jitter_sd,
+            weight_bounds=weight_bounds,
+        )
         state = engine.init_state(config, params, key, hparams, lr=lr, beta=beta)
         if kind == "target_active":
             state = state._replace(dual=dual.init_dual())
         states = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k, *jnp.shape(x))), state)
         if kind == "lambda_l0":
-            states = states._replace(hparams=states.hparams._replace(lambda_l0=jnp.asarray(grid, jnp.float32)))
+            states = states._replace(
+                hparams=states.hparams._replace(lambda_l0=jnp.asarray(grid, jnp.float32))
+            )
 
         rows, done, ok = [], 0, np.ones(k, bool)
         while done < epochs:
@@ -339,22 +382,37 @@ def calibrate_path(
             stats = jax.device_get(stats)
             ok &= np.asarray(stats["ok"], bool)
             done += todo
-            rows.append({"epoch": done, "loss": stats["loss"], "active": stats["active"],
-                         "max_rel_error": stats["max_rel_error"]})
+            rows.append(
+                {
+                    "epoch": done,
+                    "loss": stats["loss"],
+                    "active": stats["active"],
+                    "max_rel_error": stats["max_rel_error"],
+                }
+            )
         if kind == "target_active":
             states = _snap(states, grid, eval_rule)
-        p_epochs = 0 if not polish or "log_alpha" not in params else (
-            default_polish_epochs(epochs) if polish_epochs is None else
-            checks.check_int_at_least("polish_epochs", polish_epochs, 1))
+        p_epochs = (
+            0
+            if not polish or "log_alpha" not in params
+            else (
+                default_polish_epochs(epochs)
+                if polish_epochs is None
+                else checks.check_int_at_least("polish_epochs", polish_epochs, 1)
+            )
+        )
         opt = engine.set_learning_rate(jax.jit(engine._ADAM.init)(states.params["log_weight"][0]), lr)
         opt = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k, *jnp.shape(x))), opt)
         weights = np.asarray(path_finish(config, states, problem, opt, jnp.asarray(p_epochs, jnp.int32))[0])
     if weight_bounds is not None:
         weights = np.stack([model.round_into_bounds(w, init_weights, weight_bounds) for w in weights])
     if not ok.all():
-        warnings.warn(f"the loss became non-finite for grid points {np.flatnonzero(~ok).tolist()} ({kind} = "
-                      f"{grid[~ok].tolist()}); they are scored as infinitely bad. Lower lr to fit them.",
-                      CalibrationWarning, stacklevel=2)
+        warnings.warn(
+            f"the loss became non-finite for grid points {np.flatnonzero(~ok).tolist()} ({kind} = "
+            f"{grid[~ok].tolist()}); they are scored as infinitely bad. Lower lr to fit them.",
+            CalibrationWarning,
+            stacklevel=2,
+        )
     fit_err = _relative_errors(M_fit, weights, y_fit)
     held_err = _relative_errors(M_held, weights, y[held_rows])
     holdout_error = np.where(ok, np.mean(held_err**2, axis=1), np.inf)
@@ -364,14 +422,24 @@ def calibrate_path(
     for name in ("loss", "active", "max_rel_error"):
         history[name] = np.stack([np.asarray(r[name]) for r in rows], axis=1)
     return CalibrationPath(
-        grid=grid, kind=kind, weights=weights, active=active, fit_error=np.mean(fit_err**2, axis=1),
-        holdout_error=holdout_error, holdout_max_error=np.max(np.abs(held_err), axis=1),
-        best=choose(holdout_error, active, tolerance), fit_rows=fit_rows, holdout_rows=held_rows, history=history)
+        grid=grid,
+        kind=kind,
+        weights=weights,
+        active=active,
+        fit_error=np.mean(fit_err**2, axis=1),
+        holdout_error=holdout_error,
+        holdout_max_error=np.max(np.abs(held_err), axis=1),
+        best=choose(holdout_error, active, tolerance),
+        fit_rows=fit_rows,
+        holdout_rows=held_rows,
+        history=history,
+    )
 
 
 def choose(holdout_error: np.ndarray, active: np.ndarray, tolerance: float = 0.0) -> int:
     """The chosen grid point: among points within ``(1 + tolerance)`` of the smallest held-out error,
-    the one with the fewest active households (ties: the smaller error)."""
+    the one with the fewest active households (ties: the smaller error).
+    """
     best = float(np.min(holdout_error))
     within = np.flatnonzero(holdout_error <= (1 + tolerance) * best)
     return int(min(within, key=lambda i: (active[i], holdout_error[i])))

@@ -42,7 +42,9 @@ class PenaltyTerm:
         raise NotImplementedError
 
 
-def extra_penalty(terms: Sequence[PenaltyTerm], weights: Array, predictions: Array) -> tuple[Array, dict[str, Array]]:
+def extra_penalty(
+    terms: Sequence[PenaltyTerm], weights: Array, predictions: Array
+) -> tuple[Array, dict[str, Array]]:
     """``sum_t strength_t * value_t`` over ``terms``, and the unweighted values by name.
 
     Args:

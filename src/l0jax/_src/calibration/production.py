@@ -41,8 +41,16 @@ TARGET_ACTIVE_BAND = 0.05
 # fit the targets with most households open, the rest close gates gradually.
 TARGET_ACTIVE_ANNEAL = 0.5
 # Hyperparameters that may change on resume (with a warning), and settings that may not.
-_MAY_CHANGE = ("lr", "lambda_l0", "lambda_l2", "beta", "distance_strength", "aggregate_lambdas", "target_active",
-               "target_active_rate")
+_MAY_CHANGE = (
+    "lr",
+    "lambda_l0",
+    "lambda_l2",
+    "beta",
+    "distance_strength",
+    "aggregate_lambdas",
+    "target_active",
+    "target_active_rate",
+)
 _MUST_MATCH = ("loss_type", "use_gates", "distance", "eval_rule", "aggregates", "weight_bounds")
 
 
@@ -74,17 +82,26 @@ def check_options(opts: ProductionOptions, *, use_gates: bool) -> None:
     """Cheap checks of the options, before the matrix is touched; raises ValueError naming the argument."""
     if opts.target_active is not None:
         if not use_gates:
-            raise ValueError("target_active needs gates (use_gates=True): without gates every household is kept.")
-        checks.check_positive("target_active_rate", opts.target_active_rate,
-                              hint="It is the dual-ascent step of the budget's multiplier, e.g. 0.05.")
+            raise ValueError(
+                "target_active needs gates (use_gates=True): without gates every household is kept."
+            )
+        checks.check_positive(
+            "target_active_rate",
+            opts.target_active_rate,
+            hint="It is the dual-ascent step of the budget's multiplier, e.g. 0.05.",
+        )
     if opts.distance is not None:
         checks.check_choice("distance", opts.distance, DISTANCES)
         checks.check_nonnegative("distance_strength", opts.distance_strength)
     if opts.tol is not None:
-        checks.check_positive("tol", opts.tol, hint="It is the largest relative error at which the fit may stop, e.g. 1e-3.")
+        checks.check_positive(
+            "tol", opts.tol, hint="It is the largest relative error at which the fit may stop, e.g. 1e-3."
+        )
     for i, cb in enumerate(opts.callbacks):
         if not callable(cb):
-            raise ValueError(f"callbacks[{i}] must be callable (called with a ChunkInfo), got {type(cb).__name__}.")
+            raise ValueError(
+                f"callbacks[{i}] must be callable (called with a ChunkInfo), got {type(cb).__name__}."
+            )
     if opts.checkpoint_every is not None:
         checks.check_int_at_least("checkpoint_every", opts.checkpoint_every, 1)
         if opts.checkpoint_path is None:
@@ -94,11 +111,14 @@ def check_options(opts: ProductionOptions, *, use_gates: bool) -> None:
     if opts.checkpoint_path is not None:
         path = Path(opts.checkpoint_path)
         if not path.parent.is_dir():
-            raise ValueError(f"checkpoint_path {path}: the folder {path.parent} does not exist; create it first.")
+            raise ValueError(
+                f"checkpoint_path {path}: the folder {path.parent} does not exist; create it first."
+            )
         if path.exists() and not opts.resume:
             raise ckpt.CheckpointError(
                 f"checkpoint_path {path} already holds a checkpoint; pass resume=True to continue that run, or "
-                f"remove the file (or choose another path) to start a new one. It was not overwritten.")
+                f"remove the file (or choose another path) to start a new one. It was not overwritten."
+            )
 
 
 @dataclasses.dataclass
@@ -139,8 +159,9 @@ class ChunkInfo:
 
 def _predict_impl(config: engine.StepConfig, state: model.CalibrationState, problem: model.Problem) -> Array:
     temperature = engine.current_temperature(state.opt_state)
-    gates = model.deterministic_gates(state.params, temperature, state.hparams, config.eval_rule,
-                                      bounds=problem.bounds, mask=problem.mask)
+    gates = model.deterministic_gates(
+        state.params, temperature, state.hparams, config.eval_rule, bounds=problem.bounds, mask=problem.mask
+    )
     return problem.op.matvec(model.gated_weights(state.params["log_weight"], gates, problem.bounds))
 
 
@@ -163,9 +184,19 @@ class Run:
         as it builds them); computed from ``M`` when None.
     """
 
-    def __init__(self, opts: ProductionOptions, *, M: Any, targets: np.ndarray, n: int, init_weights: Any,
-                 settings: dict[str, Any], dtype: Any = jnp.float32, layout: Any = None,
-                 fingerprint: str | None = None):
+    def __init__(
+        self,
+        opts: ProductionOptions,
+        *,
+        M: Any,
+        targets: np.ndarray,
+        n: int,
+        init_weights: Any,
+        settings: dict[str, Any],
+        dtype: Any = jnp.float32,
+        layout: Any = None,
+        fingerprint: str | None = None,
+    ):
         self.opts = opts
         # Checked and built first: their errors name the argument before any other work.
         self.aggregate_terms = hierarchy.aggregate_terms(opts.aggregates, targets.size, dtype)
@@ -173,11 +204,15 @@ class Run:
         self.n = n
         self.init_weights = init_weights
         self.k = None if opts.target_active is None else dual.resolve_target_active(opts.target_active, n)
-        self.settings = dict(settings, target_active=self.k, target_active_rate=opts.target_active_rate,
-                             distance=opts.distance,
-                             distance_strength=opts.distance_strength if opts.distance else None,
-                             aggregates=len(self.aggregate_terms),
-                             aggregate_lambdas=[float(t.strength) for t in self.aggregate_terms])
+        self.settings = dict(
+            settings,
+            target_active=self.k,
+            target_active_rate=opts.target_active_rate,
+            distance=opts.distance,
+            distance_strength=opts.distance_strength if opts.distance else None,
+            aggregates=len(self.aggregate_terms),
+            aggregate_lambdas=[float(t.strength) for t in self.aggregate_terms],
+        )
         self.layout = layout
         self.fingerprint = None
         if opts.checkpoint_path is not None:
@@ -195,12 +230,17 @@ class Run:
         dt = problem.targets.dtype
         terms = list(problem.terms)
         if self.opts.distance is not None:
-            terms.append(distance_term(self.opts.distance, self.init_weights, self.n, self.opts.distance_strength, dt))
+            terms.append(
+                distance_term(self.opts.distance, self.init_weights, self.n, self.opts.distance_strength, dt)
+            )
         terms.extend(self.aggregate_terms)
         budget = None
         if self.k is not None:
-            budget = dual.make_budget(self.k, rate=self.opts.target_active_rate,
-                                      anneal=TARGET_ACTIVE_ANNEAL * self.settings["epochs"])
+            budget = dual.make_budget(
+                self.k,
+                rate=self.opts.target_active_rate,
+                anneal=TARGET_ACTIVE_ANNEAL * self.settings["epochs"],
+            )
         return problem._replace(terms=tuple(terms), budget=budget)
 
     # -- resume ----------------------------------------------------------------------------
@@ -211,7 +251,9 @@ class Run:
             state = state._replace(dual=dual.init_dual())
         return state
 
-    def resume(self, fresh: model.CalibrationState, *, lr: float, beta: float | None) -> model.CalibrationState:
+    def resume(
+        self, fresh: model.CalibrationState, *, lr: float, beta: float | None
+    ) -> model.CalibrationState:
         """The state to start from: the checkpoint's when resuming (and one exists), else ``fresh``."""
         opts = self.opts
         fresh = self.prepare(fresh)
@@ -223,21 +265,32 @@ class Run:
                 if key in old and old[key] != self.settings.get(key):
                     raise ckpt.CheckpointError(
                         f"checkpoint {opts.checkpoint_path} was made with {key}={old[key]!r}, this run has "
-                        f"{key}={self.settings.get(key)!r}; resume with the same {key}, or start a new run.")
-            changed = [f"{k}={self.settings.get(k)!r} (checkpoint: {old[k]!r})" for k in _MAY_CHANGE
-                       if k in old and old[k] != self.settings.get(k)]
+                        f"{key}={self.settings.get(key)!r}; resume with the same {key}, or start a new run."
+                    )
+            changed = [
+                f"{k}={self.settings.get(k)!r} (checkpoint: {old[k]!r})"
+                for k in _MAY_CHANGE
+                if k in old and old[k] != self.settings.get(k)
+            ]
             if changed:
-                warnings.warn(f"resuming {opts.checkpoint_path} with changed settings: {', '.join(changed)}; the new "
-                              f"values apply from epoch {int(state.step)} on, so the run will differ from an "
-                              f"uninterrupted one.", CheckpointWarning, stacklevel=4)
+                warnings.warn(
+                    f"resuming {opts.checkpoint_path} with changed settings: {', '.join(changed)}; the new "
+                    f"values apply from epoch {int(state.step)} on, so the run will differ from an "
+                    f"uninterrupted one.",
+                    CheckpointWarning,
+                    stacklevel=4,
+                )
             opt_state = engine.set_learning_rate(state.opt_state, lr)
             if beta is not None:
                 opt_state = engine.set_temperature(opt_state, beta)
             start = state._replace(opt_state=opt_state, hparams=fresh.hparams)
             self.prior_history = {k: list(v) for k, v in header.get("history", {}).items()}
         elif opts.resume:
-            warnings.warn(f"resume=True but there is no checkpoint at {opts.checkpoint_path} yet; starting a new run.",
-                          CheckpointWarning, stacklevel=4)
+            warnings.warn(
+                f"resume=True but there is no checkpoint at {opts.checkpoint_path} yet; starting a new run.",
+                CheckpointWarning,
+                stacklevel=4,
+            )
         # A resumed state was saved already; a fresh one needs no checkpoint before its first chunk.
         self._last_saved = int(start.step)
         self._every = opts.checkpoint_every
@@ -263,8 +316,9 @@ class Run:
         if shift is None:
             return state
         snapped = jnp.asarray(host) - jnp.asarray(shift, la.dtype)
-        gates = np.asarray(hc.hard_concrete_eval(snapped, temperature, gamma=hp.gamma, zeta=hp.zeta,
-                                                 rule=config.eval_rule))
+        gates = np.asarray(
+            hc.hard_concrete_eval(snapped, temperature, gamma=hp.gamma, zeta=hp.zeta, rule=config.eval_rule)
+        )
         if int(np.count_nonzero(gates > 0)) != self.k:  # rounding at the threshold: keep the fit's own count
             return state
         if self.layout is not None:
@@ -297,8 +351,13 @@ class Run:
                 history.setdefault(k, []).append(float(row[k]))
         plain = self._plain(state)  # every process takes part in gathering a sharded state
         if jax.process_index() == 0:  # one file per run, written by the first process
-            ckpt.save_checkpoint(self.opts.checkpoint_path, plain, fingerprint=self.fingerprint,
-                                 settings=self.settings, history=history)
+            ckpt.save_checkpoint(
+                self.opts.checkpoint_path,
+                plain,
+                fingerprint=self.fingerprint,
+                settings=self.settings,
+                history=history,
+            )
         self._last_saved = int(state.step)
 
     def callback(self, state: model.CalibrationState, row: dict[str, float]) -> bool:
@@ -311,8 +370,14 @@ class Run:
                 self._next_checkpoint = (epoch // self._every + 1) * self._every
         stop = False
         if self.opts.callbacks:
-            info = ChunkInfo(epoch=epoch, row=dict(row), targets=self.targets,
-                             _predict=lambda: fetch(self._predict_now(state)), _state=state, _plain=self._plain)
+            info = ChunkInfo(
+                epoch=epoch,
+                row=dict(row),
+                targets=self.targets,
+                _predict=lambda: fetch(self._predict_now(state)),
+                _state=state,
+                _plain=self._plain,
+            )
             for cb in self.opts.callbacks:
                 stop = bool(cb(info)) or stop
         if self.opts.tol is not None and row["max_rel_error"] <= self.opts.tol:
@@ -352,4 +417,3 @@ def settings_of(**kw: Any) -> dict[str, Any]:
         else:
             out[k] = repr(v) if not callable(v) else "callable"
     return out
-

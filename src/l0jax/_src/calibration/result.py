@@ -68,9 +68,11 @@ class CalibrationResult:
         """A one-line summary: active households, mean and max relative error, epochs."""
         rel = self.relative_errors
         epochs = int(self.history["epoch"][-1]) if len(self.history["epoch"]) else 0
-        return (f"{self.active_count:,} of {self.weights.size:,} households active "
-                f"({self.sparsity:.1%} sparse); relative error mean {rel.mean():.3%}, max {rel.max():.3%}; "
-                f"{epochs} epochs")
+        return (
+            f"{self.active_count:,} of {self.weights.size:,} households active "
+            f"({self.sparsity:.1%} sparse); relative error mean {rel.mean():.3%}, max {rel.max():.3%}; "
+            f"{epochs} epochs"
+        )
 
     def __repr__(self) -> str:
         return f"CalibrationResult({self.summary()})"

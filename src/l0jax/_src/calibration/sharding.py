@@ -139,8 +139,11 @@ class Layout:
     def local(self) -> list[tuple[int, jax.Device, int, int]]:
         """This process's devices: ``(position in the mesh, device, first household, end household)``."""
         me = jax.process_index()
-        return [(i, d, i * self.block, (i + 1) * self.block) for i, d in enumerate(self.mesh.devices.flat)
-                if d.process_index == me]
+        return [
+            (i, d, i * self.block, (i + 1) * self.block)
+            for i, d in enumerate(self.mesh.devices.flat)
+            if d.process_index == me
+        ]
 
     # -- host -> mesh ------------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class Layout:
         def block(index):
             sl = index[0]
             start, stop = sl.start or 0, self.padded if sl.stop is None else sl.stop
-            part = x[start:min(stop, n)]
+            part = x[start : min(stop, n)]
             if stop > n:
                 pad = np.full((stop - max(start, n),) + x.shape[1:], fill, x.dtype)
                 part = np.concatenate([part, pad])
@@ -174,10 +177,15 @@ class Layout:
 
     def place(self, tree: Any) -> Any:
         """An unpadded pytree (a state, a term) on the mesh: leaves with leading dimension ``n`` split
-        and padded with zeros, every other leaf replicated. Leaves already on this mesh are kept."""
+        and padded with zeros, every other leaf replicated. Leaves already on this mesh are kept.
+        """
 
         def one(x):
-            if isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding) and x.sharding.mesh == self.mesh:
+            if (
+                isinstance(x, jax.Array)
+                and isinstance(x.sharding, NamedSharding)
+                and x.sharding.mesh == self.mesh
+            ):
                 return x
             if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
                 impl = jax.random.key_impl(x)
@@ -204,8 +212,11 @@ class Layout:
                 return x
             if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
                 return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
-            split = (isinstance(x.sharding, NamedSharding) and x.ndim >= 1
-                     and tuple(x.sharding.spec)[:1] == (self.axis,))
+            split = (
+                isinstance(x.sharding, NamedSharding)
+                and x.ndim >= 1
+                and tuple(x.sharding.spec)[:1] == (self.axis,)
+            )
             a = self.unpad(x) if split else fetch(x)
             return jax.device_put(a, local_device)
 
@@ -232,47 +243,58 @@ def resolve_devices(devices: Any, n: int) -> Layout | None:
     """
     if devices is None:
         if jax.process_count() > 1:
-            raise ValueError(f"devices=None runs on one device, but this is process {jax.process_index()} of a "
-                             f"{jax.process_count()}-process run; pass devices=jax.device_count() (every device of "
-                             f"every process) or a mesh, the same on every process.")
+            raise ValueError(
+                f"devices=None runs on one device, but this is process {jax.process_index()} of a "
+                f"{jax.process_count()}-process run; pass devices=jax.device_count() (every device of "
+                f"every process) or a mesh, the same on every process."
+            )
         return None
     if isinstance(devices, Mesh):
         if len(devices.axis_names) != 1 or devices.devices.ndim != 1:
-            raise ValueError(f"devices must be a 1-D mesh (households are split along one axis), got a mesh with "
-                             f"axes {devices.axis_names} and shape {devices.devices.shape}; build one with "
-                             f"jax.sharding.Mesh(jax.devices()[:k], ('households',)).")
+            raise ValueError(
+                f"devices must be a 1-D mesh (households are split along one axis), got a mesh with "
+                f"axes {devices.axis_names} and shape {devices.devices.shape}; build one with "
+                f"jax.sharding.Mesh(jax.devices()[:k], ('households',))."
+            )
         mesh = devices
     else:
         if isinstance(devices, bool):
-            raise ValueError(f"{_DEVICES_FORMS}, got {devices!r}.")  # noqa: TRY004
+            raise ValueError(f"{_DEVICES_FORMS}, got {devices!r}.")
         if isinstance(devices, (int, np.integer)):
             count = int(devices)
             available = jax.device_count()
             if not 1 <= count <= available:
                 raise ValueError(
                     f"devices={count} but {available} device(s) are available; pass 1 to {available} (on CPU, "
-                    f"XLA_FLAGS=--xla_force_host_platform_device_count=N, set before importing jax, makes N).")
+                    f"XLA_FLAGS=--xla_force_host_platform_device_count=N, set before importing jax, makes N)."
+                )
             chosen = jax.devices()[:count]
         elif isinstance(devices, Sequence) and not isinstance(devices, (str, bytes)):
             chosen = list(devices)
             if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
-                raise ValueError("devices must be a non-empty sequence of jax.Device (e.g. jax.devices()[:4]), got "
-                                 f"{[type(d).__name__ for d in chosen][:4]}.")
+                raise ValueError(
+                    "devices must be a non-empty sequence of jax.Device (e.g. jax.devices()[:4]), got "
+                    f"{[type(d).__name__ for d in chosen][:4]}."
+                )
             if len(set(chosen)) != len(chosen):
                 raise ValueError("devices lists the same device more than once.")
         else:
-            raise ValueError(f"{_DEVICES_FORMS}, got {type(devices).__name__}.")  # noqa: TRY004
+            raise ValueError(f"{_DEVICES_FORMS}, got {type(devices).__name__}.")
         mesh = Mesh(np.asarray(chosen, dtype=object), (AXIS,))
     size = int(mesh.devices.size)
     if size > n:
-        raise ValueError(f"devices: {size} devices for {n} households; every device needs at least one household, so "
-                         f"pass at most {n} devices.")
+        raise ValueError(
+            f"devices: {size} devices for {n} households; every device needs at least one household, so "
+            f"pass at most {n} devices."
+        )
     platforms = {d.platform for d in mesh.devices.flat}
     if len(platforms) > 1:
         raise ValueError(f"devices mixes platforms {sorted(platforms)}; use devices of one kind.")
     if not any(d.process_index == jax.process_index() for d in mesh.devices.flat):
-        raise ValueError(f"devices holds no device of this process ({jax.process_index()}); every process of a "
-                         f"multi-process run must take part with its own devices.")
+        raise ValueError(
+            f"devices holds no device of this process ({jax.process_index()}); every process of a "
+            f"multi-process run must take part with its own devices."
+        )
     return Layout(mesh, int(n))
 
 
@@ -325,16 +347,18 @@ def _chunk_operators(spec: tuple, leaves: list[Array]) -> list[MatrixOperator]:
 
 def _chunk_products(spec: tuple, leaves: list[Array], x: Array, transpose: bool) -> Array:
     """Each of this device's chunks' own product: ``M_c @ x_c`` (shape (chunks, m)), or ``M_c.T @ x``
-    for the replicated ``x`` (shape (chunks, chunk))."""
+    for the replicated ``x`` (shape (chunks, chunk)).
+    """
     count, (m, width) = leaves[0].shape[1], spec[4]
     if spec[3] == "scipy":  # one host callback for all chunks of the device, each chunk's own product
         tokens = leaves[0][0]
-        return scipy_chunk_products(tokens, x if transpose else x.reshape(count, width), width if transpose else m,
-                                    transpose)
+        return scipy_chunk_products(
+            tokens, x if transpose else x.reshape(count, width), width if transpose else m, transpose
+        )
     ops = _chunk_operators(spec, leaves)
     if transpose:
         return jnp.stack([op.rmatvec(x) for op in ops])
-    return jnp.stack([op.matvec(x[j * width:(j + 1) * width]) for j, op in enumerate(ops)])
+    return jnp.stack([op.matvec(x[j * width : (j + 1) * width]) for j, op in enumerate(ops)])
 
 
 def _matvec_impl(spec: tuple, leaves: list[Array], w: Array) -> Array:
@@ -351,7 +375,9 @@ def _matvec_impl(spec: tuple, leaves: list[Array], w: Array) -> Array:
             total = total + parts[j]
         return total
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P(axis)), out_specs=P(), check_vma=False)(leaves, w)
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P(axis)), out_specs=P(), check_vma=False)(
+        leaves, w
+    )
 
 
 def _rmatvec_impl(spec: tuple, leaves: list[Array], r: Array) -> Array:
@@ -360,7 +386,9 @@ def _rmatvec_impl(spec: tuple, leaves: list[Array], r: Array) -> Array:
     def local(lv, r_full):
         return _chunk_products(spec, lv, r_full, True).reshape(-1)
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P()), out_specs=P(axis), check_vma=False)(leaves, r)
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P()), out_specs=P(axis), check_vma=False)(
+        leaves, r
+    )
 
 
 # The predictions are replicated, so the cotangent of M @ w reaching each device is the whole
@@ -417,8 +445,15 @@ class ShardedOperator(MatrixOperator):
       keep: objects to keep alive with the operator (the host matrices of ``"scipy"`` blocks).
     """
 
-    def __init__(self, leaves: list[Array], spec: tuple, shape: tuple[int, int], dtype: Any, backend: str,
-                 keep: Any = None):
+    def __init__(
+        self,
+        leaves: list[Array],
+        spec: tuple,
+        shape: tuple[int, int],
+        dtype: Any,
+        backend: str,
+        keep: Any = None,
+    ):
         self.leaves = list(leaves)
         self.spec = spec
         self.shape = (int(shape[0]), int(shape[1]))
@@ -436,9 +471,12 @@ class ShardedOperator(MatrixOperator):
 
     def fingerprint(self, targets: Any) -> str | None:
         """The checkpoint fingerprint of M and ``targets`` (equal to ``checkpoint.fingerprint`` of the
-        whole matrix), when the operator was built with ``fingerprint=True``; else None."""
+        whole matrix), when the operator was built with ``fingerprint=True``; else None.
+        """
         lanes = getattr(self, "lanes", None)
-        return None if lanes is None else ckpt.fingerprint_of((self.shape[0], self.households), lanes, targets)
+        return (
+            None if lanes is None else ckpt.fingerprint_of((self.shape[0], self.households), lanes, targets)
+        )
 
     def tree_flatten(self):
         return (self.leaves,), (self.spec, self.shape, self.dtype.str, self.backend)
@@ -449,8 +487,10 @@ class ShardedOperator(MatrixOperator):
         return cls(children[0], spec, shape, dtype, backend)
 
     def __repr__(self) -> str:
-        return (f"ShardedOperator(shape={self.shape}, backend={self.backend!r}, devices={self.spec[0].devices.size}, "
-                f"dtype={self.dtype.name})")
+        return (
+            f"ShardedOperator(shape={self.shape}, backend={self.backend!r}, devices={self.spec[0].devices.size}, "
+            f"dtype={self.dtype.name})"
+        )
 
 
 def _host_threads(local_devices: int) -> int:
@@ -461,8 +501,16 @@ def _host_threads(local_devices: int) -> int:
     return max(1, cores // max(1, local_devices))
 
 
-def shard_operator(M: Any, layout: Layout, *, m: int, backend: str = "auto", dtype: Any = np.float32,
-                   name: str = "M", fingerprint: bool = False) -> ShardedOperator:
+def shard_operator(
+    M: Any,
+    layout: Layout,
+    *,
+    m: int,
+    backend: str = "auto",
+    dtype: Any = np.float32,
+    name: str = "M",
+    fingerprint: bool = False,
+) -> ShardedOperator:
     """Builds this process's column blocks of ``M`` and the sharded operator over the layout's mesh.
 
     Args:
@@ -484,23 +532,38 @@ def shard_operator(M: Any, layout: Layout, *, m: int, backend: str = "auto", dty
     local = layout.local()
     per_device = layout.chunks // layout.size
     # One chunk of households per entry: (device, first household, end household).
-    spans = [(d, lo + j * layout.chunk, lo + (j + 1) * layout.chunk) for _, d, lo, _ in local for j in range(per_device)]
+    spans = [
+        (d, lo + j * layout.chunk, lo + (j + 1) * layout.chunk)
+        for _, d, lo, _ in local
+        for j in range(per_device)
+    ]
     cols = [colblocks.column_range(M, lo, hi, m=m, dtype=dtype, name=name) for _, lo, hi in spans]
     lanes = None
     if fingerprint:
         with np.errstate(over="ignore"):
-            mine = sum((ckpt.csr_lanes(c, layout.n, offset=lo, transposed=True) for c, (_, lo, _) in zip(cols, spans)),
-                       np.zeros(2, np.uint64))
+            mine = sum(
+                (
+                    ckpt.csr_lanes(c, layout.n, offset=lo, transposed=True)
+                    for c, (_, lo, _) in zip(cols, spans)
+                ),
+                np.zeros(2, np.uint64),
+            )
             lanes = across_processes(mine).sum(axis=0, dtype=np.uint64)
     counts = across_processes([sum(c.nnz for c in cols), max(c.nnz for c in cols)])
     total_nnz, most = int(counts[:, 0].sum()), int(counts[:, 1].max())
     platform = layout.platform
     if backend == "auto":
-        backend = choose_backend((m, layout.chunk), -(-total_nnz // layout.chunks), itemsize=np.dtype(dtype).itemsize,
-                                 platform=platform)
+        backend = choose_backend(
+            (m, layout.chunk),
+            -(-total_nnz // layout.chunks),
+            itemsize=np.dtype(dtype).itemsize,
+            platform=platform,
+        )
     if backend == "scipy" and platform != "cpu":
-        raise ValueError(f"backend='scipy' runs scipy on the host and needs CPU devices; the mesh has {platform} "
-                         f"devices: use backend='auto' (pure XLA, 'ell' or 'dense').")
+        raise ValueError(
+            f"backend='scipy' runs scipy on the host and needs CPU devices; the mesh has {platform} "
+            f"devices: use backend='auto' (pure XLA, 'ell' or 'dense')."
+        )
     if backend == "ell":
         widths = _agree_ell_widths(cols, m)
     chunk_ops: list[MatrixOperator] = []
@@ -522,7 +585,7 @@ def shard_operator(M: Any, layout: Layout, *, m: int, backend: str = "auto", dty
     for k in range(len(flat[0][0])):
         parts = []
         for i, (_, d, _, _) in enumerate(local):
-            mine = [np.asarray(f[0][k]) for f in flat[i * per_device:(i + 1) * per_device]]
+            mine = [np.asarray(f[0][k]) for f in flat[i * per_device : (i + 1) * per_device]]
             parts.append(jax.device_put(np.stack(mine)[None], d))
         shape = (layout.size,) + parts[0].shape[1:]
         leaves.append(jax.make_array_from_single_device_arrays(shape, layout.households, parts))
@@ -535,12 +598,15 @@ def shard_operator(M: Any, layout: Layout, *, m: int, backend: str = "auto", dty
 
 def _agree_ell_widths(cols: list, m: int) -> tuple[int, int, int, int]:
     """The ``"ell"`` chunk widths (of M's rows, of M.T's rows) that cost least over all blocks, and
-    the most chunks any block needs in each orientation: shared by every block, agreed across processes."""
+    the most chunks any block needs in each orientation: shared by every block, agreed across processes.
+    """
     fwd = [np.bincount(c.indices, minlength=m) for c in cols]  # row lengths of M_i: targets
     bwd = [np.diff(c.indptr) for c in cols]  # row lengths of M_i.T: households
     costs = across_processes(np.stack([sum(ell_costs(x) for x in fwd), sum(ell_costs(x) for x in bwd)]))
     fwd_width, bwd_width = (ell_width(c) for c in costs.sum(axis=0))
-    chunks = across_processes([max(ell_chunks(x, fwd_width) for x in fwd), max(ell_chunks(x, bwd_width) for x in bwd)])
+    chunks = across_processes(
+        [max(ell_chunks(x, fwd_width) for x in fwd), max(ell_chunks(x, bwd_width) for x in bwd)]
+    )
     return fwd_width, bwd_width, int(chunks[:, 0].max()), int(chunks[:, 1].max())
 
 
@@ -552,24 +618,33 @@ def _agree_ell_widths(cols: list, m: int) -> tuple[int, int, int, int]:
 def shard_problem(problem: Any, layout: Layout) -> Any:
     """A ``model.Problem`` whose operator is already sharded, with every other array on the mesh:
     targets, scales, weights, budget and aggregate terms replicated, the distance term's design
-    weights and the weight bounds split, and the padding mask."""
+    weights and the weight bounds split, and the padding mask.
+    """
     mask = layout.mask()
     rep = functools.partial(jax.tree_util.tree_map, layout.put_replicated)
     terms = tuple(t.sharded(layout, mask) if hasattr(t, "sharded") else rep(t) for t in problem.terms)
     bounds = problem.bounds
     if bounds is not None:  # per-household [lower, upper]; the padding's (shut gates) is [0, 1]
-        bounds = type(bounds)(layout.put_households(np.asarray(bounds.lower), fill=0.0),
-                              layout.put_households(np.asarray(bounds.upper), fill=1.0))
-    return problem._replace(targets=layout.put_replicated(problem.targets), scale=layout.put_replicated(problem.scale),
-                            weights=layout.put_replicated(problem.weights), terms=terms,
-                            budget=None if problem.budget is None else rep(problem.budget), mask=mask,
-                            bounds=bounds)
+        bounds = type(bounds)(
+            layout.put_households(np.asarray(bounds.lower), fill=0.0),
+            layout.put_households(np.asarray(bounds.upper), fill=1.0),
+        )
+    return problem._replace(
+        targets=layout.put_replicated(problem.targets),
+        scale=layout.put_replicated(problem.scale),
+        weights=layout.put_replicated(problem.weights),
+        terms=terms,
+        budget=None if problem.budget is None else rep(problem.budget),
+        mask=mask,
+        bounds=bounds,
+    )
 
 
 def block_predictions(M: Any, op: ShardedOperator, weights: np.ndarray, layout: Layout) -> np.ndarray:
     """``M @ weights`` for column-block input: in float64 on the host when the blocks are in memory,
     else (blocks built on demand, never all on one host; or a ready ``ShardedOperator``) the
-    devices' float32 product."""
+    devices' float32 product.
+    """
     blocks = colblocks.as_column_blocks(M) if colblocks.is_column_input(M) else None
     w = np.asarray(weights, np.float64)
     if blocks is not None and blocks.in_memory:

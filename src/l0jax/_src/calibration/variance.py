@@ -70,19 +70,28 @@ def _sampling_fractions(fpc: Any, stratum: np.ndarray, psu_per_stratum: np.ndarr
     arr = np.asarray(fpc, np.float64)
     arr = np.full(n, float(arr)) if arr.ndim == 0 else arr
     if arr.shape != (n,):
-        raise ValueError(f"fpc must be a number or have shape ({n},), one value per household, got {arr.shape}.")
-    checks.check_nonnegative("fpc", arr, hint="It is the population number of PSUs in the stratum, or the "
-                                              "sampling fraction (<= 1).")
+        raise ValueError(
+            f"fpc must be a number or have shape ({n},), one value per household, got {arr.shape}."
+        )
+    checks.check_nonnegative(
+        "fpc",
+        arr,
+        hint="It is the population number of PSUs in the stratum, or the sampling fraction (<= 1).",
+    )
     per = np.zeros(k)
     per[stratum] = arr
     if not np.allclose(arr, per[stratum], rtol=0, atol=0):
-        raise ValueError("fpc must be constant within each stratum (the stratum's population count of PSUs, or "
-                         "its sampling fraction).")
+        raise ValueError(
+            "fpc must be constant within each stratum (the stratum's population count of PSUs, or "
+            "its sampling fraction)."
+        )
     frac = np.where(per <= 1, per, psu_per_stratum / np.where(per > 0, per, 1))
     if np.any(frac > 1 + 1e-12):
         h = int(np.argmax(frac))
-        raise ValueError(f"fpc gives stratum {h} a population of {per[h]:g} PSUs, fewer than the "
-                         f"{psu_per_stratum[h]} sampled there.")
+        raise ValueError(
+            f"fpc gives stratum {h} a population of {per[h]:g} PSUs, fewer than the "
+            f"{psu_per_stratum[h]} sampled there."
+        )
     return np.minimum(frac, 1.0)
 
 
@@ -169,9 +178,11 @@ def _variance(e: np.ndarray, design: SampleDesign) -> np.ndarray:
     lonely = (design.psu_count == 1) & (design.fraction < 1)
     if lonely.any():
         h = int(np.flatnonzero(lonely)[0])
-        raise ValueError(f"stratum {h} (the {h + 1}-th stratum label in sorted order) has a single PSU, whose "
-                         f"variance cannot be estimated; merge it with a similar stratum (or give fpc making it a "
-                         f"certainty stratum).")
+        raise ValueError(
+            f"stratum {h} (the {h + 1}-th stratum label in sorted order) has a single PSU, whose "
+            f"variance cannot be estimated; merge it with a similar stratum (or give fpc making it a "
+            f"certainty stratum)."
+        )
     factor = (1 - design.fraction[design.psu_stratum]) * counts / np.maximum(counts - 1, 1)
     var = np.sum(factor[:, None] * dev * dev, axis=0)
     return var.reshape(e.shape[1:]) if e.ndim == 2 else var.reshape(())
@@ -245,8 +256,9 @@ def _shape(x: np.ndarray, single: bool) -> Any:
     return float(x[0]) if single else x
 
 
-def calibrated_total(cal: classical.ClassicalCalibration, y: Any, *, strata: Any = None, clusters: Any = None,
-                     fpc: Any = None) -> SurveyEstimate:
+def calibrated_total(
+    cal: classical.ClassicalCalibration, y: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None
+) -> SurveyEstimate:
     """The calibrated total ``sum_j w_j y_j`` and its linearised (GREG residual) standard error.
 
     Args:
@@ -269,8 +281,9 @@ def calibrated_total(cal: classical.ClassicalCalibration, y: Any, *, strata: Any
     return SurveyEstimate(_shape(est, single), _shape(se, single), "total", "linearization")
 
 
-def calibrated_mean(cal: classical.ClassicalCalibration, y: Any, *, strata: Any = None, clusters: Any = None,
-                    fpc: Any = None) -> SurveyEstimate:
+def calibrated_mean(
+    cal: classical.ClassicalCalibration, y: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None
+) -> SurveyEstimate:
     """The calibrated mean ``sum_j w_j y_j / sum_j w_j`` and its linearised standard error.
 
     The mean is the total of ``(y - mean) / sum(w)`` to first order (R's ``svymean``).
@@ -330,8 +343,17 @@ class ReplicateWeights:
         return self.scale * np.sum(r * dev * dev, axis=0)
 
 
-def replicate_weights(design_weights: Any, *, method: str = "JK1", strata: Any = None, clusters: Any = None,
-                      fpc: Any = None, replicates: int = 200, key: Any = None, mse: bool = False) -> ReplicateWeights:
+def replicate_weights(
+    design_weights: Any,
+    *,
+    method: str = "JK1",
+    strata: Any = None,
+    clusters: Any = None,
+    fpc: Any = None,
+    replicates: int = 200,
+    key: Any = None,
+    mse: bool = False,
+) -> ReplicateWeights:
     """Jackknife or bootstrap replicates of the design weights (R's ``as.svrepdesign``).
 
     * ``"JK1"``: one replicate per PSU of an unstratified design: the PSU's weights set to 0, the
@@ -366,7 +388,9 @@ def replicate_weights(design_weights: Any, *, method: str = "JK1", strata: Any =
     design = sample_design(n, strata=strata, clusters=clusters, fpc=fpc)
     count = design.psu_count[design.psu_stratum]  # n_h of each PSU's stratum
     if np.any(count < 2):
-        raise ValueError("every stratum needs at least 2 PSUs for replicate weights; merge strata with a single PSU.")
+        raise ValueError(
+            "every stratum needs at least 2 PSUs for replicate weights; merge strata with a single PSU."
+        )
     if method in ("JK1", "JKn"):
         n_psu = design.psu_stratum.size
         factor = count / (count - 1.0)
@@ -389,8 +413,9 @@ def replicate_weights(design_weights: Any, *, method: str = "JK1", strata: Any =
         draws = rng.integers(0, k, (replicates, k - 1)) + k * np.arange(replicates)[:, None]
         times[:, members] = np.bincount(draws.ravel(), minlength=replicates * k).reshape(replicates, k)
     factors = 1 - lam + lam * count / (count - 1.0) * times
-    return ReplicateWeights(d[None, :] * factors[:, design.psu], 1.0 / (replicates - 1), np.ones(replicates),
-                            "bootstrap", mse)
+    return ReplicateWeights(
+        d[None, :] * factors[:, design.psu], 1.0 / (replicates - 1), np.ones(replicates), "bootstrap", mse
+    )
 
 
 def _host_rng(key: Any) -> np.random.Generator:
@@ -440,7 +465,9 @@ class ReplicateCalibration:
         z, single = _values(y, self.weights.shape[1])
         est = np.asarray(self.full.weights, np.float64) @ z
         var = self.replicates.variance(self.weights @ z, est)
-        return SurveyEstimate(_shape(est, single), _shape(np.sqrt(var), single), "total", self.replicates.method)
+        return SurveyEstimate(
+            _shape(est, single), _shape(np.sqrt(var), single), "total", self.replicates.method
+        )
 
     def mean(self, y: Any) -> SurveyEstimate:
         """The full-sample calibrated mean of y with its replicate standard error."""
@@ -449,10 +476,14 @@ class ReplicateCalibration:
         est = w @ z / w.sum()
         theta = (self.weights @ z) / self.weights.sum(axis=1)[:, None]
         var = self.replicates.variance(theta, est)
-        return SurveyEstimate(_shape(est, single), _shape(np.sqrt(var), single), "mean", self.replicates.method)
+        return SurveyEstimate(
+            _shape(est, single), _shape(np.sqrt(var), single), "mean", self.replicates.method
+        )
 
 
-def recalibrate_replicates(cal: classical.ClassicalCalibration, replicates: ReplicateWeights) -> ReplicateCalibration:
+def recalibrate_replicates(
+    cal: classical.ClassicalCalibration, replicates: ReplicateWeights
+) -> ReplicateCalibration:
     """Recalibrates every replicate of the design weights to ``cal``'s totals, in one compiled run.
 
     Each replicate's design weights go through the same Newton's method as ``cal`` (same method,
@@ -467,25 +498,33 @@ def recalibrate_replicates(cal: classical.ClassicalCalibration, replicates: Repl
       A ``ReplicateCalibration``; ``.total(y)`` and ``.mean(y)`` give replicate standard errors.
     """
     if not isinstance(replicates, ReplicateWeights):
-        raise TypeError(f"replicates must be a ReplicateWeights (l0jax.replicate_weights), got "
-                        f"{type(replicates).__name__}.")
+        raise TypeError(
+            f"replicates must be a ReplicateWeights (l0jax.replicate_weights), got "
+            f"{type(replicates).__name__}."
+        )
     n = cal.weights.shape[0]
     if replicates.weights.shape[1] != n:
-        raise ValueError(f"replicates has weights for {replicates.weights.shape[1]} households, the calibration "
-                         f"{n}.")
+        raise ValueError(
+            f"replicates has weights for {replicates.weights.shape[1]} households, the calibration {n}."
+        )
     dt = classical._dtype_of(cal.gram)
     lower, upper = cal.bounds
     with classical.precision_of(cal.gram):
         scale = classical.residual_scale(cal.gram, cal.design_weights, cal.targets)
     with classical.precision_of(cal.gram):
         args = [jnp.asarray(a, dt) for a in (cal.targets, replicates.weights, lower, upper, scale, cal.tol)]
-        iterations, converged, g = jax.device_get(solve_replicates(
-            cal.method, cal.gram, *args, jnp.asarray(cal.max_iter, jnp.int32)))
+        iterations, converged, g = jax.device_get(
+            solve_replicates(cal.method, cal.gram, *args, jnp.asarray(cal.max_iter, jnp.int32))
+        )
     converged = np.asarray(converged)
     if not converged.all():
         bad = np.flatnonzero(~converged)
-        warnings.warn(f"{bad.size} of {converged.size} replicates did not converge (first: {bad[:5].tolist()}); "
-                      f"their totals may be unreachable within the bounds once a PSU is dropped. Their weights are "
-                      f"kept; see .converged.", CalibrationWarning, stacklevel=2)
+        warnings.warn(
+            f"{bad.size} of {converged.size} replicates did not converge (first: {bad[:5].tolist()}); "
+            f"their totals may be unreachable within the bounds once a PSU is dropped. Their weights are "
+            f"kept; see .converged.",
+            CalibrationWarning,
+            stacklevel=2,
+        )
     weights = replicates.weights.astype(np.asarray(g).dtype) * np.asarray(g)
     return ReplicateCalibration(weights, np.asarray(iterations), converged, replicates, cal)

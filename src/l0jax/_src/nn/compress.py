@@ -94,7 +94,8 @@ class CompressedLinear(nnx.Linear):
 
     def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
         """x: (..., n_inputs) -> (..., out). ``deterministic``/``rngs`` are accepted and ignored, so
-        model code written for the gated layer runs unchanged."""
+        model code written for the gated layer runs unchanged.
+        """
         del deterministic, rngs
         return super().__call__(_gather_inputs(self, x))
 

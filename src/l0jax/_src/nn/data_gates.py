@@ -246,7 +246,11 @@ class SampleGate(L0Gate):
     ):
         n = _count("n_samples", n_samples)
         target = checks.check_int_in_range(
-            "target_samples", target_samples, 1, n, high_name="n_samples",
+            "target_samples",
+            target_samples,
+            1,
+            n,
+            high_name="n_samples",
             hint="a gate cannot select more rows than exist, and selecting none needs no gate.",
         )
         self.n_samples, self.target_samples = n, target
@@ -547,7 +551,11 @@ class HybridGate(nnx.Module):
             target = max(1, int(n * 0.2))
         else:
             target = checks.check_int_in_range(
-                "target_items", target_items, 1, n, high_name="n_items",
+                "target_items",
+                target_items,
+                1,
+                n,
+                high_name="n_items",
                 hint="or pass None for 20% of the items.",
             )
         self.n_items, self.target_items = n, target

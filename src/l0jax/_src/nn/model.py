@@ -146,7 +146,8 @@ def set_temperature(model: nnx.Module, temperature: Any) -> None:
 @nnx.jit
 def _layer_summaries(model: nnx.Module) -> dict[str, Any]:
     """Everything the statistics need, computed in one compiled call (eager op-by-op dispatch would
-    compile each small operation separately, which is slow for a many-layer model)."""
+    compile each small operation separately, which is slow for a many-layer model).
+    """
     out = {}
     for path, layer in l0_layers(model):
         kernel, _ = layer.eval_params()

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from l0jax._src import checks
-from l0jax._src import operators
+from l0jax._src import checks, operators
 
 Array = jax.Array
 MatrixOperator = operators.MatrixOperator
@@ -69,8 +68,9 @@ def as_design(
                 f"reshape a single feature with X.reshape(-1, 1)."
             )
         dtype = getattr(X, "dtype", None)
-        X = operators.as_operator(X, backend=backend, name=name,
-                                  dtype=compute_dtype(dtype if dtype is not None else np.float32))
+        X = operators.as_operator(
+            X, backend=backend, name=name, dtype=compute_dtype(dtype if dtype is not None else np.float32)
+        )
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"{name} has {X.shape[1]} columns but the model was built with n_features={n_features}; "

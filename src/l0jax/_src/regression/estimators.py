@@ -102,8 +102,12 @@ class _SparseL0Model:
         the seed (the same draw ``fit`` starts from).
         """
         if self._params is None:
-            start = train.unfitted_params(self._key, self.init_keep_prob, n_features=self.n_features,
-                                          bias=0.0 if self.fit_intercept else None)
+            start = train.unfitted_params(
+                self._key,
+                self.init_keep_prob,
+                n_features=self.n_features,
+                bias=0.0 if self.fit_intercept else None,
+            )
             self._set_params(jax.tree.map(jnp.asarray, start))
         return self._params
 
@@ -155,9 +159,16 @@ class _SparseL0Model:
         return design, y, yj, hyper, epochs
 
     def _carry(self, y: np.ndarray, dtype: Any, n_lambdas: int | None = None) -> Any:
-        carry = train.initial_carry(self._key, y, self.init_keep_prob, n_features=self.n_features,
-                                    kind=self._kind, fit_intercept=self.fit_intercept, dtype=dtype,
-                                    n_lambdas=n_lambdas)
+        carry = train.initial_carry(
+            self._key,
+            y,
+            self.init_keep_prob,
+            n_features=self.n_features,
+            kind=self._kind,
+            fit_intercept=self.fit_intercept,
+            dtype=dtype,
+            n_lambdas=n_lambdas,
+        )
         return jax.device_put(carry, self.device)
 
     def fit(
@@ -203,16 +214,28 @@ class _SparseL0Model:
 
         on_chunk = None
         if verbose:
+
             def on_chunk(start: int, record: train.History) -> None:
                 for i in range(len(record.loss)):
                     epoch = start + i + 1
                     if epoch <= epochs and epoch % verbose_freq == 0:
-                        print(f"Epoch {epoch:4d}: loss={record.loss[i]:.4f}, "
-                              f"{self._loss_name}={record.data_loss[i]:.4f}, "
-                              f"l0={record.l0[i]:.2f}, active={record.n_active[i]}")
+                        print(
+                            f"Epoch {epoch:4d}: loss={record.loss[i]:.4f}, "
+                            f"{self._loss_name}={record.data_loss[i]:.4f}, "
+                            f"l0={record.l0[i]:.2f}, active={record.n_active[i]}"
+                        )
 
-        params, history = train.run_fit(carry, design, yj, hyper, self._key, epochs,
-                                        kind=self._kind, eval_rule=self.eval_rule, on_chunk=on_chunk)
+        params, history = train.run_fit(
+            carry,
+            design,
+            yj,
+            hyper,
+            self._key,
+            epochs,
+            kind=self._kind,
+            eval_rule=self.eval_rule,
+            on_chunk=on_chunk,
+        )
         self._set_params(params)
         self.history_ = history._asdict()
         self._fitted = True

@@ -17,8 +17,7 @@ import numpy as np
 from l0jax._src import checks
 from l0jax._src.regression import design as dm
 from l0jax._src.regression import train
-from l0jax._src.regression.estimators import SparseL0Linear
-from l0jax._src.regression.estimators import SparseL0Logistic
+from l0jax._src.regression.estimators import SparseL0Linear, SparseL0Logistic
 
 _MODELS = {"linear": SparseL0Linear, "logistic": SparseL0Logistic}
 
@@ -151,9 +150,19 @@ def l0_path(
     checks.check_choice("backend", backend, dm.operators.BACKENDS)
     design = dm.as_design(X, device=dm.resolve_device(device), backend=backend)
     n_features = design.shape[1]
-    settings = dict(n_features=n_features, fit_intercept=fit_intercept, beta=beta, gamma=gamma, zeta=zeta,
-                    init_keep_prob=init_keep_prob, device=device, seed=seed, key=key, eval_rule=eval_rule,
-                    backend=backend)
+    settings = dict(
+        n_features=n_features,
+        fit_intercept=fit_intercept,
+        beta=beta,
+        gamma=gamma,
+        zeta=zeta,
+        init_keep_prob=init_keep_prob,
+        device=device,
+        seed=seed,
+        key=key,
+        eval_rule=eval_rule,
+        backend=backend,
+    )
     model = _MODELS[kind](**settings)
     design, y, yj, hyper, epochs = model._prepare(design, y, 0.0, lr, epochs)
     hyper = hyper._replace(lambda_reg=jnp.asarray(lambdas, hyper.lr.dtype))
@@ -161,19 +170,22 @@ def l0_path(
         hyper = jax.device_put(hyper, model.device)
 
     if X_val is not None:  # checked before the (long) training
-        design_val = dm.as_design(X_val, name="X_val", n_features=n_features, device=model.device,
-                                   backend=backend)
+        design_val = dm.as_design(
+            X_val, name="X_val", n_features=n_features, device=model.device, backend=backend
+        )
         y_val = model._encode_targets(y_val, design_val.shape[0], name="y_val", learn=False)
         yv = jnp.asarray(y_val, design_val.dtype)
 
     carry = model._carry(y, design.dtype, n_lambdas=lambdas.shape[0])
-    batched, history = train.run_path(carry, design, yj, hyper, model._key, epochs,
-                                      kind=kind, eval_rule=eval_rule)
+    batched, history = train.run_path(
+        carry, design, yj, hyper, model._key, epochs, kind=kind, eval_rule=eval_rule
+    )
     train_loss, gates = train.evaluate_path(batched, design, yj, hyper, kind=kind, eval_rule=eval_rule)
     val_loss = None
     if X_val is not None:
-        val_loss = np.asarray(train.evaluate_path(batched, design_val, yv, hyper, kind=kind,
-                                                  eval_rule=eval_rule)[0])
+        val_loss = np.asarray(
+            train.evaluate_path(batched, design_val, yv, hyper, kind=kind, eval_rule=eval_rule)[0]
+        )
 
     params_np = {name: np.asarray(value) for name, value in batched.items()}
     gates = np.asarray(gates)

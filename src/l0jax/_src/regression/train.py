@@ -95,8 +95,9 @@ def _path_chunk(carry, design, y, hyper, key, start, epochs, *, kind, eval_rule,
     TRACES["path_chunk"] += 1
 
     def one(c, lambda_reg):
-        return _chunk_body(c, design, y, hyper._replace(lambda_reg=lambda_reg), key, start, epochs,
-                           kind, eval_rule, length)
+        return _chunk_body(
+            c, design, y, hyper._replace(lambda_reg=lambda_reg), key, start, epochs, kind, eval_rule, length
+        )
 
     return jax.vmap(one)(carry, hyper.lambda_reg)
 
@@ -135,8 +136,14 @@ def initial_carry(
     Returns:
       The carry of the training loop, NumPy arrays.
     """
-    params = unfitted_params(root_key, init_keep_prob, n_features=n_features, dtype=dtype, zero_weights=False,
-                             bias=obj.initial_bias(y, kind) if fit_intercept else None)
+    params = unfitted_params(
+        root_key,
+        init_keep_prob,
+        n_features=n_features,
+        dtype=dtype,
+        zero_weights=False,
+        bias=obj.initial_bias(y, kind) if fit_intercept else None,
+    )
     # Adam's initial state is all zeros (moments and step count); only its structure is needed.
     shapes = jax.eval_shape(init_opt_state, params)
     opt_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
@@ -179,13 +186,27 @@ def _run(
 ) -> tuple[obj.Params, History]:
     records = []
     for start in range(0, epochs, chunk):
-        carry, record = runner(carry, design, y, hyper, key, np.int32(start), np.int32(epochs),
-                               kind=kind, eval_rule=eval_rule, length=chunk)
+        carry, record = runner(
+            carry,
+            design,
+            y,
+            hyper,
+            key,
+            np.int32(start),
+            np.int32(epochs),
+            kind=kind,
+            eval_rule=eval_rule,
+            length=chunk,
+        )
         records.append(record)
         if on_chunk is not None:
             on_chunk(start, jax.tree.map(np.asarray, record))
-    history = History(*(np.concatenate([np.asarray(r[f]) for r in records], axis=-1)[..., :epochs]
-                        for f in range(len(History._fields))))
+    history = History(
+        *(
+            np.concatenate([np.asarray(r[f]) for r in records], axis=-1)[..., :epochs]
+            for f in range(len(History._fields))
+        )
+    )
     return carry[0], history
 
 
@@ -219,8 +240,19 @@ def run_fit(
     Returns:
       The trained parameters and the per-epoch History (NumPy arrays).
     """
-    return _run(_run_single_chunk, carry, design, y, hyper, key, epochs, kind=kind, eval_rule=eval_rule,
-                on_chunk=on_chunk, chunk=chunk)
+    return _run(
+        _run_single_chunk,
+        carry,
+        design,
+        y,
+        hyper,
+        key,
+        epochs,
+        kind=kind,
+        eval_rule=eval_rule,
+        on_chunk=on_chunk,
+        chunk=chunk,
+    )
 
 
 def run_path(
@@ -251,8 +283,19 @@ def run_path(
     Returns:
       Parameters with a leading axis of length k, and the History with arrays of shape (k, epochs).
     """
-    return _run(_run_path_chunk, carry, design, y, hyper, key, epochs, kind=kind, eval_rule=eval_rule,
-                on_chunk=None, chunk=chunk)
+    return _run(
+        _run_path_chunk,
+        carry,
+        design,
+        y,
+        hyper,
+        key,
+        epochs,
+        kind=kind,
+        eval_rule=eval_rule,
+        on_chunk=None,
+        chunk=chunk,
+    )
 
 
 def _evaluate(params, design, y, hyper, *, kind, eval_rule):
