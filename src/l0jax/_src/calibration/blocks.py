@@ -123,7 +123,7 @@ class ColumnBlocks:
         shapes = [_npz_shape(f) for f in files]
         rows = {s[0] for s in shapes}
         if len(rows) > 1:
-            counts = ", ".join(f"{f.name}: {s[0]}" for f, s in zip(files[:6], shapes))
+            counts = ", ".join(f"{f.name}: {s[0]}" for f, s in zip(files[:6], shapes, strict=False))
             raise ValueError(
                 f"{folder}: the column blocks have different numbers of rows ({counts}); every block "
                 f"must have one row per target."

@@ -329,7 +329,7 @@ def load_checkpoint(
             f"checkpoint {path} holds the state of another setup (optimizer, use_gates or PRNG key type differ); "
             f"resume with the settings it was made with."
         )
-    for i, (leaf, arr) in enumerate(zip(leaves, arrays)):
+    for i, (leaf, arr) in enumerate(zip(leaves, arrays, strict=True)):
         if tuple(np.shape(leaf)) != arr.shape or np.asarray(leaf).dtype != arr.dtype:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this run: array {i} has shape {arr.shape} and dtype {arr.dtype}, "

@@ -343,7 +343,7 @@ def weight_summary(weights: Any, initial_weights: Any = None) -> dict[str, float
     }
     if active.size:
         q = np.quantile(active, [0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0])
-        out.update(zip(("min", "p01", "p10", "median", "p90", "p99", "max"), map(float, q)))
+        out.update(zip(("min", "p01", "p10", "median", "p90", "p99", "max"), map(float, q), strict=True))
         out["mean"] = float(active.mean())
         out["kish_ess"] = float(active.sum() ** 2 / np.sum(active**2))
         out["design_effect"] = float(active.size / out["kish_ess"])
@@ -362,7 +362,10 @@ def weight_summary(weights: Any, initial_weights: Any = None) -> dict[str, float
 def format_weight_summary(summary: dict[str, float]) -> str:
     """One paragraph of text for ``weight_summary``'s result."""
     s = summary
-    text = f"{s['active']:,} of {s['households']:,} households active ({s['active_share']:.2%}), total weight {s['total']:,.6g}"
+    text = (
+        f"{s['active']:,} of {s['households']:,} households active ({s['active_share']:.2%}), "
+        f"total weight {s['total']:,.6g}"
+    )
     if s["active"]:
         text += (
             f"; active weights min {s['min']:.4g}, median {s['median']:.4g}, p99 {s['p99']:.4g}, max {s['max']:.4g}; "

@@ -126,7 +126,10 @@ def _joint_targets(csr, t, scale, lo, hi, tol, names, bounds_text) -> str | None
     rows = sp.diags(1 / scale) @ csr
     a_eq = sp.hstack([rows, sp.identity(m), -sp.identity(m)], format="csr")
     cost = np.concatenate([np.zeros(n), np.ones(2 * m)])
-    box = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b) for a, b in zip(lo, hi)]
+    box = [
+        (None if not np.isfinite(a) else a, None if not np.isfinite(b) else b)
+        for a, b in zip(lo, hi, strict=True)
+    ]
     res = linprog(cost, A_eq=a_eq, b_eq=t / scale, bounds=box + [(0, None)] * (2 * m), method="highs")
     if res.status != 0 or res.fun <= max(tol, 1e-9) * m:
         return None

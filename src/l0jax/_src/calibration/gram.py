@@ -121,7 +121,9 @@ class PaddedGram:
         full = n // block
 
         def body(i, acc):
-            take = lambda x: jax.lax.dynamic_slice_in_dim(x, i * block, block)
+            def take(x):
+                return jax.lax.dynamic_slice_in_dim(x, i * block, block)
+
             return acc + self._pairs(take(self.idx), take(self.val), take(v))
 
         upper = jax.lax.fori_loop(0, full, body, jnp.zeros((self.m, self.m), self.val.dtype))

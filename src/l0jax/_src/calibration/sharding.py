@@ -24,10 +24,11 @@ household ``j`` at epoch ``t`` is ``gate_noise(key, n, t)[j]``, a hash of ``(key
 gates.
 
 Padding: ``n`` households are cut into ``lcm(8, D)`` chunks of ``ceil(n / chunks)`` on ``D``
-devices (whole chunks each); the last chunks are padded with empty columns of M, and ``Problem.mask`` marks the padding households, whose gates
-are held shut and which are left out of every sum (counts, penalties). The state a caller sees
-(``result.state``, checkpoints, ``NonFiniteLossError.state``) is unpadded and on the default
-device, so it does not depend on the layout: a run on 4 devices continues on 2, on 1, or unsharded.
+devices (whole chunks each); the last chunks are padded with empty columns of M, and ``Problem.mask``
+marks the padding households, whose gates are held shut and which are left out of every sum (counts,
+penalties). The state a caller sees (``result.state``, checkpoints, ``NonFiniteLossError.state``) is
+unpadded and on the default device, so it does not depend on the layout: a run on 4 devices continues
+on 2, on 1, or unsharded.
 
 Multi-process: after ``jax.distributed.initialize`` the mesh may hold devices of every process;
 each process builds only its own devices' blocks (``blocks.column_range``), and values that go to
@@ -544,7 +545,7 @@ def shard_operator(
             mine = sum(
                 (
                     ckpt.csr_lanes(c, layout.n, offset=lo, transposed=True)
-                    for c, (_, lo, _) in zip(cols, spans)
+                    for c, (_, lo, _) in zip(cols, spans, strict=True)
                 ),
                 np.zeros(2, np.uint64),
             )

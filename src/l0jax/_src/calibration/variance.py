@@ -196,7 +196,10 @@ def _variance(e: np.ndarray, design: SampleDesign) -> np.ndarray:
 def _greg_fitted_impl(gram: DenseGram | PaddedGram, design: Array, z: Array) -> Array:
     """``x_j' B`` for each column of z (n, k): the fitted values of the d-weighted regression on M."""
     hess = gram.gram(design)
-    fit = lambda col: gram.rmatvec(classical.solve_psd(hess, gram.matvec(design * col)))
+
+    def fit(col):
+        return gram.rmatvec(classical.solve_psd(hess, gram.matvec(design * col)))
+
     return jax.vmap(fit, in_axes=1, out_axes=1)(z)
 
 
@@ -240,7 +243,7 @@ class SurveyEstimate:
 
     def __repr__(self) -> str:
         est, se = np.atleast_1d(self.estimate), np.atleast_1d(self.se)
-        body = ", ".join(f"{e:.6g} (SE {s:.4g})" for e, s in zip(est, se))
+        body = ", ".join(f"{e:.6g} (SE {s:.4g})" for e, s in zip(est, se, strict=True))
         return f"SurveyEstimate({self.kind}: {body}; {self.method})"
 
 
@@ -434,7 +437,9 @@ def _host_rng(key: Any) -> np.random.Generator:
 
 
 def _replicates_impl(method, gram, targets, designs, lower, upper, scale, tol, max_iter):
-    solve = lambda d: classical.solve_impl(method, gram, targets, d, lower, upper, scale, tol, max_iter)
+    def solve(d):
+        return classical.solve_impl(method, gram, targets, d, lower, upper, scale, tol, max_iter)
+
     state, g = jax.vmap(solve)(designs)
     return state.iterations, state.converged, g
 
