@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import jax
 import numpy as np
+from jax.core import Tracer
 
 
 def concrete(value: Any) -> np.ndarray | None:
     """Returns ``value`` as a NumPy array, or None when it is a tracer (unknown at trace time)."""
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
         return None
     try:
         return np.asarray(value)

@@ -105,7 +105,7 @@ def _hash_grid(key: Array, shape: tuple[int, ...], counter: ArrayLike, offset: A
     size = int(np.prod(shape, dtype=np.int64))
     if size > 2**32:
         raise ValueError(f"shape {shape} has {size} elements; the hash noise indexes at most 2**32 per key.")
-    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         words = jax.random.key_data(key).reshape(-1)
     elif jnp.asarray(key).dtype == jnp.uint32 and jnp.ndim(key) == 1:  # a raw key, jax.random.PRNGKey(0)
         words = jnp.asarray(key)

@@ -49,16 +49,20 @@ import os
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.core import Tracer
 
 from l0jax._src import checks
 
 Array = jax.Array
+# An operator's arrays: on the device, or NumPy arrays about to be stacked and split over a mesh
+# (calibration/sharding.py builds its block operators on the host).
+Leaf = jax.Array | np.ndarray
 BACKENDS = ("auto", "dense", "sparse", "ell", "scipy")
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -96,12 +100,21 @@ def _resolve_dtype(dtype: Any) -> np.dtype:
     dt = np.dtype(dtype)
     if dt.kind != "f" or dt.itemsize < 4:
         raise ValueError(f"dtype must be float32 or float64, got {dt}.")
-    if dt == np.float64 and not jax.config.jax_enable_x64:
+    if dt == np.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "dtype float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) first, "
             "or use dtype=jnp.float32."
         )
     return dt
+
+
+def is_sparse(M: object) -> bool:
+    """``scipy.sparse.issparse``: whether ``M`` is a scipy sparse matrix or array, of any format.
+
+    (scipy's type stubs narrow ``issparse`` to an abstract base that declares none of the attributes
+    every sparse format has, ``shape``, ``format``, ``tocsr``; a plain bool leaves ``M`` as it was typed.)
+    """
+    return sp.issparse(M)
 
 
 def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -182,7 +195,7 @@ def check_matrix(M: Any, *, name: str = "M", dtype: Any = np.float32) -> None:
       ValueError: as ``as_operator``.
     """
     dt = np.dtype(dtype)
-    if not sp.issparse(M):
+    if not is_sparse(M):
         _host_dense(name, M, dt)
         return
     _check_real(name, np.dtype(M.dtype))
@@ -195,7 +208,7 @@ def check_matrix(M: Any, *, name: str = "M", dtype: Any = np.float32) -> None:
 def _check_jax_dense(name: str, M: Array, dtype: np.dtype) -> None:
     _check_real(name, np.dtype(M.dtype))
     _check_shape(name, M.shape)
-    if isinstance(M, jax.core.Tracer):
+    if isinstance(M, Tracer):
         return  # values unknown at trace time; checked where the matrix was made
     # Reduced on the device; only a matrix with a bad value comes to the host for the message.
     if jnp.issubdtype(M.dtype, jnp.floating) and not bool(jnp.isfinite(M).all()):
@@ -293,14 +306,15 @@ class DenseOperator(MatrixOperator):
 
     backend = "dense"
 
-    def __init__(self, data: Array):
+    def __init__(self, data: Leaf):
         self.data = data
-        self.shape = tuple(int(d) for d in data.shape)
+        # A (m, n) matrix; jax may unflatten with other leaves, which only pass through.
+        self.shape = cast(tuple[int, int], tuple(int(d) for d in data.shape))
         self.dtype = np.dtype(data.dtype)
 
     def matvec(self, w: Array) -> Array:
         """``M @ w``: ``w`` of shape (n,) -> shape (m,)."""
-        return self.data @ self._vector("w", w, self.shape[1])
+        return jnp.matmul(self.data, self._vector("w", w, self.shape[1]))
 
     def rmatvec(self, r: Array) -> Array:
         """``M.T @ r``: ``r`` of shape (m,) -> shape (n,)."""
@@ -327,7 +341,7 @@ class SparseOperator(MatrixOperator):
 
     backend = "sparse"
 
-    def __init__(self, data: Array, rows: Array, cols: Array, shape: tuple[int, int]):
+    def __init__(self, data: Leaf, rows: Leaf, cols: Leaf, shape: tuple[int, int]):
         self.data, self.rows, self.cols = data, rows, cols
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(data.dtype)
@@ -349,7 +363,8 @@ class SparseOperator(MatrixOperator):
 
     @classmethod
     def tree_unflatten(cls, shape, children):
-        return cls(*children, shape)
+        data, rows, cols = children
+        return cls(data, rows, cols, shape)
 
 
 # -- the sliced-ELL backend (pure XLA, for accelerators) ----------------------------------------
@@ -483,12 +498,12 @@ class EllOperator(MatrixOperator):
 
     def __init__(
         self,
-        fdata: Array,
-        fcols: Array,
-        frows: Array,
-        bdata: Array,
-        bcols: Array,
-        brows: Array,
+        fdata: Leaf,
+        fcols: Leaf,
+        frows: Leaf,
+        bdata: Leaf,
+        bcols: Leaf,
+        brows: Leaf,
         *,
         shape: tuple[int, int],
     ):
@@ -547,31 +562,43 @@ class _HostMatrices:
     """
 
     def __init__(self, csr: sp.csr_matrix | None, threads: int, transposed: sp.csr_matrix | None = None):
-        self.shape = csr.shape if csr is not None else transposed.shape[::-1]
-        self.nnz = int(csr.nnz if csr is not None else transposed.nnz)
+        if csr is not None:
+            m, n = csr.shape
+            self.nnz = int(csr.nnz)
+        else:
+            assert transposed is not None, "the CSR of M or of M.T is needed"
+            n, m = transposed.shape
+            self.nnz = int(transposed.nnz)
+        self.shape = (int(m), int(n))
         self.threads = threads
-        m, n = self.shape
         wide, tall = m * _SCATTER_MIN_RATIO <= n, n * _SCATTER_MIN_RATIO <= m
         if transposed is None and not tall:
+            assert csr is not None
             transposed = csr.T.tocsr()
         if csr is None and not wide:
+            assert transposed is not None
             csr = transposed.T.tocsr()
-        self.forward = None if wide and csr is None else _row_blocks(csr, threads)
-        self.transpose = None if tall and transposed is None else _row_blocks(transposed, threads)
+        # An orientation is missing only where no gather needs it (csr of a wide M, M.T's of a tall one).
+        self.forward = None if csr is None else _row_blocks(csr, threads)
+        self.transpose = None if transposed is None else _row_blocks(transposed, threads)
         # A scatter sums one partial output per block, so its blocks follow a fixed rule rather than
         # the thread count: the same matrix gives bitwise the same products on any machine. The CSC
         # views are built once: scipy's .T checks the index arrays (a pass as long as the product).
-        self._scatter = {}
+        self._scatter: dict[bool, tuple[list[sp.csc_matrix], np.ndarray]] = {}
         for transpose, source in ((False, transposed), (True, csr)):
-            out_size, in_size = (self.shape[1], self.shape[0]) if transpose else self.shape
+            out_size, in_size = (n, m) if transpose else (m, n)
             if out_size * _SCATTER_MIN_RATIO <= in_size:
+                assert source is not None  # kept: no matrix is both wide and tall
                 self._scatter[transpose] = _csc_blocks(_row_blocks(source, _SCATTER_BLOCKS))
 
     def product(self, transpose: bool, x: np.ndarray) -> np.ndarray:
         """``M.T @ x`` if ``transpose`` else ``M @ x``, for ``x`` of shape (k,) or (k, batch)."""
         if transpose in self._scatter:
-            return _scatter_blocks(*self._scatter[transpose], x, self.threads)
-        return _gather_blocks(self.transpose if transpose else self.forward, x)
+            blocks, starts = self._scatter[transpose]
+            return _scatter_blocks(blocks, starts, x, self.threads)
+        gather = self.transpose if transpose else self.forward
+        assert gather is not None  # kept: only an orientation that scatters may be missing
+        return _gather_blocks(gather, x)
 
 
 def row_block(csr: sp.csr_matrix, lo: int, hi: int) -> sp.csr_matrix:
@@ -767,8 +794,10 @@ class ScipyOperator(MatrixOperator):
         _REGISTRY[token] = host
         self._host = host
         self.token = np.int32(token)
-        self.shape = tuple(int(d) for d in host.shape)
-        self.dtype = np.dtype((csr if csr is not None else transposed).dtype)
+        self.shape = host.shape
+        source = csr if csr is not None else transposed
+        assert source is not None  # _HostMatrices needs one of the two
+        self.dtype = np.dtype(source.dtype)
 
     @property
     def nnz(self) -> int:
@@ -843,7 +872,7 @@ def as_operator(
     if threads is not None:
         threads = checks.check_int_at_least("threads", threads, 1)
 
-    if sp.issparse(M):
+    if is_sparse(M):
         csr = canonical_csr(name, M, dt)
         if backend == "auto":
             backend = choose_backend(csr.shape, csr.nnz, itemsize=dt.itemsize)

@@ -27,13 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.sparse as sp
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import blocks, diagnostics, engine, losses, model, production, sharding
 from l0jax._src.calibration.result import CalibrationResult
-from l0jax._src.operators import BACKENDS, MatrixOperator, as_operator, row_block
+from l0jax._src.operators import BACKENDS, MatrixOperator, as_operator, is_sparse, row_block
+from l0jax._src.schedules import Schedule
 
 Array = jax.Array
 
@@ -77,7 +77,7 @@ def _host_predict(M: Any, weights: np.ndarray) -> np.ndarray:
     w = np.asarray(weights, np.float64)
     if isinstance(M, MatrixOperator):
         return np.asarray(M.matvec(jnp.asarray(weights)), np.float64)
-    if sp.issparse(M):
+    if is_sparse(M):
         csr = M if M.format == "csr" else M.tocsr()
         if csr.dtype == np.float64:
             return np.asarray(csr @ w).reshape(-1)
@@ -133,7 +133,7 @@ def _calibrate(
     normalize_groups: bool,
     group_multipliers: Mapping[Any, float] | None,
     optimizer: optax.GradientTransformation | None,
-    temperature: Any,
+    temperature: Schedule | float | None,
     eval_rule: str,
     polish: bool,
     polish_epochs: int | None,
@@ -236,7 +236,7 @@ def _calibrate(
             dtype=dt,
             settings=settings,
             layout=layout,
-            fingerprint=None if layout is None else op.fingerprint(y),
+            fingerprint=op.fingerprint(y) if isinstance(op, sharding.ShardedOperator) else None,
         )
         problem = run.extend_problem(problem)
     if layout is not None:
@@ -310,6 +310,7 @@ def _calibrate(
         if weight_bounds is not None:
             w = model.round_into_bounds(w, init_weights, weight_bounds)
         if column_input or isinstance(M, sharding.ShardedOperator):
+            assert layout is not None  # column input and sharded operators always have one
             predictions = sharding.block_predictions(M, problem.op, w, layout)
         else:
             predictions = _host_predict(M, w)
@@ -787,6 +788,7 @@ class SparseCalibrationWeights:
         return self
 
     def _set_bounds(self, weight_bounds: tuple[float, float] | None) -> None:
+        assert self._state is not None  # called once a fit has set the state
         self._weight_bounds = weight_bounds
         self._bounds = (
             None
@@ -841,7 +843,7 @@ class SparseCalibrationWeights:
         if shape is None or len(shape) != 2 or shape[1] != self.n_features:
             raise ValueError(f"M must have shape (m, {self.n_features}), got {shape}.")
         if not isinstance(M, MatrixOperator):
-            data = M.data if sp.issparse(M) else np.asarray(M)
+            data = M.data if is_sparse(M) else np.asarray(M)
             checks.check_finite("M", data)
         return _host_predict(M, self.get_weights(deterministic=True))
 

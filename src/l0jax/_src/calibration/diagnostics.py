@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from l0jax._src.calibration.blocks import ColumnBlocks
-from l0jax._src.operators import MatrixOperator
+from l0jax._src.operators import MatrixOperator, is_sparse
 
 
 class CalibrationWarning(UserWarning):
@@ -40,7 +40,7 @@ def _operator_refused(M: Any) -> None:
 
 def _as_host_csr(M: Any) -> sp.csr_matrix:
     _operator_refused(M)
-    return (M if sp.issparse(M) else sp.csr_matrix(np.asarray(M, np.float64))).tocsr()
+    return (M if is_sparse(M) else sp.csr_matrix(np.asarray(M, np.float64))).tocsr()
 
 
 def _names(target_names: Sequence[str] | None, m: int) -> list[str]:
@@ -75,24 +75,26 @@ def _row_extremes(M: Any) -> tuple[np.ndarray, np.ndarray]:
     """Largest and smallest stored value of each row (-inf/+inf for empty rows), without copying M."""
     _operator_refused(M)
     if isinstance(M, ColumnBlocks):  # the extremes of the blocks' extremes, one block at a time
-        hi, lo = None, None
+        hi: np.ndarray | None = None
+        lo: np.ndarray | None = None
         for i in range(len(M)):
             b = M.block(i)
-            bh, bl = _row_extremes(b if sp.issparse(b) else np.asarray(b))
-            hi, lo = (bh, bl) if hi is None else (np.maximum(hi, bh), np.minimum(lo, bl))
+            bh, bl = _row_extremes(b if is_sparse(b) else np.asarray(b))
+            hi, lo = (bh, bl) if hi is None or lo is None else (np.maximum(hi, bh), np.minimum(lo, bl))
+        assert hi is not None and lo is not None  # column blocks hold at least one block
         return hi, lo
-    if not sp.issparse(M):
+    if not is_sparse(M):
         arr = np.asarray(M)
         return arr.max(axis=1).astype(np.float64), arr.min(axis=1).astype(np.float64)
     csr = M.tocsr()
     m = csr.shape[0]
     nonempty = np.diff(csr.indptr) > 0
-    hi, lo = np.full(m, -np.inf), np.full(m, np.inf)
+    row_hi, row_lo = np.full(m, -np.inf), np.full(m, np.inf)
     if csr.nnz:
         starts = csr.indptr[:-1][nonempty]
-        hi[nonempty] = np.maximum.reduceat(csr.data, starts)
-        lo[nonempty] = np.minimum.reduceat(csr.data, starts)
-    return hi, lo
+        row_hi[nonempty] = np.maximum.reduceat(csr.data, starts)
+        row_lo[nonempty] = np.minimum.reduceat(csr.data, starts)
+    return row_hi, row_lo
 
 
 def achievable(M: Any, targets: Any) -> np.ndarray:
@@ -270,11 +272,12 @@ def check_targets(
     Returns:
       The messages (empty when all is well).
     """
-    if not (sp.issparse(M) or isinstance(M, (MatrixOperator, ColumnBlocks))):
+    if not (is_sparse(M) or isinstance(M, ColumnBlocks)):
+        _operator_refused(M)
         M = np.asarray(M)  # nested lists too
-    _operator_refused(M)
     y = np.asarray(targets, np.float64).reshape(-1)
-    m, n = (M.shape[0] if M.shape[0] is not None else y.size), M.shape[1]
+    rows, n = M.shape[0], M.shape[1]
+    m = rows if rows is not None else y.size
     names = _names(target_names, m)
     messages = []
 
@@ -296,9 +299,7 @@ def check_targets(
             est = _block_products(M, [w0])[0]
         else:
             est = (
-                np.asarray(M @ w0, np.float64).reshape(-1)
-                if sp.issparse(M)
-                else np.asarray(M, np.float64) @ w0
+                np.asarray(M @ w0, np.float64).reshape(-1) if is_sparse(M) else np.asarray(M, np.float64) @ w0
             )
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.abs(est) / np.abs(y)

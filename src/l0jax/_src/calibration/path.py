@@ -30,7 +30,7 @@ from l0jax._src.calibration import dual, engine, losses, model
 from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.distance import DISTANCES, distance_term
 from l0jax._src.calibration.production import TARGET_ACTIVE_ANNEAL
-from l0jax._src.operators import MatrixOperator, as_operator
+from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
 
 Array = jax.Array
 TRACES: collections.Counter = collections.Counter()
@@ -133,7 +133,7 @@ def _holdout_rows(holdout: Any, m: int, key: Any) -> tuple[np.ndarray, np.ndarra
 
 
 def _rows(M: Any, rows: np.ndarray) -> Any:
-    if sp.issparse(M):
+    if is_sparse(M):
         return sp.csr_matrix(M)[rows]
     return np.asarray(M)[rows]
 

@@ -42,7 +42,7 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,10 @@ CHUNKS = 8
 # --------------------------------------------------------------------------------------------
 # Devices and layout
 # --------------------------------------------------------------------------------------------
+
+
+# A pytree that place/unplace return with the same structure (a state, a term).
+_Tree = TypeVar("_Tree")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +141,8 @@ class Layout:
         """Sharding of everything else: a copy on every device."""
         return NamedSharding(self.mesh, P())
 
-    def local(self) -> list[tuple[int, jax.Device, int, int]]:
+    # jaxlib defines jax.Device by assignment from its compiled module, which has no type stubs.
+    def local(self) -> list[tuple[int, jax.Device, int, int]]:  # pyright: ignore[reportInvalidTypeForm]
         """This process's devices: ``(position in the mesh, device, first household, end household)``."""
         me = jax.process_index()
         return [
@@ -176,7 +181,7 @@ class Layout:
         """True for the real households, False for the padding; shape (padded,), split over the mesh."""
         return self.put_households(np.ones(self.n, bool), fill=False)
 
-    def place(self, tree: Any) -> Any:
+    def place(self, tree: _Tree) -> _Tree:
         """An unpadded pytree (a state, a term) on the mesh: leaves with leading dimension ``n`` split
         and padded with zeros, every other leaf replicated. Leaves already on this mesh are kept.
         """
@@ -204,7 +209,7 @@ class Layout:
         """A per-household global array on the host without its padding, shape (n, ...)."""
         return fetch(x)[: self.n]
 
-    def unplace(self, tree: Any) -> Any:
+    def unplace(self, tree: _Tree) -> _Tree:
         """The inverse of ``place``: per-household leaves unpadded; every leaf on the default device."""
         local_device = jax.local_devices()[0]
 
@@ -462,6 +467,12 @@ class ShardedOperator(MatrixOperator):
         self.backend = backend
         self._keep = keep
 
+    # Set by shard_operator on the operator it returns (copies made by jax.tree operations lack them):
+    # the entries' fingerprint lanes (when built with fingerprint=True), the real households, the layout.
+    lanes: np.ndarray | None = None
+    households: int
+    layout: Layout
+
     def matvec(self, w: Array) -> Array:
         """``M @ w``: ``w`` of shape (padded,) split over the mesh -> shape (m,), replicated."""
         return _sharded_matvec(self.spec, self.leaves, self._vector("w", w, self.shape[1]))
@@ -474,7 +485,7 @@ class ShardedOperator(MatrixOperator):
         """The checkpoint fingerprint of M and ``targets`` (equal to ``checkpoint.fingerprint`` of the
         whole matrix), when the operator was built with ``fingerprint=True``; else None.
         """
-        lanes = getattr(self, "lanes", None)
+        lanes = self.lanes
         return (
             None if lanes is None else ckpt.fingerprint_of((self.shape[0], self.households), lanes, targets)
         )
@@ -641,7 +652,7 @@ def shard_problem(problem: Any, layout: Layout) -> Any:
     )
 
 
-def block_predictions(M: Any, op: ShardedOperator, weights: np.ndarray, layout: Layout) -> np.ndarray:
+def block_predictions(M: Any, op: MatrixOperator, weights: np.ndarray, layout: Layout) -> np.ndarray:
     """``M @ weights`` for column-block input: in float64 on the host when the blocks are in memory,
     else (blocks built on demand, never all on one host; or a ready ``ShardedOperator``) the
     devices' float32 product.
