@@ -32,7 +32,8 @@ from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import blocks, diagnostics, engine, losses, model, production, sharding
 from l0jax._src.calibration.result import CalibrationResult
-from l0jax._src.operators import BACKENDS, MatrixOperator, as_operator, is_sparse, row_block
+from l0jax._src.host_operators import row_block
+from l0jax._src.operators import BACKENDS, MatrixOperator, as_operator, is_sparse
 from l0jax._src.schedules import Schedule
 
 Array = jax.Array

@@ -52,6 +52,7 @@ from jax.sharding import PartitionSpec as P
 
 from l0jax._src.calibration import blocks as colblocks
 from l0jax._src.calibration import checkpoint as ckpt
+from l0jax._src.host_operators import scipy_chunk_products
 from l0jax._src.operators import (
     DenseOperator,
     EllOperator,
@@ -63,7 +64,6 @@ from l0jax._src.operators import (
     ell_costs,
     ell_parts,
     ell_width,
-    scipy_chunk_products,
     sparse_parts,
 )
 
