@@ -302,7 +302,7 @@ def calibrate_path(
     Raises:
       ValueError: bad input (grid, holdout, shapes, ...), named.
     """
-    from l0jax._src.calibration.api import _as_key, _targets, default_polish_epochs
+    from l0jax._src.calibration.fit import as_key, default_polish_epochs, targets_vector
 
     checks.check_choice("loss_type", loss_type, losses.LOSS_TYPES)
     checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
@@ -324,12 +324,12 @@ def calibrate_path(
             "rows, not an operator."
         )
     hparams = model.make_hyperparams(0.0, lambda_l2, gamma, zeta)
-    key = _as_key(key)
+    key = as_key(key)
     shape = getattr(M, "shape", np.shape(M))
     if len(shape) != 2:
         raise ValueError(f"M must be a 2-D matrix (targets x households), got shape {shape}.")
     m, n = int(shape[0]), int(shape[1])
-    y = _targets(targets, m)
+    y = targets_vector(targets, m)
     grid, kind = _grid(lambdas, counts, n)
     fit_rows, held_rows = _holdout_rows(holdout, m, key)
     M_fit, M_held = _rows(M, fit_rows), _rows(M, held_rows)
