@@ -104,7 +104,10 @@ def test_same_seed_gives_bitwise_same_fit_and_other_seeds_differ(small):
     fits = [l0jax.SparseL0Linear(12, seed=s).fit(X, y, epochs=300) for s in (3, 3, 4)]
     for name in ("weight", "log_alpha", "bias"):
         np.testing.assert_array_equal(np.asarray(getattr(fits[0], name)), np.asarray(getattr(fits[1], name)))
-    assert not np.array_equal(np.asarray(fits[0].weight), np.asarray(fits[2].weight))
+    # The stochastic phase depends on the seed; the refined support does not (both reach {0, 3}).
+    raw = [l0jax.SparseL0Linear(12, seed=s).fit(X, y, epochs=300, refine=False) for s in (3, 4)]
+    assert not np.array_equal(np.asarray(raw[0].weight), np.asarray(raw[1].weight))
+    assert fits[0].get_selected_features().tolist() == fits[2].get_selected_features().tolist() == [0, 3]
     # A JAX key works in place of the seed: key=jax.random.key(3) is seed=3.
     keyed = l0jax.SparseL0Linear(12, key=jax.random.key(3)).fit(X, y, epochs=300)
     np.testing.assert_array_equal(np.asarray(keyed.weight), np.asarray(fits[0].weight))
@@ -146,7 +149,8 @@ def test_history_matches_the_objective(small):
     np.testing.assert_allclose(model.history_["l0"][0], expected, rtol=1e-6)
     h = model.history_
     np.testing.assert_allclose(h["loss"], h["data_loss"] + 0.3 * h["l0"], rtol=1e-5)
-    np.testing.assert_array_equal(model.history_["n_active"][-1], len(model.get_selected_features()))
+    # The history is the stochastic phase's: its last count is the support the refinement started from.
+    np.testing.assert_array_equal(model.history_["n_active"][-1], len(model.refinement_["support_before"]))
 
 
 def test_sparse_formats_backends_and_dense_give_the_same_fit(small):
@@ -181,7 +185,8 @@ def test_predict_uses_the_matrix_it_is_given(small):
 
 def test_deterministic_and_stochastic_predictions(small):
     X, y = small
-    model = l0jax.SparseL0Linear(12).fit(X, y, epochs=100)
+    # The stochastic phase's model (refinement saturates the gates, so sampled gates rarely differ).
+    model = l0jax.SparseL0Linear(12).fit(X, y, epochs=100, refine=False)
     np.testing.assert_array_equal(np.asarray(model.predict(X)), np.asarray(model.predict(X)))
     np.testing.assert_array_equal(
         np.asarray(model.forward(X, deterministic=True)), np.asarray(model.predict(X))
