@@ -35,16 +35,17 @@ def test_recovers_sparse_coefficients_at_l0_python_thresholds(seed):
     X, y, support = recovery_problem(seed)
     ols = LinearRegression().fit(X, y)
     ols_mse = np.mean((y - ols.predict(X)) ** 2)
-    model = l0jax.SparseL0Linear(n_features=100, fit_intercept=True, init_keep_prob=0.5)
-    model.fit(X, y, lambda_reg=0.01 * ols_mse, lr=0.01, epochs=2000)
+    for model_seed in range(10):  # an optimisation outcome: it must hold for every seed
+        model = l0jax.SparseL0Linear(n_features=100, fit_intercept=True, init_keep_prob=0.5, seed=model_seed)
+        model.fit(X, y, lambda_reg=0.01 * ols_mse, lr=0.01, epochs=2000)
 
-    selected = model.get_selected_features()
-    hits = len(set(selected.tolist()) & set(support.tolist()))
-    assert hits / 5 >= 0.6  # recall
-    assert len(selected) > 0 and hits / len(selected) >= 0.5  # precision
-    assert model.get_sparsity() >= 0.7
-    mse = float(np.mean((y - np.asarray(model.predict(X))) ** 2))
-    assert mse < 1.5 * ols_mse
+        selected = model.get_selected_features()
+        hits = len(set(selected.tolist()) & set(support.tolist()))
+        assert hits / 5 >= 0.6, model_seed  # recall
+        assert len(selected) > 0 and hits / len(selected) >= 0.5, model_seed  # precision
+        assert model.get_sparsity() >= 0.7
+        mse = float(np.mean((y - np.asarray(model.predict(X))) ** 2))
+        assert mse < 1.5 * ols_mse
 
 
 def headline_data():
@@ -59,15 +60,14 @@ def headline_data():
 
 def test_readme_headline_gates_are_1_0_1_0():
     X, y = headline_data()
-    model = l0jax.SparseL0Linear(n_features=4).fit(X, y, lambda_reg=0.2, lr=0.01, epochs=5000)
-    np.testing.assert_array_equal(np.asarray(model.get_deterministic_gates()), [1.0, 0.0, 1.0, 0.0])
-    # With gates at 0/1 the fit is least squares on x1, x3 and the intercept, up to the noise of
-    # the sampled gates and of Adam: within half a standard error of the OLS estimates.
     design = np.c_[np.ones(500), X[:, [0, 2]]]
-    ols, rss = np.linalg.lstsq(design, y, rcond=None)[:2]
-    se = np.sqrt(rss[0] / (500 - 3) * np.diag(np.linalg.inv(design.T @ design)))
-    np.testing.assert_array_less(np.abs(np.r_[model.intercept_, model.coef_[[0, 2]]] - ols), 0.5 * se)
-    assert model.coef_[1] == 0.0 and model.coef_[3] == 0.0
+    ols = np.linalg.lstsq(design, y, rcond=None)[0]
+    for seed in range(10):
+        model = l0jax.SparseL0Linear(n_features=4, seed=seed).fit(X, y, lambda_reg=0.2, lr=0.01, epochs=5000)
+        np.testing.assert_array_equal(np.asarray(model.get_deterministic_gates()), [1.0, 0.0, 1.0, 0.0])
+        # The refined fit is least squares on x1, x3 and the intercept (to float32 rounding).
+        np.testing.assert_allclose(np.r_[model.intercept_, model.coef_[[0, 2]]], ols, rtol=1e-4)
+        assert model.coef_[1] == 0.0 and model.coef_[3] == 0.0
 
 
 def test_no_intercept():
@@ -78,15 +78,16 @@ def test_no_intercept():
     b = np.zeros(p)
     b[:3] = [2, -3, 1]
     y = X @ b + 0.1 * rng.standard_normal(n)
-    model = l0jax.SparseL0Linear(n_features=p, fit_intercept=False, init_keep_prob=0.5)
-    assert model.bias is None
-    model.fit(sp.csr_matrix(X), y, epochs=500)
-    assert model.bias is None and model.intercept_ == 0.0
-    assert {0, 1, 2} <= set(model.get_selected_features().tolist())
-    np.testing.assert_allclose(model.coef_[:3], [2, -3, 1], atol=0.2)
-    # No offset: a row of zeros predicts exactly 0, and predictions are X @ coef_.
-    assert float(model.predict(np.zeros((1, p)))[0]) == 0.0
-    np.testing.assert_allclose(np.asarray(model.predict(X)), X @ model.coef_, rtol=1e-5, atol=1e-5)
+    for seed in range(10):
+        model = l0jax.SparseL0Linear(n_features=p, fit_intercept=False, init_keep_prob=0.5, seed=seed)
+        assert model.bias is None
+        model.fit(sp.csr_matrix(X), y, epochs=500)
+        assert model.bias is None and model.intercept_ == 0.0
+        assert {0, 1, 2} <= set(model.get_selected_features().tolist()), seed
+        np.testing.assert_allclose(model.coef_[:3], [2, -3, 1], atol=0.2)
+        # No offset: a row of zeros predicts exactly 0, and predictions are X @ coef_.
+        assert float(model.predict(np.zeros((1, p)))[0]) == 0.0
+        np.testing.assert_allclose(np.asarray(model.predict(X)), X @ model.coef_, rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +210,9 @@ def test_coefficients_and_selected_features(small):
     coef = model.get_coefficients(threshold=0.01)
     np.testing.assert_array_equal(coef != 0, gates > 0.01)
     assert model.get_sparsity() == pytest.approx(np.mean(gates < 0.01))
-    assert set(model.get_selected_features().tolist()) == {0, 3}
+    for seed in range(10):  # the selection is an optimisation outcome: every seed
+        fitted = l0jax.SparseL0Linear(12, seed=seed).fit(X, y, lambda_reg=0.05, epochs=800)
+        assert set(fitted.get_selected_features().tolist()) == {0, 3}, seed
 
 
 def test_sparsity_is_the_complement_of_the_selection(monkeypatch):
