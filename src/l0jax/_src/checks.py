@@ -137,3 +137,48 @@ def check_int_in_range(
         ending = f": {hint}" if hint else "."
         raise ValueError(f"{name} must be between {low} and {upper}, got {value!r}{ending}")
     return int(value)
+
+
+def is_real_dtype(dtype: Any) -> bool:
+    """True for bool, integer and real floating dtypes, including JAX's bfloat16 (not complex, not text)."""
+    dt = np.dtype(dtype)
+    return dt.kind in "biuf" or (dt.kind == "V" and bool(jax.numpy.issubdtype(dt, jax.numpy.floating)))
+
+
+def real_array(name: str, value: Any, dtype: Any = np.float64) -> np.ndarray:
+    """``np.asarray(value, dtype)``, raising an error naming ``name`` when it holds no real numbers.
+
+    ``dtype=None`` keeps the array's own (real) dtype.
+
+    NumPy's own messages ("could not convert string to float: 'a'", "setting an array element with
+    a sequence") say neither which argument was wrong nor how to fix it. Complex values are refused
+    rather than cast, since the cast would drop their imaginary parts silently.
+
+    Raises:
+      TypeError: ``value`` is None, a string, a mapping or a set (not an array of numbers at all).
+      ValueError: ``value`` holds text, None or complex numbers, or is ragged.
+    """
+    if value is None or isinstance(value, (str, bytes, dict, set, frozenset)):
+        raise TypeError(
+            f"{name} must be a number or an array (list) of real numbers, got {type(value).__name__}."
+        )
+    if isinstance(value, jax.core.Tracer):
+        return value  # unknown at trace time; checked where the values were made
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as err:  # a ragged list of lists
+        raise ValueError(f"{name} must be a rectangular array of real numbers; NumPy says: {err}") from None
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{name} must hold real numbers, but it holds Python objects such as "
+                f"{next((v for v in arr.ravel() if not isinstance(v, (int, float, np.number))), None)!r}; "
+                f"convert it with np.asarray(..., dtype=float)."
+            ) from None
+    elif not is_real_dtype(arr.dtype):
+        raise ValueError(
+            f"{name} must hold real numbers, got dtype {arr.dtype}; convert it with .astype(float)."
+        )
+    return arr if dtype is None else arr.astype(dtype, copy=False)
