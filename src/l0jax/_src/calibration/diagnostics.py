@@ -272,10 +272,15 @@ def check_targets(
       The messages (empty when all is well).
     """
     if not (sp.issparse(M) or isinstance(M, (MatrixOperator, ColumnBlocks))):
-        M = np.asarray(M)  # nested lists too
+        M = checks.real_array("M", M, None)  # nested lists too
     _operator_refused(M)
+    if len(M.shape) != 2:
+        raise ValueError(f"M must be a 2-D matrix of shape (targets, households), got shape {M.shape}.")
     y = checks.real_array("targets", targets).reshape(-1)
     m, n = (M.shape[0] if M.shape[0] is not None else y.size), M.shape[1]
+    if y.shape != (m,):
+        raise ValueError(f"targets must have shape ({m},), one per row of M, got {y.size} values.")
+    checks.check_finite("targets", y)
     names = _names(target_names, m)
     messages = []
 
