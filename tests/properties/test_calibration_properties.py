@@ -1,5 +1,6 @@
-"""Properties of the calibration entry points: calibrate, SparseCalibrationWeights, calibrate_path,
-calibrate_classical and check_targets, on matrices of every container, dtype and sparse format.
+"""Properties of the calibration entry points on matrices of every container, dtype and sparse format.
+
+calibrate, SparseCalibrationWeights, calibrate_path, calibrate_classical and check_targets.
 
 M is always 4 targets x 6 households (one compiled loop), fits run 3 epochs.
 """
@@ -19,7 +20,6 @@ from tests.properties.support import (
     arrays,
     as_format,
     cast,
-    must_fail,
     outcome,
 )
 
