@@ -142,7 +142,7 @@ def _grid(lambdas: Any, counts: Any, n: int) -> tuple[np.ndarray, str]:
     if (lambdas is None) == (counts is None):
         raise ValueError("give exactly one grid: lambdas= (L0 strengths) or counts= (households to keep).")
     if lambdas is not None:
-        grid = np.asarray(lambdas, np.float64)
+        grid = checks.real_array("lambdas", lambdas)
         if grid.ndim != 1 or grid.size == 0:
             raise ValueError(
                 f"lambdas must be a non-empty 1-D sequence of L0 strengths, got shape {grid.shape}."
