@@ -361,6 +361,12 @@ class SparseCalibrationWeights:
         Returns:
           Predictions, shape (m,).
         """
+        if not isinstance(M, (MatrixOperator, jax.Array)) and not sp.issparse(M):
+            M = checks.real_array("M", M)  # a list, or an array of text, objects or complex numbers
+        elif sp.issparse(M) and not checks.is_real_dtype(M.dtype):
+            raise ValueError(
+                f"M must hold real numbers, got dtype {M.dtype}; convert it with .astype(float)."
+            )
         shape = getattr(M, "shape", None)
         if shape is None or len(shape) != 2 or shape[1] != self.n_features:
             raise ValueError(f"M must have shape (m, {self.n_features}), got {shape}.")

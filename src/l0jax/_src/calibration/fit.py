@@ -76,7 +76,7 @@ def as_key(key: Any, name: str = "key") -> Array:
 
 
 def targets_vector(targets: Any, m: int) -> np.ndarray:
-    y = np.asarray(targets, np.float64)
+    y = checks.real_array("targets", targets)
     if y.ndim == 2 and 1 in y.shape:
         y = y.reshape(-1)
     if y.shape != (m,):
