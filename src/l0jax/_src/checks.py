@@ -9,8 +9,9 @@ chosen (the schedule, the constructor, the fit call).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
+import jax
 import numpy as np
 from jax.core import Tracer
 
@@ -28,8 +29,15 @@ def concrete(value: Any) -> np.ndarray | None:
 def _real(name: str, value: Any) -> np.ndarray | None:
     """``concrete(value)``, raising ValueError when it is not made of real numbers (a string, None)."""
     arr = concrete(value)
-    if arr is not None and arr.dtype.kind not in "biuf":
+    if arr is not None and arr.dtype.kind == "O":  # Python numbers in an object array, or a wrong type
+        try:
+            arr = real_array(name, value)
+        except TypeError:  # None, a dict: a ValueError like every other bad hyperparameter here
+            arr = np.asarray(value)
+    if arr is not None and not is_real_dtype(arr.dtype):
         raise ValueError(f"{name} must be a real number (or an array of them), got {value!r}.")
+    if arr is not None and arr.dtype.kind == "V":  # bfloat16: NumPy compares it only as a native float
+        arr = arr.astype(np.float32)
     return arr
 
 
@@ -42,6 +50,8 @@ def _describe(arr: np.ndarray) -> str:
 def check_finite(name: str, value: Any) -> None:
     """Raises ValueError when a concrete ``value`` holds NaN or infinity."""
     arr = concrete(value)  # labels (strings) pass: only floats can hold NaN or infinity
+    if arr is not None and arr.dtype.kind == "V" and is_real_dtype(arr.dtype):
+        arr = arr.astype(np.float32)  # bfloat16
     if arr is None or arr.dtype.kind not in "fc":
         return
     if not np.all(np.isfinite(arr)):
@@ -137,3 +147,97 @@ def check_int_in_range(
         ending = f": {hint}" if hint else "."
         raise ValueError(f"{name} must be between {low} and {upper}, got {value!r}{ending}")
     return int(value)
+
+
+def is_real_dtype(dtype: Any) -> bool:
+    """True for bool, integer and real floating dtypes, including JAX's bfloat16 (not complex, not text)."""
+    dt = np.dtype(dtype)
+    return dt.kind in "biuf" or (dt.kind == "V" and bool(jax.numpy.issubdtype(dt, jax.numpy.floating)))
+
+
+def real_array(name: str, value: Any, dtype: Any = np.float64) -> np.ndarray:
+    """``np.asarray(value, dtype)``, raising an error naming ``name`` when it holds no real numbers.
+
+    ``dtype=None`` keeps the array's own (real) dtype.
+
+    NumPy's own messages ("could not convert string to float: 'a'", "setting an array element with
+    a sequence") say neither which argument was wrong nor how to fix it. Complex values are refused
+    rather than cast, since the cast would drop their imaginary parts silently.
+
+    Raises:
+      TypeError: ``value`` is None, a string, a mapping or a set (not an array of numbers at all).
+      ValueError: ``value`` holds text, None or complex numbers, or is ragged.
+    """
+    if value is None or isinstance(value, (str, bytes, dict, set, frozenset)):
+        raise TypeError(
+            f"{name} must be a number or an array (list) of real numbers, got {type(value).__name__}."
+        )
+    if isinstance(value, Tracer):
+        # Unknown at trace time (checked where the values were made); it stands in for the array.
+        return cast(np.ndarray, value)
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as err:  # a ragged list of lists
+        raise ValueError(f"{name} must be a rectangular array of real numbers; NumPy says: {err}") from None
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{name} must hold real numbers, but it holds Python objects such as "
+                f"{next((v for v in arr.ravel() if not isinstance(v, (int, float, np.number))), None)!r}; "
+                f"convert it with np.asarray(..., dtype=float)."
+            ) from None
+    elif not is_real_dtype(arr.dtype):
+        raise ValueError(
+            f"{name} must hold real numbers, got dtype {arr.dtype}; convert it with .astype(float)."
+        )
+    return arr if dtype is None else arr.astype(dtype, copy=False)
+
+
+def real_input(name: str, value: Any) -> Any:
+    """``value`` unchanged when it is a JAX array (or tracer) of real numbers, else ``real_array``'s.
+
+    For the array arguments of the jit-safe functions: a device array is not copied to the host.
+
+    Raises:
+      TypeError, ValueError: as ``real_array``; ValueError for a complex JAX array.
+    """
+    if isinstance(value, (jax.Array, Tracer)):
+        if not is_real_dtype(value.dtype):
+            raise ValueError(f"{name} must hold real numbers, got dtype {value.dtype}; pass its real part.")
+        return value
+    return real_array(name, value, None)
+
+
+def check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    """``shape`` (an int or a sequence of ints >= 0) as a tuple; TypeError/ValueError naming ``name``."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of non-negative integers such as (3, 4), got {shape!r}.")
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"{name} must be a tuple of non-negative integers such as (3, 4), got {shape!r}.")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{name} must have non-negative dimensions, got {shape!r}.")
+    return tuple(int(d) for d in dims)
+
+
+def check_prng_key(name: str, key: Any) -> None:
+    """Raises TypeError unless ``key`` is a JAX PRNG key (typed, or a raw uint32 key array)."""
+    if isinstance(key, Tracer):
+        return
+    if isinstance(key, jax.Array) and (
+        jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == np.uint32 and key.ndim == 1)
+    ):
+        return
+    raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
+
+
+def check_uint32(name: str, value: Any) -> Any:
+    """A concrete ``value`` as uint32 after checking it is an integer in [0, 2**32); tracers pass."""
+    if isinstance(value, Tracer):
+        return value
+    arr = real_array(name, value, None)
+    if arr.dtype.kind not in "biu" or (arr.size and (arr.min() < 0 or arr.max() >= 2**32)):
+        raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}.")
+    return arr.astype(np.uint32)

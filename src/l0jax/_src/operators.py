@@ -109,7 +109,7 @@ def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def _check_real(name: str, dtype: np.dtype) -> None:
-    if dtype.kind not in "biuf":
+    if not checks.is_real_dtype(dtype):
         raise ValueError(f"{name} must hold real numbers, got dtype {dtype}; convert it with .astype(float).")
 
 
@@ -160,8 +160,9 @@ def canonical_csr(name: str, M: Any, dtype: np.dtype) -> sp.csr_matrix:
 
 
 def _host_dense(name: str, M: Any, dtype: np.dtype) -> np.ndarray:
-    arr = np.asarray(M)
-    _check_real(name, arr.dtype)
+    arr = checks.real_array(name, M, None)
+    if arr.dtype.kind == "V":  # bfloat16 (ml_dtypes): NumPy's own kernels need a native float
+        arr = arr.astype(np.float32)
     _check_shape(name, arr.shape)
     _check_values(name, arr, dtype)
     return arr

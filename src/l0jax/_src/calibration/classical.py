@@ -320,7 +320,7 @@ def resolve_bounds(method: str, bounds: Any) -> tuple[float, float]:
 
 def check_design_weights(design_weights: Any, n: int) -> np.ndarray:
     """``design_weights`` as float64 of shape (n,): finite, >= 0, not all zero."""
-    d = np.asarray(design_weights, np.float64)
+    d = checks.real_array("design_weights", design_weights)
     if d.ndim == 0:
         d = np.full(n, float(d))
     if d.shape != (n,):
@@ -337,7 +337,7 @@ def check_design_weights(design_weights: Any, n: int) -> np.ndarray:
 
 def check_targets(targets: Any, m: int, n: int) -> np.ndarray:
     """``targets`` as float64 of shape (m,), finite; a transposed M is named in the error."""
-    t = np.asarray(targets, np.float64)
+    t = checks.real_array("targets", targets)
     if t.ndim == 2 and 1 in t.shape:
         t = t.reshape(-1)
     if t.shape != (m,):

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
+from l0jax._src import checks
 from l0jax._src.calibration.blocks import ColumnBlocks
 from l0jax._src.operators import MatrixOperator, is_sparse
 
@@ -111,7 +112,7 @@ def achievable(M: Any, targets: Any) -> np.ndarray:
       Booleans, shape (m,).
     """
     hi, lo = _row_extremes(M)
-    y = np.asarray(targets, np.float64).reshape(-1)
+    y = checks.real_array("targets", targets).reshape(-1)
     return (y == 0) | ((y > 0) & (hi > 0)) | ((y < 0) & (lo < 0))
 
 
@@ -216,7 +217,7 @@ def target_diagnostics(
       A ``TargetDiagnostics``.
     """
     csr = M if isinstance(M, ColumnBlocks) else _as_host_csr(M)
-    y = np.asarray(targets, np.float64).reshape(-1)
+    y = checks.real_array("targets", targets).reshape(-1)
     m, n = (csr.shape[0] if csr.shape[0] is not None else y.size), csr.shape[1]
     if y.shape != (m,):
         raise ValueError(f"targets must have shape ({m},), got {y.shape}.")
@@ -274,10 +275,15 @@ def check_targets(
     """
     if not (is_sparse(M) or isinstance(M, ColumnBlocks)):
         _operator_refused(M)
-        M = np.asarray(M)  # nested lists too
-    y = np.asarray(targets, np.float64).reshape(-1)
+        M = checks.real_array("M", M, None)  # nested lists too
+    if len(M.shape) != 2:
+        raise ValueError(f"M must be a 2-D matrix of shape (targets, households), got shape {M.shape}.")
+    y = checks.real_array("targets", targets).reshape(-1)
     rows, n = M.shape[0], M.shape[1]
     m = rows if rows is not None else y.size
+    if y.shape != (m,):
+        raise ValueError(f"targets must have shape ({m},), one per row of M, got {y.size} values.")
+    checks.check_finite("targets", y)
     names = _names(target_names, m)
     messages = []
 

@@ -141,7 +141,7 @@ def _per_household(name: str, value: Any, n: int, default: float) -> np.ndarray:
     """A scalar broadcast to (n,), or an array that must have shape (n,) (l0-python's message)."""
     if value is None:
         return np.full(n, default, dtype=np.float64)
-    arr = np.asarray(value, dtype=np.float64)
+    arr = checks.real_array(name, value)
     if arr.ndim == 0:
         return np.full(n, float(arr), dtype=np.float64)
     if arr.shape != (n,):

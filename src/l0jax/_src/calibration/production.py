@@ -125,15 +125,15 @@ def check_options(opts: ProductionOptions, *, use_gates: bool) -> None:
 class ChunkInfo:
     """What a callback receives at the end of each chunk of epochs.
 
-    In a multi-process run the callbacks run on every process, and ``state`` and
-    ``predictions()`` gather values from every process: use them on all processes alike.
+    ``state`` is the ``CalibrationState`` after this chunk (unpadded and on the default device in a
+    sharded run, as ``result.state``; gathered when first read). In a multi-process run the
+    callbacks run on every process, and ``state`` and ``predictions()`` gather values from every
+    process: use them on all processes alike.
 
     Attributes:
       epoch: epochs done so far.
       row: the chunk's history row (``loss``, ``mean_rel_error``, ``max_rel_error``, ``active``,
         ``temperature``, ...; see ``CalibrationResult.history``).
-      state: the ``CalibrationState`` after this chunk (unpadded and on the default device in a
-        sharded run, as ``result.state``; gathered when first read).
       targets: the targets, shape (m,).
     """
 

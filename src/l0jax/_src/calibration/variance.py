@@ -381,7 +381,7 @@ def replicate_weights(
       A ``ReplicateWeights``.
     """
     checks.check_choice("method", method, REPLICATE_METHODS)
-    d = np.asarray(design_weights, np.float64)
+    d = checks.real_array("design_weights", design_weights)
     if d.ndim != 1:
         raise ValueError(f"design_weights must have shape (n,), got {d.shape}.")
     checks.check_nonnegative("design_weights", d)
