@@ -364,7 +364,7 @@ def test_bad_constructor_and_calibrate_input(small):
         SparseCalibrationWeights(10, zeta=1.0)
     with pytest.raises(ValueError, match="give either seed or key"):
         SparseCalibrationWeights(10, seed=1, key=jax.random.key(1))
-    with pytest.raises(ValueError, match="key must be a JAX PRNG key"):
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
         calibrate(M, y, key="zero")
     with pytest.raises(ValueError, match="unknown eval_rule"):
         calibrate(M, y, key=0, eval_rule="mean")

@@ -153,7 +153,7 @@ def test_hybrid_gate_arguments():
         HybridGate(10, l0_fraction=0.6, random_fraction=0.6)
     with pytest.raises(ValueError, match="l0_fraction"):
         HybridGate(10, l0_fraction=-0.1)
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
         only_random.select(jnp.arange(10), "seed")
 
 

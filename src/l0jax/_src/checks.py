@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
@@ -26,7 +27,7 @@ def concrete(value: Any) -> np.ndarray | None:
         return None
 
 
-def _real(name: str, value: Any) -> np.ndarray | None:
+def concrete_real(name: str, value: Any) -> np.ndarray | None:
     """``concrete(value)``, raising ValueError when it is not made of real numbers (a string, None)."""
     arr = concrete(value)
     if arr is not None and arr.dtype.kind == "O":  # Python numbers in an object array, or a wrong type
@@ -64,7 +65,7 @@ def check_finite(name: str, value: Any) -> None:
 
 def check_positive(name: str, value: Any, *, hint: str = "") -> None:
     """Raises ValueError unless every element of a concrete ``value`` is finite and > 0."""
-    arr = _real(name, value)
+    arr = concrete_real(name, value)
     if arr is None:
         return
     check_finite(name, arr)
@@ -74,7 +75,7 @@ def check_positive(name: str, value: Any, *, hint: str = "") -> None:
 
 def check_nonnegative(name: str, value: Any, *, hint: str = "") -> None:
     """Raises ValueError unless every element of a concrete ``value`` is finite and >= 0."""
-    arr = _real(name, value)
+    arr = concrete_real(name, value)
     if arr is None:
         return
     check_finite(name, arr)
@@ -84,7 +85,7 @@ def check_nonnegative(name: str, value: Any, *, hint: str = "") -> None:
 
 def check_stretch(gamma: Any, zeta: Any) -> None:
     """Raises ValueError unless gamma < 0 and zeta > 1 (the stretch interval must contain [0, 1])."""
-    g = _real("gamma", gamma)
+    g = concrete_real("gamma", gamma)
     if g is not None:
         check_finite("gamma", g)
         if not np.all(g < 0):
@@ -92,7 +93,7 @@ def check_stretch(gamma: Any, zeta: Any) -> None:
                 f"gamma must be < 0 (the stretched interval (gamma, zeta) must contain 0 so that "
                 f"gates can be exactly zero), got {_describe(g)}; the usual value is -0.1."
             )
-    z = _real("zeta", zeta)
+    z = concrete_real("zeta", zeta)
     if z is not None:
         check_finite("zeta", z)
         if not np.all(z > 1):
@@ -104,7 +105,7 @@ def check_stretch(gamma: Any, zeta: Any) -> None:
 
 def check_open_unit(name: str, value: Any) -> None:
     """Raises ValueError unless every element of a concrete ``value`` lies strictly in (0, 1)."""
-    arr = _real(name, value)
+    arr = concrete_real(name, value)
     if arr is None:
         return
     check_finite(name, arr)
@@ -222,17 +223,6 @@ def check_shape(name: str, shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-def check_prng_key(name: str, key: Any) -> None:
-    """Raises TypeError unless ``key`` is a JAX PRNG key (typed, or a raw uint32 key array)."""
-    if isinstance(key, Tracer):
-        return
-    if isinstance(key, jax.Array) and (
-        jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == np.uint32 and key.ndim == 1)
-    ):
-        return
-    raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
-
-
 def check_uint32(name: str, value: Any) -> Any:
     """A concrete ``value`` as uint32 after checking it is an integer in [0, 2**32); tracers pass."""
     if isinstance(value, Tracer):
@@ -241,3 +231,58 @@ def check_uint32(name: str, value: Any) -> Any:
     if arr.dtype.kind not in "biu" or (arr.size and (arr.min() < 0 or arr.max() >= 2**32)):
         raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}.")
     return arr.astype(np.uint32)
+
+
+def check_threshold(threshold: Any) -> None:
+    """A gate threshold: a probability in [0, 1) (or an array of them).
+
+    Raises:
+      ValueError: it is outside [0, 1), NaN or not a real number.
+    """
+    arr = concrete(threshold)
+    if arr is None:
+        return
+    check_finite("threshold", arr)
+    if not np.all((arr >= 0) & (arr < 1)):
+        raise ValueError(f"threshold must be a probability in [0, 1), got {threshold!r}.")
+
+
+def as_key(key: Any, name: str = "key", *, seed: bool = True) -> jax.Array:
+    """One typed JAX PRNG key from what users pass as a key.
+
+    A typed key (``jax.random.key(0)``) is returned as it is; a raw ``uint32[2]`` key
+    (``jax.random.PRNGKey(0)``, a JAX or NumPy array) is wrapped into a typed key of the default
+    implementation, which draws the same numbers; with ``seed=True`` an integer is a seed for
+    ``jax.random.key``. Traced keys (inside ``jit`` or ``vmap``) are handled alike.
+
+    Args:
+      key: the key, or an integer seed.
+      name: the argument's name, for the messages.
+      seed: whether an integer seed is accepted.
+
+    Returns:
+      A typed key array of shape ().
+
+    Raises:
+      TypeError: ``key`` is not a key (nor, with ``seed=True``, an integer).
+      ValueError: ``key`` is a key array but not one key: a batch of typed keys, or a uint32 array
+        not of shape (2,).
+    """
+    if seed and isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(
+                f"{name} must be a single PRNG key, got a batch of keys of shape {key.shape}; "
+                f"pass one of them (or jax.vmap over them)."
+            )
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32:
+        if key.shape != (2,):
+            raise ValueError(
+                f"{name} as raw key data must have shape (2,) (jax.random.PRNGKey), got shape "
+                f"{key.shape}; pass a typed key such as jax.random.key(0)."
+            )
+        return jax.random.wrap_key_data(jnp.asarray(key))
+    seeds = " or an integer seed" if seed else ""
+    raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.key(0){seeds}, got {key!r}.")

@@ -83,7 +83,7 @@ def uniform_noise(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) 
       normal number, the largest ``1 - 2**-23`` (float32; ``1 - 2**-52`` in float64): JAX fills the
       mantissa of a float in [1, 2) and subtracts 1. Both logs below stay finite.
     """
-    checks.check_prng_key("key", key)
+    key = checks.as_key(key, seed=False)
     shape = checks.check_shape("shape", shape)
     dtype = _compute_dtype(dtype)
     return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
@@ -109,13 +109,7 @@ def _hash_grid(key: Array, shape: tuple[int, ...], counter: ArrayLike, offset: A
     size = int(np.prod(shape, dtype=np.int64))
     if size > 2**32:
         raise ValueError(f"shape {shape} has {size} elements; the hash noise indexes at most 2**32 per key.")
-    checks.check_prng_key("key", key)
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        words = jax.random.key_data(key).reshape(-1)
-    elif jnp.asarray(key).dtype == jnp.uint32 and jnp.ndim(key) == 1:  # a raw key, jax.random.PRNGKey(0)
-        words = jnp.asarray(key)
-    else:
-        raise TypeError(f"key must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
+    words = jax.random.key_data(checks.as_key(key, seed=False))  # a raw key's own words
     h = _lowbias32(jnp.asarray(counter).astype(jnp.uint32) ^ jnp.uint32(0x9E3779B9))
     for i in range(words.shape[0]):
         h = _lowbias32(h ^ words[i].astype(jnp.uint32))
@@ -206,7 +200,7 @@ def hard_concrete_from_uniform(
             f"u of shape {u_shape} must have log_alpha's shape {la_shape} (or broadcast to it); "
             f"draw it with l0jax.uniform_noise(key, log_alpha.shape)."
         )
-    u_concrete = checks._real("u", u)
+    u_concrete = checks.concrete_real("u", u)
     if u_concrete is not None and not np.all((u_concrete > 0) & (u_concrete < 1)):
         raise ValueError(
             f"u must lie strictly between 0 and 1 (uniform noise; 0 and 1 map to infinite logits and "

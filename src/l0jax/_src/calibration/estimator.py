@@ -31,7 +31,7 @@ import optax
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import engine, model, production, sharding
-from l0jax._src.calibration.fit import FitSettings, as_key, host_predict, run_fit
+from l0jax._src.calibration.fit import FitSettings, host_predict, run_fit
 from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.operators import BACKENDS, MatrixOperator, is_sparse
 
@@ -112,7 +112,7 @@ class SparseCalibrationWeights:
         sharding.resolve_devices(devices, self.n_features)  # a bad value fails here, not at fit
         if key is not None and seed is not None:
             raise ValueError("give either seed or key, not both.")
-        self.key = as_key(0 if seed is None else seed, "seed") if key is None else as_key(key)
+        self.key = checks.as_key(0 if seed is None else seed, "seed") if key is None else checks.as_key(key)
         # Same draws as calibrate(): the gate jitter now, the weight jitter at the first fit.
         self._init_params = model.init_params(
             self.key,

@@ -66,16 +66,6 @@ class FitSettings:
     options: production.ProductionOptions | None = None
 
 
-def as_key(key: Any, name: str = "key") -> Array:
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and (
-        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape == (2,))
-    ):
-        return key
-    raise ValueError(f"{name} must be a JAX PRNG key (jax.random.key(seed)) or an integer seed, got {key!r}.")
-
-
 def targets_vector(targets: Any, m: int) -> np.ndarray:
     y = checks.real_array("targets", targets)
     if y.ndim == 2 and 1 in y.shape:
@@ -173,7 +163,7 @@ def run_fit(
         polish_epochs = checks.check_int_at_least("polish_epochs", polish_epochs, 1)
     if s.temperature is not None and not callable(s.temperature):
         checks.check_positive("temperature", s.temperature, hint="A constant temperature, or a schedule.")
-    key = as_key(key)
+    key = checks.as_key(key)
     if weight_bounds is not None:
         weight_bounds = model.check_weight_bounds(weight_bounds)
     if options is not None and not options.active():

@@ -302,7 +302,7 @@ def calibrate_path(
     Raises:
       ValueError: bad input (grid, holdout, shapes, ...), named.
     """
-    from l0jax._src.calibration.fit import as_key, default_polish_epochs, targets_vector
+    from l0jax._src.calibration.fit import default_polish_epochs, targets_vector
 
     checks.check_choice("loss_type", loss_type, losses.LOSS_TYPES)
     checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
@@ -324,7 +324,7 @@ def calibrate_path(
             "rows, not an operator."
         )
     hparams = model.make_hyperparams(0.0, lambda_l2, gamma, zeta)
-    key = as_key(key)
+    key = checks.as_key(key)
     shape = getattr(M, "shape", np.shape(M))
     if len(shape) != 2:
         raise ValueError(f"M must be a 2-D matrix (targets x households), got shape {shape}.")

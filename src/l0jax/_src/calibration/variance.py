@@ -208,7 +208,7 @@ _greg_fitted = jax.jit(_greg_fitted_impl)
 
 def greg_scores(cal: classical.ClassicalCalibration, z: np.ndarray) -> np.ndarray:
     """The linearised scores ``w_j (z_j - x_j' B)`` of the total of each column of z, shape (n, k)."""
-    dt = classical._dtype_of(cal.gram)
+    dt = classical.dtype_of(cal.gram)
     with classical.precision_of(cal.gram):
         fitted = _greg_fitted(cal.gram, jnp.asarray(cal.design_weights, dt), jnp.asarray(z, dt))
         fitted = np.asarray(fitted, np.float64)
@@ -512,7 +512,7 @@ def recalibrate_replicates(
         raise ValueError(
             f"replicates has weights for {replicates.weights.shape[1]} households, the calibration {n}."
         )
-    dt = classical._dtype_of(cal.gram)
+    dt = classical.dtype_of(cal.gram)
     lower, upper = cal.bounds
     with classical.precision_of(cal.gram):
         scale = classical.residual_scale(cal.gram, cal.design_weights, cal.targets)

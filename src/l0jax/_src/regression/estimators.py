@@ -33,13 +33,7 @@ Array = jax.Array
 
 def _root_key(seed: Any, key: Any) -> Array:
     if key is not None:
-        typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        if typed and key.shape == ():
-            return key
-        arr = np.asarray(key) if not isinstance(key, jax.Array) else key
-        if arr.dtype == np.uint32 and arr.shape == (2,):
-            return jax.random.wrap_key_data(jnp.asarray(arr))
-        raise ValueError(f"key must be a single JAX PRNG key such as jax.random.key(0), got {key!r}.")
+        return checks.as_key(key)
     if seed is None:
         seed = 0
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
