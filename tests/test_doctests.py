@@ -12,6 +12,9 @@ MODULES = [
     "l0jax._src.nn.layers",
     "l0jax._src.nn.data_gates",
     "l0jax._src.nn.compress",
+    "l0jax._src.nn.structured",
+    "l0jax._src.nn.sizing",
+    "l0jax._src.budget",
     "l0jax._src.calibration.classical",
     "l0jax._src.calibration.path",
 ]

@@ -18,6 +18,7 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
     "l0jax": [
         ("l0jax._src.hard_concrete", "Hard-concrete gates (pure functions)"),
         ("l0jax._src.schedules", "Temperature schedules"),
+        ("l0jax._src.budget", "Size budget (pure functions)"),
         ("l0jax._src.calibration", "Survey calibration"),
         ("l0jax._src.regression", "Sparse regression"),
     ],
@@ -27,6 +28,8 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("l0jax._src.nn.data_gates", "Gates that select data"),
         ("l0jax._src.nn.model", "Model-wide utilities"),
         ("l0jax._src.nn.compress", "Compression"),
+        ("l0jax._src.nn.structured", "Attention heads, MLP widths and blocks"),
+        ("l0jax._src.nn.sizing", "Size, FLOPs and the size budget"),
     ],
 }
 OTHER = "Other"

@@ -23,6 +23,15 @@ The public surface:
   ``SparseMLP``, data-selection gates), model-wide penalties, ``prune`` and ``compress``.
 """
 
+from l0jax._src.budget import (
+    BudgetState,
+    annealed_log_target,
+    budget_gap,
+    budget_init,
+    budget_penalty,
+    budget_target,
+    budget_update,
+)
 from l0jax._src.calibration.api import calibrate
 from l0jax._src.calibration.blocks import ColumnBlocks
 from l0jax._src.calibration.checkpoint import CheckpointError
@@ -79,6 +88,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnnealTemperatureState",
+    "BudgetState",
     "CalibrationPath",
     "CalibrationResult",
     "CalibrationState",
@@ -99,7 +109,13 @@ __all__ = [
     "SurveyEstimate",
     "TargetDiagnostics",
     "aggregation_matrix",
+    "annealed_log_target",
     "anneal_temperature",
+    "budget_gap",
+    "budget_init",
+    "budget_penalty",
+    "budget_target",
+    "budget_update",
     "calibrate",
     "calibrate_classical",
     "calibrate_path",

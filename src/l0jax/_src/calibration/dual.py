@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l0jax._src import hard_concrete as hc
+from l0jax._src.budget import annealed_log_target
 from l0jax._src.calibration.model import HyperParams, Params
 
 Array = jax.Array
@@ -134,9 +135,11 @@ def resolve_target_active(target_active: float | int, n: int) -> int:
 
 
 def budget_at(budget: ActiveBudget, n: int | Array, step: Array) -> Array:
-    """``log(K_t + 1)``: the budget after ``step`` epochs, geometric from n to K over ``anneal`` epochs."""
-    frac = jnp.minimum(step.astype(jnp.float32) / budget.anneal, 1.0)
-    return (1.0 - frac) * jnp.log(jnp.asarray(n, jnp.float32) + 1.0) + frac * jnp.log(budget.target + 1.0)
+    """``log(K_t + 1)``: the budget after ``step`` epochs, geometric from n to K over ``anneal`` epochs.
+
+    The same warm-up as the size budget of ``l0jax.nn.SizeBudget`` (``annealed_log_target``).
+    """
+    return annealed_log_target(n, budget.target, step, budget.anneal)
 
 
 def apply_budget(

@@ -36,7 +36,8 @@ import numpy as np
 from flax import nnx
 
 from l0jax._src.nn.layers import L0Conv, L0DepthwiseConv, L0Layer, L0Linear
-from l0jax._src.nn.model import l0_layers, path_name
+from l0jax._src.nn.model import l0_layers, path_name, structured_modules
+from l0jax._src.nn.structured import L0Structured
 
 Array = jax.Array
 
@@ -375,7 +376,9 @@ def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool 
     """Returns a smaller dense copy of ``model`` with closed neurons and channels removed.
 
     Each L0 layer is replaced by a ``CompressedLinear`` or ``CompressedConv`` (subclasses of
-    ``nnx.Linear``/``nnx.Conv``) holding ``kernel * eval_gate``; the rest of the model is copied.
+    ``nnx.Linear``/``nnx.Conv``) holding ``kernel * eval_gate``; each ``L0MultiHeadAttention`` and
+    ``L0MLPBlock`` by a dense module without its closed heads, value dimensions or hidden units
+    (``CompressedMultiHeadAttention``, ``CompressedMLPBlock``); the rest of the model is copied.
     The copy's outputs equal the gated model's eval-mode outputs up to float rounding; the input
     model is not modified. See the module docstring for which units are removed and how chains
     link layers.
@@ -392,7 +395,7 @@ def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool 
       ((20, 10), (10, 3))
 
     Args:
-      model: a Flax NNX module with L0 layers (or an L0 layer itself).
+      model: a Flax NNX module with L0 layers or gated blocks (or one of them itself).
       chain: None (use ``model.l0_chain()`` or an ``nnx.Sequential``'s order), a list of L0
         layers (modules or dotted paths such as ``"conv1"`` or ``"layers.0"``) in data-flow
         order, or a list of such lists.
@@ -407,20 +410,31 @@ def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool 
       ValueError: when the model has no L0 layers or one of another ``L0Layer`` subclass, a chain
         item is not one of its L0 layers, or two linked layers' sizes do not fit.
     """
+    structured = structured_modules(model)
+    if isinstance(model, L0Structured):
+        return model.compressed()
     layers = l0_layers(model)
-    if not layers:
-        raise ValueError("compress: the model holds no L0 layers (L0Linear, L0Conv, L0DepthwiseConv).")
+    if not layers and not structured:
+        raise ValueError(
+            "compress: the model holds no L0 layers (L0Linear, L0Conv, L0DepthwiseConv) or gated "
+            "blocks (L0MultiHeadAttention, L0MLPBlock)."
+        )
     for path, layer in layers:
         if not isinstance(layer, (L0Linear, L0Conv, L0DepthwiseConv)):
             raise ValueError(
                 f"compress: layer {path_name(path)!r} is a {type(layer).__name__}; compress knows how to "
                 "shrink L0Linear, L0Conv and L0DepthwiseConv only (prune works on every L0Layer)."
             )
-    chains = _resolve_chains(model, chain, layers)
-    folded = jax.device_get(_all_eval_params(model))
     replacements: list[tuple[tuple, nnx.Module]] = []
-    for c in chains:
-        replacements += list(zip([p for p, _ in c], _compress_chain(c, folded, remove_dead_outputs)))
+    if layers:
+        chains = _resolve_chains(model, chain, layers)
+        folded = jax.device_get(_all_eval_params(model))
+        for c in chains:
+            replacements += list(
+                zip([p for p, _ in c], _compress_chain(c, folded, remove_dead_outputs), strict=True)
+            )
+    # Attention and MLP blocks shrink on their own: their input and output widths stay.
+    replacements += [(path, module.compressed()) for path, module in structured]
     if len(replacements) == 1 and replacements[0][0] == ():
         return replacements[0][1]
     out = nnx.clone(model)

@@ -37,6 +37,7 @@ from jax import lax
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.nn import record
 from l0jax._src.nn.gate import HardConcreteGate, RngsLike, compiled_l0_penalty
 
 Array = jax.Array
@@ -118,7 +119,9 @@ class L0Layer(nnx.Module):
         """
         z = self.gate(deterministic=deterministic, rngs=rngs)
         kernel, bias = self._gated(z)
-        return self._apply(jnp.asarray(x), kernel, bias)
+        y = self._apply(jnp.asarray(x), kernel, bias)
+        record.note(self, record.output_positions(y))
+        return y
 
     def eval_params(self) -> tuple[Array, Array | None]:
         """Kernel and bias with the deterministic (eval) gates folded in: what eval mode uses."""

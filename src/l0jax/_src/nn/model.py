@@ -31,6 +31,7 @@ from flax import nnx
 from l0jax._src import checks
 from l0jax._src.nn.gate import HardConcreteGate
 from l0jax._src.nn.layers import L0Layer
+from l0jax._src.nn.structured import L0Structured
 
 Array = jax.Array
 PER_CHOICES = ("parameter", "gate")
@@ -48,10 +49,20 @@ def l0_layers(model: Any) -> list[tuple[tuple, L0Layer]]:
     return [(p, m) for p, m in nnx.iter_modules(model) if isinstance(m, L0Layer)]
 
 
+def structured_modules(model: Any) -> list[tuple[tuple, L0Structured]]:
+    """All structured gated modules (attention, MLP blocks) of ``model`` with their paths."""
+    if isinstance(model, L0Structured):
+        return [((), model)]
+    if not isinstance(model, nnx.Module):
+        return []
+    return [(p, m) for p, m in nnx.iter_modules(model) if isinstance(m, L0Structured)]
+
+
 def free_gates(model: Any) -> list[tuple[tuple, HardConcreteGate]]:
-    """Gates of ``model`` that are not the ``gate`` of an L0 layer, with their paths."""
+    """Gates of ``model`` that belong to no L0 layer or structured module, with their paths."""
     modules = list(nnx.iter_modules(model)) if isinstance(model, nnx.Module) else []
     owned = {id(m.gate) for _, m in modules if isinstance(m, L0Layer)}
+    owned |= {id(g) for _, m in modules if isinstance(m, L0Structured) for g in m.gates()}
     return [(p, m) for p, m in modules if isinstance(m, HardConcreteGate) and id(m) not in owned]
 
 
@@ -59,7 +70,7 @@ def _require_gates(model: Any, what: str) -> tuple[list, list]:
     if not isinstance(model, nnx.Module):
         raise ValueError(f"{what} needs a Flax NNX module, got {type(model).__name__}.")
     layers, gates = l0_layers(model), free_gates(model)
-    if not layers and not gates:
+    if not layers and not gates and not structured_modules(model):
         raise ValueError(
             f"{what}: the model holds no L0 layers or hard-concrete gates; build it from "
             f"l0jax.nn layers (L0Linear, L0Conv, ...) or gates."
@@ -74,7 +85,8 @@ def l0_penalty(model: nnx.Module, *, per: str = "parameter") -> Array:
       model: a Flax NNX module containing L0 layers and/or gates.
       per: ``"parameter"`` (default) counts expected non-zero weights, each gate weighted by the
         size of the group it switches (the paper's cost); ``"gate"`` counts expected open gates.
-        Free gates (data gates) count their gates either way.
+        Free gates (data gates) count their gates either way; attention heads and MLP blocks count
+        the kernel entries they switch (``L0MultiHeadAttention.expected_size``).
 
     Returns:
       A float32 scalar, differentiable in every ``log_alpha``.
@@ -86,6 +98,8 @@ def l0_penalty(model: nnx.Module, *, per: str = "parameter") -> Array:
         total = total + (layer.penalty() if per == "parameter" else layer.gate.penalty())
     for _, gate in gates:
         total = total + gate.penalty()
+    for _, module in structured_modules(model):
+        total = total + module.expected_size(per)
     return total
 
 
@@ -171,7 +185,9 @@ def _layer_summaries(model: nnx.Module) -> dict[str, Any]:
 def sparsity_stats(model: nnx.Module) -> dict[str, dict[str, Any]]:
     """Per-layer sparsity, expected (from gate probabilities) and realised (in eval mode).
 
-    For an L0 layer, "parameters" are its kernel entries; for a free gate, its gates.
+    For an L0 layer, "parameters" are its kernel entries; for a free gate, its gates; for an
+    attention or MLP block, the kernel entries its gates switch (``open_gates`` counts the open
+    gates of every level: heads, dimensions, block).
 
     Args:
       model: a Flax NNX module.
@@ -202,11 +218,25 @@ def sparsity_stats(model: nnx.Module) -> dict[str, dict[str, Any]]:
             "open_gates": int(v["open_gates"]),
             "expected_open_gates": float(v["expected_open_gates"]),
         }
+    for path, module in structured_modules(model):
+        total = int(module.full_size("parameter"))
+        expected, active = float(module.expected_size("parameter")), module.eval_size()
+        stats[path_name(path)] = {
+            "kind": type(module).__name__,
+            "total": total,
+            "expected_active": expected,
+            "active": active,
+            "expected_sparsity": 1.0 - expected / total,
+            "sparsity": 1.0 - active / total,
+            "gates": int(module.full_size("gate")),
+            "open_gates": sum(int(np.count_nonzero(g.eval_gates())) for g in module.gates()),
+            "expected_open_gates": float(module.expected_size("gate")),
+        }
     return stats
 
 
 def active_parameter_count(model: nnx.Module) -> int:
-    """Number of L0-layer weights (kernel entries) that are non-zero in eval mode.
+    """Number of gated kernel entries (L0 layers, attention heads, MLP units) in use in eval mode.
 
     With the default median eval rule a gate is zero in eval mode exactly when
     ``P(z != 0) <= 1/2``, so this is the size of the weights ``prune(model, 0.5)`` keeps.
@@ -219,7 +249,8 @@ def active_parameter_count(model: nnx.Module) -> int:
     """
     layers, _ = _require_gates(model, "active_parameter_count")
     values = jax.device_get(_layer_summaries(model))
-    return sum(int(values[path_name(path)]["active"]) for path, _ in layers)
+    count = sum(int(values[path_name(path)]["active"]) for path, _ in layers)
+    return count + sum(m.eval_size() for _, m in structured_modules(model))
 
 
 @nnx.jit
