@@ -28,6 +28,8 @@ def concrete(value: Any) -> np.ndarray | None:
 def _real(name: str, value: Any) -> np.ndarray | None:
     """``concrete(value)``, raising ValueError when it is not made of real numbers (a string, None)."""
     arr = concrete(value)
+    if arr is None and isinstance(value, (list, tuple)):  # ragged: NumPy could not make an array of it
+        raise ValueError(f"{name} must be a real number (or an array of them), got {value!r}.")
     if arr is not None and arr.dtype.kind == "O":  # Python numbers in an object array, or a wrong type
         try:
             arr = real_array(name, value)

@@ -242,7 +242,7 @@ class HardConcreteGate(nnx.Module):
 
 
 def _check_threshold(threshold: Any) -> None:
-    arr = checks.concrete(threshold)
+    arr = checks._real("threshold", threshold)
     if arr is None:
         return
     checks.check_finite("threshold", arr)

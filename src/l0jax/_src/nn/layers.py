@@ -116,9 +116,10 @@ class L0Layer(nnx.Module):
         Returns:
           The layer's outputs.
         """
+        x = jnp.asarray(checks.real_input("x", x))  # text, objects or complex numbers: named here
         z = self.gate(deterministic=deterministic, rngs=rngs)
         kernel, bias = self._gated(z)
-        return self._apply(jnp.asarray(x), kernel, bias)
+        return self._apply(x, kernel, bias)
 
     def eval_params(self) -> tuple[Array, Array | None]:
         """Kernel and bias with the deterministic (eval) gates folded in: what eval mode uses."""
