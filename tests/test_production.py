@@ -59,7 +59,7 @@ KEEP = dict(lr=0.1, epochs=600, loss_type="relative")
 # An outcome of the fit, so for every key 0-9 (key 1 in the fast suite, the others with the slow tests).
 @pytest.mark.parametrize("key", [pytest.param(s, marks=pytest.mark.slow) if s != 1 else s for s in range(10)])
 @pytest.mark.parametrize("target_active, k", [(200, 200), (1000, 1000), (0.1, 400)])
-def test_keep_k_lands_within_five_percent(pool, target_active, k, key):
+def test_keep_k_lands_near_k_and_keeps_exactly_k(pool, target_active, k, key):
     M, y = pool
     res = calibrate(M, y, key=key, target_active=target_active, **KEEP)
     # The dual ascent brings the training's own count near K (the last history row is the state the
