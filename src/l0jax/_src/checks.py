@@ -226,10 +226,10 @@ def check_prng_key(name: str, key: Any) -> None:
     """Raises TypeError unless ``key`` is a JAX PRNG key (typed, or a raw uint32 key array)."""
     if isinstance(key, jax.core.Tracer):
         return
-    if isinstance(key, jax.Array) and (
-        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == np.uint32 and key.ndim == 1)
-    ):
+    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         return
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.ndim == 1:
+        return  # a raw key such as jax.random.PRNGKey(0), or its words as a NumPy array
     raise TypeError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
 
 
