@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.l0jax-installed
 
-.PHONY: demo test test-all setup bench-env clean docs lint typecheck
+.PHONY: demo test test-all fuzz setup bench-env clean docs lint typecheck
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(VENV)/bin/python -m pytest -m ""
+
+# The property tests (tests/properties) with hypothesis's long profile: many more, freshly drawn examples
+# per test (the default profile, part of `make test`, draws a few fixed ones). Failures are kept in
+# .hypothesis/ and replayed first on the next run.
+fuzz: $(STAMP)
+	L0JAX_HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest tests/properties
 
 # The documentation site (Sphinx; every page and notebook is executed) into docs/_build/html, warnings
 # as errors. `make docs SPHINXOPTS="-D nb_execution_mode=off"` skips the execution (a quick look at the prose).

@@ -23,16 +23,33 @@ def wb():
 
 
 @pytest.fixture(scope="module")
-def lambda_path(wb):
+def paths(wb):
+    """The path of each key, computed once (the compiled run is shared: a new key costs ~0.2 s)."""
     M, y, d = wb
-    return l0jax.calibrate_path(
-        M, y, key=0, lambdas=[0.0, 1e-3, 1e-2, 3e-2], holdout=HELD, init_weights=d, **KW
-    )
+    cache = {}
+
+    def get(key):
+        if key not in cache:
+            cache[key] = l0jax.calibrate_path(
+                M, y, key=key, lambdas=[0.0, 1e-3, 1e-2, 3e-2], holdout=HELD, init_weights=d, **KW
+            )
+        return cache[key]
+
+    return get
 
 
-def test_the_chosen_point_has_the_smallest_held_out_error(wb, lambda_path):
+@pytest.fixture(scope="module")
+def lambda_path(paths):
+    return paths(0)
+
+
+# The two tests below check what the fits select, so for every key 0-9. The machine that wrote this
+# saw, for keys 0-9: all 825 households active at lambda 0, 809-817 at 1e-3, 211-237 at 1e-2 and
+# 71-81 at 3e-2; the last point's held-out error 69-129 times the smallest.
+@pytest.mark.parametrize("key", range(10))
+def test_the_chosen_point_has_the_smallest_held_out_error(wb, paths, key):
     M, y, _ = wb
-    path = lambda_path
+    path = paths(key)
     fit = np.setdiff1d(np.arange(47), HELD)
     np.testing.assert_array_equal(path.holdout_rows, HELD)
     np.testing.assert_array_equal(path.fit_rows, fit)
@@ -49,7 +66,9 @@ def test_the_chosen_point_has_the_smallest_held_out_error(wb, lambda_path):
     assert "<- chosen" in path.summary().splitlines()[path.best + 1]
 
 
-def test_a_tolerance_trades_held_out_error_for_sparsity(lambda_path):
+@pytest.mark.parametrize("key", range(10))
+def test_a_tolerance_trades_held_out_error_for_sparsity(paths, key):
+    lambda_path = paths(key)
     err, active = lambda_path.holdout_error, lambda_path.active
     assert path_module.choose(err, active, 0.0) == lambda_path.best
     tol = err[1] / err.min() - 1 + 1e-9  # the second point is just within

@@ -47,11 +47,11 @@ TX = optax.chain(
 )
 
 
-def _train(step, data, lam, *, steps=STEPS, batch=128):
+def _train(step, data, lam, *, seed=0, steps=STEPS, batch=128):
     x_train, y_train, _, _ = data
-    model = ln.SparseMLP((64, 64, 10), gate="input", init_keep_prob=0.9, rngs=nnx.Rngs(0))
+    model = ln.SparseMLP((64, 64, 10), gate="input", init_keep_prob=0.9, rngs=nnx.Rngs(seed))
     optimizer = nnx.Optimizer(model, TX, wrt=nnx.Param)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed + 1)
     l0_start = float(ln.l0_penalty(model))
     lam = jnp.asarray(lam, jnp.float32)
     for _ in range(steps):
@@ -66,16 +66,20 @@ def _accuracy(model, data):
     return float(np.mean(np.asarray(logits).argmax(-1) == y_test))
 
 
-def test_l0_closes_gates_on_digits_and_lambda_zero_keeps_them_open(digits, optax_promotion):
+# Outcomes of training, so checked for every seed 0-9 (model and batch order); 1-9 are slow. For
+# seeds 0-9 the machine that wrote this saw L0 ratios 0.40-0.45, test accuracies 0.912-0.970 with
+# L0 and 0.972-0.987 without, and 17-26 of 64 input gates open.
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.slow) if s else s for s in range(10)])
+def test_l0_closes_gates_on_digits_and_lambda_zero_keeps_them_open(digits, optax_promotion, seed):
     traces = []
     step = _make_step(traces)
-    model, l0_start = _train(step, digits, 2e-3)
+    model, l0_start = _train(step, digits, 2e-3, seed=seed)
     assert float(ln.l0_penalty(model)) <= 0.5 * l0_start
     assert _accuracy(model, digits) > 0.90
     stats = ln.sparsity_stats(model)
     assert stats["layers.0"]["open_gates"] < 64  # some pixels are switched off for good
     # Same step, lambda = 0: nothing pushes the gates closed (and lambda is an argument: no retrace).
-    dense, l0_start0 = _train(step, digits, 0.0)
+    dense, l0_start0 = _train(step, digits, 0.0, seed=seed)
     assert float(ln.l0_penalty(dense)) >= 0.95 * l0_start0
     assert all(s["open_gates"] == s["gates"] for s in ln.sparsity_stats(dense).values())
     assert _accuracy(dense, digits) > 0.90

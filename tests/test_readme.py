@@ -8,6 +8,8 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import jax
+import numpy as np
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -34,9 +36,8 @@ def test_readme_python_blocks_run():
     )
     assert regression.splitlines()[0] == "[1. 0. 1. 0.]"
     nn_out = next(out for block, out in zip(blocks, outputs, strict=True) if "ln.SparseMLP(" in block)
-    assert nn_stats["gates"] == 64 and f"'open_gates': {nn_stats['open_gates']}" in nn_out
-    # Input gates shrink the first layer to exactly its open inputs, whatever their number.
-    assert nn_small.layers[0].kernel.shape[0] == nn_stats["open_gates"]
+    _check_nn_outcome(nn_stats, nn_small, namespace["model"])
+    assert f"'open_gates': {nn_stats['open_gates']}" in nn_out
     # Keep-K keeps exactly K households and bounded weights stay within their bounds, by construction.
     calibration = next(out for block, out in zip(blocks, outputs, strict=True) if "weight_bounds=" in block)
     assert "100 True True" in calibration.splitlines()
@@ -44,3 +45,34 @@ def test_readme_python_blocks_run():
         out for block, out in zip(blocks, outputs, strict=True) if "calibrate_classical(" in block
     )
     assert "raking calibration converged" in classical
+
+
+def _check_nn_outcome(stats, small, model):
+    # What the README states of its NNX example, for any seed: 30 to 48 of the 64 input gates open,
+    # among them the 10 inputs the labels depend on, and the compressed first layer has one row per
+    # open input. The exact count varies with the seed (32 to 45 for seeds 0-9 on the machine that
+    # wrote this), and a gate near its threshold could flip with the rounding of another CPU.
+    assert stats["gates"] == 64 and 30 <= stats["open_gates"] <= 48, stats
+    eval_gates = np.asarray(model.layers[0].gate.eval_gates())
+    assert np.all(eval_gates[:10] > 0), eval_gates[:10]
+    assert small.layers[0].kernel.shape[0] == stats["open_gates"] == int(np.count_nonzero(eval_gates))
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.slow) if s else s for s in range(10)])
+def test_readme_nnx_example_holds_for_every_seed(seed):
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "ln.SparseMLP(" in b
+    )
+    assert block.count("nnx.Rngs(0)") == 1 and block.count("default_rng(0)") == 1
+    block = block.replace("nnx.Rngs(0)", f"nnx.Rngs({seed})").replace(
+        "default_rng(0)", f"default_rng({seed})"
+    )
+    namespace: dict = {}
+    with (
+        jax.numpy_dtype_promotion("standard"),
+        jax.numpy_rank_promotion("allow"),
+        redirect_stdout(io.StringIO()),
+    ):
+        exec(compile(block, str(README), "exec"), namespace)
+    stats = namespace["ln"].sparsity_stats(namespace["model"])["layers.0"]
+    _check_nn_outcome(stats, namespace["small"], namespace["model"])

@@ -40,7 +40,7 @@ def problems(draw):
         dense = dense.copy()
         dense[draw(st.integers(0, 3)), draw(st.integers(0, 5))] = draw(NONFINITE)
     elif flaw == "shape":
-        dense = dense[None] if draw(st.booleans()) else dense[0]  # 3-D or 1-D: never a matrix
+        dense = dense[0]  # 1-D
     elif flaw == "empty":
         dense = dense[:0]
     elif flaw == "huge":

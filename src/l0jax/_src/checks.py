@@ -30,6 +30,8 @@ def concrete(value: Any) -> np.ndarray | None:
 def concrete_real(name: str, value: Any) -> np.ndarray | None:
     """``concrete(value)``, raising ValueError when it is not made of real numbers (a string, None)."""
     arr = concrete(value)
+    if arr is None and isinstance(value, (list, tuple)):  # ragged: NumPy could not make an array of it
+        raise ValueError(f"{name} must be a real number (or an array of them), got {value!r}.")
     if arr is not None and arr.dtype.kind == "O":  # Python numbers in an object array, or a wrong type
         try:
             arr = real_array(name, value)
@@ -239,7 +241,7 @@ def check_threshold(threshold: Any) -> None:
     Raises:
       ValueError: it is outside [0, 1), NaN or not a real number.
     """
-    arr = concrete(threshold)
+    arr = concrete_real("threshold", threshold)
     if arr is None:
         return
     check_finite("threshold", arr)

@@ -201,6 +201,8 @@ def _read_weights(path: Path) -> Any:
             w = np.load(path, allow_pickle=False)
         except Exception as err:
             raise InputError(path, f"cannot read it ({type(err).__name__}: {err})") from err
+        if w.dtype.kind not in "biuf":  # text, complex, or a dtype NumPy saves as raw bytes (bfloat16)
+            raise InputError(path, f"expected real numbers, got dtype {w.dtype}; save it as float64")
         w = np.asarray(w, np.float64).reshape(-1)
     else:
         rows = _read_rows(path)

@@ -52,11 +52,23 @@ def _compute_dtype(dtype: Any) -> Any:
     return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
 
 
+def _real_jnp(name: str, x: ArrayLike) -> Array:
+    """``x`` as a JAX array after ``checks.real_input``; host integers become floats first.
+
+    Without 64-bit JAX, ``jnp.asarray`` makes int32 of an int64 NumPy array and wraps values beyond
+    2**31 silently (a log_alpha of 10**15 would become negative).
+    """
+    x = checks.real_input(name, x)
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biu":
+        x = x.astype(np.float64)
+    return jnp.asarray(x)
+
+
 def _prepare(log_alpha: ArrayLike, temperature: ArrayLike, gamma: ArrayLike, zeta: ArrayLike):
     """Validates concrete hyperparameters and casts everything to one compute dtype."""
     checks.check_positive("temperature", temperature, hint="It is the concrete temperature beta, e.g. 2/3.")
     checks.check_stretch(gamma, zeta)
-    log_alpha = jnp.asarray(checks.real_input("log_alpha", log_alpha))
+    log_alpha = _real_jnp("log_alpha", log_alpha)
     out_dtype = (
         log_alpha.dtype if jnp.issubdtype(log_alpha.dtype, jnp.floating) else _compute_dtype(log_alpha.dtype)
     )
@@ -260,7 +272,7 @@ def hard_concrete(
       ``prob_zero`` and exactly 1 with probability ``prob_one``.
     """
     checks.check_choice("noise", noise, NOISE_KINDS)
-    log_alpha = jnp.asarray(checks.real_input("log_alpha", log_alpha))
+    log_alpha = _real_jnp("log_alpha", log_alpha)
     if noise == "hash":
         log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
         k = _hash_grid(key, log_alpha.shape, 0, 0).astype(log_alpha.dtype)
@@ -439,8 +451,8 @@ def l0l2_penalty(
     """
     checks.check_nonnegative("lambda_l0", lambda_l0)
     checks.check_nonnegative("lambda_l2", lambda_l2)
-    theta = jnp.asarray(checks.real_input("theta", theta))
-    log_alpha = jnp.asarray(checks.real_input("log_alpha", log_alpha))
+    theta = _real_jnp("theta", theta)
+    log_alpha = _real_jnp("log_alpha", log_alpha)
     try:
         jnp.broadcast_shapes(log_alpha.shape, theta.shape)
         compatible = jnp.broadcast_shapes(log_alpha.shape, theta.shape) == theta.shape

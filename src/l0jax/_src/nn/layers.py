@@ -117,9 +117,10 @@ class L0Layer(nnx.Module):
         Returns:
           The layer's outputs.
         """
+        x = jnp.asarray(checks.real_input("x", x))  # text, objects or complex numbers: named here
         z = self.gate(deterministic=deterministic, rngs=rngs)
         kernel, bias = self._gated(z)
-        y = self._apply(jnp.asarray(x), kernel, bias)
+        y = self._apply(x, kernel, bias)
         record.note(self, record.output_positions(y))
         return y
 

@@ -68,7 +68,7 @@ def free_gates(model: Any) -> list[tuple[tuple, HardConcreteGate]]:
 
 def _require_gates(model: Any, what: str) -> tuple[list, list]:
     if not isinstance(model, nnx.Module):
-        raise ValueError(f"{what} needs a Flax NNX module, got {type(model).__name__}.")
+        raise TypeError(f"{what}: model must be a Flax NNX module, got {type(model).__name__}.")
     layers, gates = l0_layers(model), free_gates(model)
     if not layers and not gates and not structured_modules(model):
         raise ValueError(
@@ -116,7 +116,7 @@ def l2_penalty(model: nnx.Module, *, expected: bool = False) -> Array:
       A float32 scalar (no factor 1/2). Gate ``log_alpha`` values are never included.
     """
     if not isinstance(model, nnx.Module):
-        raise ValueError(f"l2_penalty needs a Flax NNX module, got {type(model).__name__}.")
+        raise TypeError(f"l2_penalty: model must be a Flax NNX module, got {type(model).__name__}.")
     modules = list(nnx.iter_modules(model))
     excluded = {id(m.log_alpha) for _, m in modules if isinstance(m, HardConcreteGate)}
     total = jnp.zeros((), jnp.float32)
