@@ -306,8 +306,8 @@ def subset_scores(coef, intercept, beta, Xt) -> tuple[float, float]:
 
 
 def subset_lambdas(y: np.ndarray) -> np.ndarray:
-    """l0jax's grid: lambda is the MSE a feature must save; 20 values from var(y)/300 to var(y)/2."""
-    return float(np.var(y)) * np.geomspace(1 / 300, 0.5, 20)
+    """l0jax's grid: lambda is the MSE a feature must save; 20 values from var(y)/100 to var(y)/2."""
+    return float(np.var(y)) * np.geomspace(1 / 100, 0.5, 20)
 
 
 def subset_main(args) -> None:
@@ -401,7 +401,7 @@ if __name__ == "__main__":
         parser.add_argument("--corr", default="exp0.2,exp0.5,exp0.8,const0.5")
         parser.add_argument("--snr", default="1,5")
         parser.add_argument("--reps", type=int, default=10)
-        parser.add_argument("--epochs", type=int, default=500)
+        parser.add_argument("--epochs", type=int, default=300)
         parser.add_argument("--lr", type=float, default=0.05)
         parser.add_argument(
             "--l0-python-cells",
