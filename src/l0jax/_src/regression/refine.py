@@ -28,8 +28,9 @@ and shared by every lambda of a path) with the rank-one identities of least squa
 * swapping i for j changes it by
   ``beta_i^2 / A_ii - (g_j + W_ji beta_i / A_ii)^2 / (d_j + W_ji^2 / A_ii)``.
 
-One step costs O(p K) for the p x K candidate table plus a K x K Cholesky factorisation, with K the
-largest support the search may reach (a static bound, so the program never depends on lambda).
+One step costs O(p K^2) for the p x K candidate table (``W = Q A``) and O(K^2) for the rank-one
+update of A after the move (no factorisation inside the loop), with K the largest support the
+search may reach (a static bound from n and p, so the program never depends on lambda).
 
 Logistic: the same formulas on the quadratic model of the cross-entropy (Fisher weight at the current
 fit times the Gram matrix) rank the moves; all drops and the best-ranked adds and swaps are refitted
