@@ -251,20 +251,25 @@ for r in range(d["X"].shape[0]):
         torch.manual_seed(0)
         model = SparseL0Linear(n_features=X.shape[1], seed=0)
         model.fit(sp.csr_matrix(X), y, lambda_reg=lam, lr=cfg["lr"], epochs=cfg["epochs"])
-        pred = model.predict(sp.csr_matrix(Xv))
-        pred = pred.detach().numpy() if hasattr(pred, "detach") else np.asarray(pred)
-        val = float(np.mean((yv - pred) ** 2))
+        # Predictions computed here: l0-python's predict reuses its converted training matrix for any
+        # input of the same shape and nnz, which a dense validation set of the same size has.
+        with torch.no_grad():
+            gates = model.get_deterministic_gates()
+            coef = torch.where(gates > 0.01, model.weight * gates, 0.0).numpy().astype(np.float64)
+            bias = float(model.bias) if model.bias is not None else 0.0
+        val = float(np.mean((yv - Xv @ coef - bias) ** 2))
         if best is None or val < best[0]:
-            coef = model.get_coefficients().detach().numpy() if hasattr(model.get_coefficients(), "detach") else np.asarray(model.get_coefficients())
-            best = (val, coef.tolist(), float(model.bias.detach()) if model.bias is not None else 0.0)
-    out.append({"seconds": (time.perf_counter() - start) / len(cfg["lambdas"][r]), "coef": best[1], "intercept": best[2]})
+            best = (val, coef.tolist(), bias)
+    seconds = (time.perf_counter() - start) / len(cfg["lambdas"][r])
+    out.append({"seconds": seconds, "coef": best[1], "intercept": best[2]})
 print(json.dumps({"fits": out, "torch": torch.__version__}))
 """
 
 
 def subset_design(n: int, p: int, corr: str, snr: float, rng: np.random.Generator, n_test: int = 1000):
-    """Hazimeh & Mazumder (2020) designs: X ~ N(0, Sigma), k = 10 coefficients equal to 1, noise
-    variance Var(X beta) / SNR. ``corr`` is ``"exp0.2"`` (Sigma_ij = rho^|i-j|, the ten nonzeros
+    """Hazimeh & Mazumder (2020) designs: X ~ N(0, Sigma), k = 10 coefficients equal to 1.
+
+    The noise variance is Var(X beta) / SNR. ``corr`` is ``"exp0.2"`` (Sigma_ij = rho^|i-j|, the ten nonzeros
     equispaced) or ``"const0.5"`` (Sigma_ij = rho off the diagonal, the first ten nonzero).
     Returns training, validation (same size as training) and fresh test data, and beta.
     """
@@ -272,6 +277,7 @@ def subset_design(n: int, p: int, corr: str, snr: float, rng: np.random.Generato
     beta = np.zeros(p)
     if kind == "exp":
         beta[np.round(np.linspace(0, p - 1, 10)).astype(int)] = 1.0
+
         # X = AR(1) columns: x_j = rho x_{j-1} + sqrt(1 - rho^2) e_j has Cov = rho^|i-j|.
         def draw(m):
             e = rng.standard_normal((m, p))
@@ -306,8 +312,8 @@ def subset_scores(coef, intercept, beta, Xt) -> tuple[float, float]:
 
 
 def subset_lambdas(y: np.ndarray) -> np.ndarray:
-    """l0jax's grid: lambda is the MSE a feature must save; 20 values from var(y)/300 to var(y)/2."""
-    return float(np.var(y)) * np.geomspace(1 / 300, 0.5, 20)
+    """l0jax's grid: lambda is the MSE a feature must save; 20 values from var(y)/100 to var(y)/2."""
+    return float(np.var(y)) * np.geomspace(1 / 100, 0.5, 20)
 
 
 def subset_main(args) -> None:
@@ -323,16 +329,18 @@ def subset_main(args) -> None:
     floor_cells = {tuple(c.split(":")) for c in args.l0_python_cells.split(",") if c}
     folder = tempfile.mkdtemp(prefix="l0jax-subset-")
     print(
-        f"{'n':>4} {'p':>5} {'corr':>8} {'snr':>4} | {'F1 l0jax':>8} {'abess':>6} {'LassoCV':>7} {'l0-py':>6} | "
-        f"{'err l0jax':>9} {'abess':>6} {'LassoCV':>7} {'l0-py':>6} | {'s/fit l0jax':>11} {'abess':>6} "
-        f"{'LassoCV':>7} {'l0-py':>6}",
+        f"{'n':>4} {'p':>5} {'corr':>8} {'snr':>4} | {'F1 l0jax':>8} {'abess':>6} {'LassoCV':>7} "
+        f"{'l0-py':>6} | {'err l0jax':>9} {'abess':>6} {'LassoCV':>7} {'l0-py':>6} | "
+        f"{'s/fit l0jax':>11} {'abess':>6} {'LassoCV':>7} {'l0-py':>6}",
         flush=True,
     )
     for n in ns:
         for p in ps:
             for corr in corrs:
                 for snr in snrs:
-                    rng = np.random.default_rng([n, p, int(100 * float(corr[-3:])), int(snr), corr.startswith("exp")])
+                    rng = np.random.default_rng(
+                        [n, p, int(100 * float(corr[-3:])), int(snr), corr.startswith("exp")]
+                    )
                     data = [subset_design(n, p, corr, snr, rng) for _ in range(args.reps)]
                     rows = {"l0jax": [], "abess": [], "lassocv": [], "l0-python": []}
                     for X, y, Xv, yv, Xt, beta in data:
@@ -354,10 +362,12 @@ def subset_main(args) -> None:
                     )
                     peers = run_reference(SUBSET_PEERS, {"file": file})
                     if peers:
-                        for fit, (X, y, Xv, yv, Xt, beta) in zip(peers["fits"], data):
+                        for fit, (*_, Xt, beta) in zip(peers["fits"], data, strict=True):
                             for name in ("abess", "lassocv"):
                                 f = fit[name]
-                                rows[name].append((*subset_scores(f["coef"], f["intercept"], beta, Xt), f["seconds"]))
+                                rows[name].append(
+                                    (*subset_scores(f["coef"], f["intercept"], beta, Xt), f["seconds"])
+                                )
                     if (str(n), str(p), corr, f"{snr:g}") in floor_cells:
                         ref = run_reference(
                             SUBSET_L0_PYTHON,
@@ -369,18 +379,26 @@ def subset_main(args) -> None:
                             },
                         )
                         if ref:
-                            for f, (X, y, Xv, yv, Xt, beta) in zip(ref["fits"], data):
-                                rows["l0-python"].append((*subset_scores(f["coef"], f["intercept"], beta, Xt), f["seconds"]))
+                            for f, (*_, Xt, beta) in zip(ref["fits"], data, strict=True):
+                                rows["l0-python"].append(
+                                    (*subset_scores(f["coef"], f["intercept"], beta, Xt), f["seconds"])
+                                )
                     mean = {k: np.mean(v, axis=0) if v else None for k, v in rows.items()}
                     # l0jax's first fit of a shape includes compilation: the median time is reported.
                     med = {k: np.median(np.asarray(v)[:, 2]) if v else None for k, v in rows.items()}
-                    cell = lambda k, i: f"{mean[k][i]:.3f}" if mean[k] is not None else "-"  # noqa: E731
-                    tcell = lambda k: f"{med[k]:.3f}" if med[k] is not None else "-"  # noqa: E731
+
+                    def cell(k, i, mean=mean):
+                        return f"{mean[k][i]:.3f}" if mean[k] is not None else "-"
+
+                    def tcell(k, med=med):
+                        return f"{med[k]:.3f}" if med[k] is not None else "-"
+
                     print(
                         f"{n:>4} {p:>5} {corr:>8} {snr:>4g} | {cell('l0jax', 0):>8} {cell('abess', 0):>6} "
                         f"{cell('lassocv', 0):>7} {cell('l0-python', 0):>6} | {cell('l0jax', 1):>9} "
                         f"{cell('abess', 1):>6} {cell('lassocv', 1):>7} {cell('l0-python', 1):>6} | "
-                        f"{tcell('l0jax'):>11} {tcell('abess'):>6} {tcell('lassocv'):>7} {tcell('l0-python'):>6}",
+                        f"{tcell('l0jax'):>11} {tcell('abess'):>6} {tcell('lassocv'):>7} "
+                        f"{tcell('l0-python'):>6}",
                         flush=True,
                     )
                     if args.out:
@@ -401,7 +419,7 @@ if __name__ == "__main__":
         parser.add_argument("--corr", default="exp0.2,exp0.5,exp0.8,const0.5")
         parser.add_argument("--snr", default="1,5")
         parser.add_argument("--reps", type=int, default=10)
-        parser.add_argument("--epochs", type=int, default=500)
+        parser.add_argument("--epochs", type=int, default=300)
         parser.add_argument("--lr", type=float, default=0.05)
         parser.add_argument(
             "--l0-python-cells",

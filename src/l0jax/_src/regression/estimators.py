@@ -301,6 +301,10 @@ class _SparseL0Model:
             jax.tree.map(lambda v: v[None], new), design, yj, hyper, kind=self._kind, eval_rule=self.eval_rule
         )
         lam = float(hyper.lambda_reg)
+        if float(loss_after[0]) + lam * int(support.sum()) > float(loss_before[0]) + lam * int(before.sum()):
+            # Only possible when the stochastic support is larger than the search's bound K
+            # (``refine.max_support``) and was cut to fit: the stochastic fit is then kept.
+            new, support, loss_after = params, before, loss_before
         info = {
             "support_before": np.flatnonzero(before),
             "objective_before": float(loss_before[0]) + lam * int(before.sum()),

@@ -204,7 +204,20 @@ def l0_path(
         refined = {"weight": jnp.asarray(out.coef, dtype), "log_alpha": jnp.asarray(log_alpha, dtype)}
         if "bias" in batched:
             refined["bias"] = jnp.asarray(out.intercept, dtype)
-        batched = refined
+        # Keep the stochastic fit wherever the refined one is worse (only possible when its support
+        # exceeded the search's bound ``refine.max_support`` and was cut to fit).
+        lam = np.asarray(lambdas)
+        before = np.asarray(
+            train.evaluate_path(batched, design, yj, hyper, kind=kind, eval_rule=eval_rule)[0]
+        )
+        before = before + lam * np.sum(np.asarray(gates) > train.ACTIVE_THRESHOLD, axis=1)
+        after = np.asarray(train.evaluate_path(refined, design, yj, hyper, kind=kind, eval_rule=eval_rule)[0])
+        after = after + lam * np.sum(np.asarray(out.support), axis=1)
+        worse = jnp.asarray(after > before)
+        batched = {
+            name: jnp.where(worse.reshape((-1,) + (1,) * (value.ndim - 1)), batched[name], value)
+            for name, value in refined.items()
+        }
     train_loss, gates = train.evaluate_path(batched, design, yj, hyper, kind=kind, eval_rule=eval_rule)
     val_loss = None
     if X_val is not None:

@@ -28,8 +28,9 @@ and shared by every lambda of a path) with the rank-one identities of least squa
 * swapping i for j changes it by
   ``beta_i^2 / A_ii - (g_j + W_ji beta_i / A_ii)^2 / (d_j + W_ji^2 / A_ii)``.
 
-One step costs O(p K) for the p x K candidate table plus a K x K Cholesky factorisation, with K the
-largest support the search may reach (a static bound, so the program never depends on lambda).
+One step costs O(p K^2) for the p x K candidate table (``W = Q A``) and O(K^2) for the rank-one
+update of A after the move (no factorisation inside the loop), with K the largest support the
+search may reach (a static bound from n and p, so the program never depends on lambda).
 
 Logistic: the same formulas on the quadratic model of the cross-entropy (Fisher weight at the current
 fit times the Gram matrix) rank the moves; all drops and the best-ranked adds and swaps are refitted
@@ -57,7 +58,7 @@ Array = jax.Array
 TRACES: collections.Counter = collections.Counter()
 
 # The largest support the search may reach; the candidate table is p x K.
-MAX_SUPPORT = 256
+MAX_SUPPORT = 128
 # A candidate feature must keep this fraction of its variance after projecting out the support:
 # below it, x_j is (numerically) in the span of S and its score would be rounding noise.
 _MIN_RESIDUAL = 1e-4
@@ -216,7 +217,32 @@ def _apply_move(idx: Array, valid: Array, drop: Array, add: Array, swap: Array):
     feature = jnp.where(kind == 1, j_add, jnp.where(kind == 2, j_swap, idx[slot])).astype(idx.dtype)
     new_idx = idx.at[slot].set(jnp.clip(feature, 0, p - 1))
     new_valid = valid.at[slot].set(kind != 0)
-    return new_idx, new_valid, best[kind]
+    return new_idx, new_valid, best[kind], kind, slot
+
+
+def _updated_inverse(mom: Moments, sol: _Solve, idx: Array, valid: Array, kind: Array, slot: Array, new_idx):
+    """``G_SS^{-1}`` after the move, by rank-one updates (O(K^2)) instead of a new factorisation.
+
+    A drop (kind 0) or the drop half of a swap (kind 2) removes ``slot`` with the Schur identity
+    ``A - A[:, i] A[i, :] / A_ii``; an add (kind 1) or the add half of a swap puts feature j in
+    ``slot`` with ``u = A b``, ``d = G_jj - b'u`` (b = G[S, j]): ``A + u u'/d`` bordered by ``-u/d``
+    and ``1/d``. Empty slots keep identity rows, as in ``_solve``.
+    """
+    inv = sol.inv
+    k = inv.shape[0]
+    e = jax.nn.one_hot(slot, k, dtype=inv.dtype)
+    keep = (1 - e)[:, None] * (1 - e)[None, :]
+    a = inv[:, slot]
+    dropped = (inv - jnp.outer(a, a) / inv[slot, slot]) * keep + jnp.outer(e, e)
+    inv = jnp.where(kind == 1, inv, dropped)
+    mid = valid.at[slot].set(False)
+    j = new_idx[slot]
+    b = jnp.where(mid, mom.gram[idx, j], 0.0)
+    u = inv @ b
+    d = jnp.maximum(mom.gram[j, j] - b @ u, jnp.finfo(inv.dtype).tiny)
+    col = (e - u) / d
+    added = (inv + jnp.outer(u, u) / d) * keep + jnp.outer(e, col) + jnp.outer(col, e) - jnp.outer(e, e) / d
+    return jnp.where(kind == 0, inv, added)
 
 
 def _linear_search(mom: Moments, idx: Array, valid: Array, lam: Array, tol: Array, max_steps: int):
@@ -230,8 +256,11 @@ def _linear_search(mom: Moments, idx: Array, valid: Array, lam: Array, tol: Arra
     def body(state):
         idx, valid, sol, step, _ = state
         drop, add, swap = _linear_moves(mom, idx, valid, sol, lam)
-        new_idx, new_valid, change = _apply_move(idx, valid, drop, add, swap)
-        new_sol = _solve(mom, new_idx, new_valid)
+        new_idx, new_valid, change, kind, slot = _apply_move(idx, valid, drop, add, swap)
+        inv = _updated_inverse(mom, sol, idx, valid, kind, slot, new_idx)
+        c = jnp.where(new_valid, mom.xty[new_idx], 0.0)
+        beta = jnp.where(new_valid, inv @ c, 0.0)
+        new_sol = _Solve(beta, inv, jnp.maximum(mom.yty - c @ beta, 0.0))
         # Accept only on a strict fall of the recomputed objective, so rounding cannot cycle.
         moved = (change < -tol) & (objective(new_sol, new_valid) < objective(sol, valid) - tol)
         keep = lambda a, b: jax.tree.map(lambda u, v: jnp.where(moved, u, v), a, b)  # noqa: E731
@@ -247,6 +276,8 @@ def _linear_search(mom: Moments, idx: Array, valid: Array, lam: Array, tol: Arra
     idx, valid, sol, steps, _ = jax.lax.while_loop(
         cond, body, (idx, valid, sol, jnp.zeros((), jnp.int32), jnp.asarray(True))
     )
+    # The final coefficients from a fresh factorisation (no drift from the rank-one updates).
+    sol = _solve(mom, idx, valid)
     return idx, valid, sol, objective(sol, valid), steps
 
 
