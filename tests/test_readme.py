@@ -29,7 +29,7 @@ def test_readme_python_blocks_run():
             outputs.append(out.getvalue())
             if "ln.SparseMLP(" in block:  # later blocks reuse the name `model`
                 nn_stats = namespace["ln"].sparsity_stats(namespace["model"])["layers.0"]
-                nn_small = namespace["small"]
+                nn_small, nn_model = namespace["small"], namespace["model"]
     # The stated outputs (comments in the blocks) that do not depend on float rounding.
     regression = next(
         out for block, out in zip(blocks, outputs, strict=True) if "l0jax.SparseL0Linear(" in block
@@ -38,7 +38,7 @@ def test_readme_python_blocks_run():
     # the refined support against all 16 enumerated subsets.
     assert regression.splitlines()[0] == "[1. 0. 1. 0.]"
     nn_out = next(out for block, out in zip(blocks, outputs, strict=True) if "ln.SparseMLP(" in block)
-    _check_nn_outcome(nn_stats, nn_small, namespace["model"])
+    _check_nn_outcome(nn_stats, nn_small, nn_model)
     assert f"'open_gates': {nn_stats['open_gates']}" in nn_out
     # Keep-K keeps exactly K households and bounded weights stay within their bounds, by construction.
     calibration = next(out for block, out in zip(blocks, outputs, strict=True) if "weight_bounds=" in block)
