@@ -25,7 +25,7 @@ def test_readme_python_blocks_run():
             with redirect_stdout(out):
                 exec(compile(block, str(README), "exec"), namespace)
             outputs.append(out.getvalue())
-            if "ln.SparseMLP(" in block:  # later blocks reuse the name `model`
+            if "ln.SparseMLP(" in block and "SizeBudget" not in block:  # later blocks reuse `model`
                 nn_stats = namespace["ln"].sparsity_stats(namespace["model"])["layers.0"]
                 nn_small = namespace["small"]
     # The stated outputs (comments in the blocks) that do not depend on float rounding.
@@ -36,6 +36,12 @@ def test_readme_python_blocks_run():
     assert "'open_gates': 38" in nn_out
     # Input gates shrink the first layer to its 38 open inputs.
     assert nn_small.layers[0].kernel.shape[0] == 38
+    # The size budget lands on its target (the setup of tests/test_budget.py, where seeds 0-9 land
+    # within 0.12%).
+    budget_out = next(out for block, out in zip(blocks, outputs) if "ln.SizeBudget(" in block)
+    assert budget_out.strip() == "1.00"
+    attention_out = next(out for block, out in zip(blocks, outputs) if "ln.L0MultiHeadAttention(" in block)
+    assert attention_out.strip() == "4 True"
     # Classical calibration: converged, the bounded selection keeps 400 within [0.5, 2], and the
     # path's chosen point is marked on the smallest held-out error.
     classical = next(out for block, out in zip(blocks, outputs) if "calibrate_classical(" in block)
