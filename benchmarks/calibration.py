@@ -490,7 +490,8 @@ def report_sharded(name: str, counts: list[int], epochs: int) -> None:
         f"speed-up), {epochs} epochs timed:"
     )
     print(
-        f"{'devices':>7} {'backend':>7} {'ms/epoch':>9} {'/ 1 device':>10} {'compile s':>9} {'build s':>8} {'peak MiB':>8}"
+        f"{'devices':>7} {'backend':>7} {'ms/epoch':>9} {'/ 1 device':>10} {'compile s':>9} "
+        f"{'build s':>8} {'peak MiB':>8}"
     )
     for count in sorted(res):
         r = res[count]

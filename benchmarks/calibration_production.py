@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"census selection: {census.matrix.shape[0]} targets x {n:,} households ({census.matrix.nnz:,} nonzeros); "
         f"{args.epochs} epochs, lr {SETTINGS['lr']}, beta {SETTINGS['beta']:.3f}, keep-probability "
-        f"{SETTINGS['init_keep_prob']}, lambda_l2 {SETTINGS['lambda_l2']:g}, relative loss; goal: at most {MAX_SHARE:.0%} kept "
+        f"{SETTINGS['init_keep_prob']}, lambda_l2 {SETTINGS['lambda_l2']:g}, relative loss; "
+        f"goal: at most {MAX_SHARE:.0%} kept "
         f"({int(MAX_SHARE * n):,}), every target within 2%\n"
     )
 
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     def line(label: str, f: dict[str, float], seconds: str) -> None:
         print(
             f"{label:<30} {f['kept']:>7,} {f['kept'] / n:>6.2%} | {f['max_error']:>8.3%} {f['mean_error']:>8.3%} | "
-            f"{f['spending_mean']:>6.1%} / {f['spending_max']:>6.1%} {f['persons_mean']:>7.1%} / {f['persons_max']:>6.1%} "
+            f"{f['spending_mean']:>6.1%} / {f['spending_max']:>6.1%} "
+            f"{f['persons_mean']:>7.1%} / {f['persons_max']:>6.1%} "
             f"| {seconds:>7}"
         )
 

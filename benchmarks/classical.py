@@ -150,7 +150,7 @@ def run(name: str, M, t, d, engine_epochs: int, engine_methods: tuple[str, ...])
         if method in engine_methods:
             kind = "raking" if method == "raking" else "chi2"
             res, t_eng = timed(
-                lambda: l0jax.calibrate(
+                lambda kind=kind: l0jax.calibrate(
                     M,
                     t,
                     key=0,

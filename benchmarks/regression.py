@@ -3,6 +3,10 @@
 Run: ``.venv/bin/python benchmarks/regression.py [--quick]`` (the l0-python
 reference comes from ``$L0_PYTHON`` or ``make bench-env``).
 
+``--subset`` runs the best-subset comparison instead (see ``subset_main``): l0jax's ``l0_path``
+against abess 0.4.11 and scikit-learn's ``LassoCV`` (both in the reference environment, which
+``make bench-env`` builds with them) on the synthetic designs of Hazimeh & Mazumder (2020).
+
 Three tables, all measured in this run on the same data:
 
 1. Time per epoch and support recovery (precision, recall of the true features) of one fit, for
@@ -206,5 +210,205 @@ def main() -> None:
         print(f"\nreference: l0-python SparseL0Linear on torch {ref['torch']} (CPU, 2 threads)")
 
 
+SUBSET_PEERS = r"""
+import json, sys, time, warnings
+import numpy as np
+from abess.linear import LinearRegression as Abess
+from sklearn.linear_model import LassoCV
+import abess, sklearn
+warnings.filterwarnings("ignore")
+cfg = json.load(sys.stdin)
+d = np.load(cfg["file"])
+out = []
+for r in range(d["X"].shape[0]):
+    X, y = d["X"][r], d["y"][r]
+    fit = {}
+    start = time.perf_counter()
+    # abess's own tuning: its default support-size range and information criterion (EBIC).
+    model = Abess().fit(X, y)
+    fit["abess"] = {"seconds": time.perf_counter() - start, "coef": model.coef_.tolist(),
+                    "intercept": float(model.intercept_)}
+    start = time.perf_counter()
+    lasso = LassoCV(cv=5, n_jobs=1, random_state=0).fit(X, y)
+    fit["lassocv"] = {"seconds": time.perf_counter() - start, "coef": lasso.coef_.tolist(),
+                      "intercept": float(lasso.intercept_)}
+    out.append(fit)
+print(json.dumps({"fits": out, "abess": abess.__version__, "sklearn": sklearn.__version__}))
+"""
+
+SUBSET_L0_PYTHON = r"""
+import json, sys, time
+import numpy as np, scipy.sparse as sp, torch
+from l0.sparse import SparseL0Linear
+torch.set_num_threads(2)
+cfg = json.load(sys.stdin)
+d = np.load(cfg["file"])
+out = []
+for r in range(d["X"].shape[0]):
+    X, y, Xv, yv = d["X"][r], d["y"][r], d["Xv"][r], d["yv"][r]
+    start, best = time.perf_counter(), None
+    for lam in cfg["lambdas"][r]:   # the same grid as l0jax, chosen on the same validation set
+        torch.manual_seed(0)
+        model = SparseL0Linear(n_features=X.shape[1], seed=0)
+        model.fit(sp.csr_matrix(X), y, lambda_reg=lam, lr=cfg["lr"], epochs=cfg["epochs"])
+        pred = model.predict(sp.csr_matrix(Xv))
+        pred = pred.detach().numpy() if hasattr(pred, "detach") else np.asarray(pred)
+        val = float(np.mean((yv - pred) ** 2))
+        if best is None or val < best[0]:
+            coef = model.get_coefficients().detach().numpy() if hasattr(model.get_coefficients(), "detach") else np.asarray(model.get_coefficients())
+            best = (val, coef.tolist(), float(model.bias.detach()) if model.bias is not None else 0.0)
+    out.append({"seconds": (time.perf_counter() - start) / len(cfg["lambdas"][r]), "coef": best[1], "intercept": best[2]})
+print(json.dumps({"fits": out, "torch": torch.__version__}))
+"""
+
+
+def subset_design(n: int, p: int, corr: str, snr: float, rng: np.random.Generator, n_test: int = 1000):
+    """Hazimeh & Mazumder (2020) designs: X ~ N(0, Sigma), k = 10 coefficients equal to 1, noise
+    variance Var(X beta) / SNR. ``corr`` is ``"exp0.2"`` (Sigma_ij = rho^|i-j|, the ten nonzeros
+    equispaced) or ``"const0.5"`` (Sigma_ij = rho off the diagonal, the first ten nonzero).
+    Returns training, validation (same size as training) and fresh test data, and beta.
+    """
+    kind, rho = corr[:-3], float(corr[-3:])
+    beta = np.zeros(p)
+    if kind == "exp":
+        beta[np.round(np.linspace(0, p - 1, 10)).astype(int)] = 1.0
+        # X = AR(1) columns: x_j = rho x_{j-1} + sqrt(1 - rho^2) e_j has Cov = rho^|i-j|.
+        def draw(m):
+            e = rng.standard_normal((m, p))
+            X = np.empty((m, p))
+            X[:, 0] = e[:, 0]
+            for j in range(1, p):
+                X[:, j] = rho * X[:, j - 1] + np.sqrt(1 - rho**2) * e[:, j]
+            return X
+
+        signal_var = sum(rho ** abs(i - j) for i in np.flatnonzero(beta) for j in np.flatnonzero(beta))
+    else:
+        beta[:10] = 1.0
+
+        def draw(m):
+            return np.sqrt(rho) * rng.standard_normal((m, 1)) + np.sqrt(1 - rho) * rng.standard_normal((m, p))
+
+        signal_var = 10 + 90 * rho
+    sigma = np.sqrt(signal_var / snr)
+    X, Xv, Xt = draw(n), draw(n), draw(n_test)
+    y = X @ beta + sigma * rng.standard_normal(n)
+    yv = Xv @ beta + sigma * rng.standard_normal(n)
+    return X, y, Xv, yv, Xt, beta
+
+
+def subset_scores(coef, intercept, beta, Xt) -> tuple[float, float]:
+    """(support F1, relative prediction error ||Xt (coef - beta) + intercept||^2 / ||Xt beta||^2)."""
+    selected, true = np.asarray(coef) != 0, beta != 0
+    hits = np.sum(selected & true)
+    f1 = 2 * hits / (selected.sum() + true.sum())
+    err = np.sum((Xt @ (np.asarray(coef) - beta) + intercept) ** 2) / np.sum((Xt @ beta) ** 2)
+    return float(f1), float(err)
+
+
+def subset_lambdas(y: np.ndarray) -> np.ndarray:
+    """l0jax's grid: lambda is the MSE a feature must save; 20 values from var(y)/300 to var(y)/2."""
+    return float(np.var(y)) * np.geomspace(1 / 300, 0.5, 20)
+
+
+def subset_main(args) -> None:
+    """Best-subset peers on the Hazimeh & Mazumder designs; one line per cell, JSON lines to --out."""
+    import json
+
+    print(f"machine: {machine()}")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (timings on a shared machine are noisy)")
+    ns = [int(v) for v in args.n.split(",")]
+    ps = [int(v) for v in args.p.split(",")]
+    corrs = args.corr.split(",")
+    snrs = [float(v) for v in args.snr.split(",")]
+    floor_cells = {tuple(c.split(":")) for c in args.l0_python_cells.split(",") if c}
+    folder = tempfile.mkdtemp(prefix="l0jax-subset-")
+    print(
+        f"{'n':>4} {'p':>5} {'corr':>8} {'snr':>4} | {'F1 l0jax':>8} {'abess':>6} {'LassoCV':>7} {'l0-py':>6} | "
+        f"{'err l0jax':>9} {'abess':>6} {'LassoCV':>7} {'l0-py':>6} | {'s/fit l0jax':>11} {'abess':>6} "
+        f"{'LassoCV':>7} {'l0-py':>6}",
+        flush=True,
+    )
+    for n in ns:
+        for p in ps:
+            for corr in corrs:
+                for snr in snrs:
+                    rng = np.random.default_rng([n, p, int(100 * float(corr[-3:])), int(snr), corr.startswith("exp")])
+                    data = [subset_design(n, p, corr, snr, rng) for _ in range(args.reps)]
+                    rows = {"l0jax": [], "abess": [], "lassocv": [], "l0-python": []}
+                    for X, y, Xv, yv, Xt, beta in data:
+                        start = time.perf_counter()
+                        path = l0jax.l0_path(
+                            X, y, subset_lambdas(y), X_val=Xv, y_val=yv, epochs=args.epochs, lr=args.lr
+                        )
+                        best = l0jax.select_lambda(path)
+                        seconds = time.perf_counter() - start
+                        coef = np.where(path.gates[best] > 0.5, path.coef[best], 0.0)
+                        rows["l0jax"].append((*subset_scores(coef, path.intercept[best], beta, Xt), seconds))
+                    file = os.path.join(folder, "cell.npz")
+                    np.savez(
+                        file,
+                        X=np.stack([d[0] for d in data]),
+                        y=np.stack([d[1] for d in data]),
+                        Xv=np.stack([d[2] for d in data]),
+                        yv=np.stack([d[3] for d in data]),
+                    )
+                    peers = run_reference(SUBSET_PEERS, {"file": file})
+                    if peers:
+                        for fit, (X, y, Xv, yv, Xt, beta) in zip(peers["fits"], data):
+                            for name in ("abess", "lassocv"):
+                                f = fit[name]
+                                rows[name].append((*subset_scores(f["coef"], f["intercept"], beta, Xt), f["seconds"]))
+                    if (str(n), str(p), corr, f"{snr:g}") in floor_cells:
+                        ref = run_reference(
+                            SUBSET_L0_PYTHON,
+                            {
+                                "file": file,
+                                "lambdas": [subset_lambdas(d[1])[::4].tolist() for d in data],
+                                "lr": 0.01,
+                                "epochs": 1000,
+                            },
+                        )
+                        if ref:
+                            for f, (X, y, Xv, yv, Xt, beta) in zip(ref["fits"], data):
+                                rows["l0-python"].append((*subset_scores(f["coef"], f["intercept"], beta, Xt), f["seconds"]))
+                    mean = {k: np.mean(v, axis=0) if v else None for k, v in rows.items()}
+                    # l0jax's first fit of a shape includes compilation: the median time is reported.
+                    med = {k: np.median(np.asarray(v)[:, 2]) if v else None for k, v in rows.items()}
+                    cell = lambda k, i: f"{mean[k][i]:.3f}" if mean[k] is not None else "-"  # noqa: E731
+                    tcell = lambda k: f"{med[k]:.3f}" if med[k] is not None else "-"  # noqa: E731
+                    print(
+                        f"{n:>4} {p:>5} {corr:>8} {snr:>4g} | {cell('l0jax', 0):>8} {cell('abess', 0):>6} "
+                        f"{cell('lassocv', 0):>7} {cell('l0-python', 0):>6} | {cell('l0jax', 1):>9} "
+                        f"{cell('abess', 1):>6} {cell('lassocv', 1):>7} {cell('l0-python', 1):>6} | "
+                        f"{tcell('l0jax'):>11} {tcell('abess'):>6} {tcell('lassocv'):>7} {tcell('l0-python'):>6}",
+                        flush=True,
+                    )
+                    if args.out:
+                        with open(args.out, "a") as f:
+                            record = {"n": n, "p": p, "corr": corr, "snr": snr, "reps": args.reps}
+                            record.update({k: [list(map(float, r)) for r in v] for k, v in rows.items()})
+                            f.write(json.dumps(record) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--subset" in sys.argv:
+        parser = argparse.ArgumentParser(description=subset_main.__doc__)
+        parser.add_argument("--subset", action="store_true")
+        parser.add_argument("--n", default="100,500")
+        parser.add_argument("--p", default="100,1000")
+        parser.add_argument("--corr", default="exp0.2,exp0.5,exp0.8,const0.5")
+        parser.add_argument("--snr", default="1,5")
+        parser.add_argument("--reps", type=int, default=10)
+        parser.add_argument("--epochs", type=int, default=500)
+        parser.add_argument("--lr", type=float, default=0.05)
+        parser.add_argument(
+            "--l0-python-cells",
+            default="100:100:exp0.5:5,500:100:exp0.5:5",
+            help="cells n:p:corr:snr where l0-python's SparseL0Linear also runs (the floor)",
+        )
+        parser.add_argument("--out", default="", help="append one JSON line of raw results per cell")
+        subset_main(parser.parse_args())
+    else:
+        main()

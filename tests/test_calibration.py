@@ -364,7 +364,7 @@ def test_bad_constructor_and_calibrate_input(small):
         SparseCalibrationWeights(10, zeta=1.0)
     with pytest.raises(ValueError, match="give either seed or key"):
         SparseCalibrationWeights(10, seed=1, key=jax.random.key(1))
-    with pytest.raises(ValueError, match="key must be a JAX PRNG key"):
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
         calibrate(M, y, key="zero")
     with pytest.raises(ValueError, match="unknown eval_rule"):
         calibrate(M, y, key=0, eval_rule="mean")
@@ -372,6 +372,68 @@ def test_bad_constructor_and_calibrate_input(small):
         calibrate(M, y, key=0, backend="torch")
     with pytest.raises(ValueError, match="M must have shape"):
         SparseCalibrationWeights(100).predict(np.ones((3, 7)))
+
+
+@pytest.mark.parametrize(
+    "entry", ["calibrate", "fit", "calibrate_path", "calibrate_classical", "check_targets"]
+)
+@pytest.mark.parametrize(
+    "targets, error, match",
+    [
+        (["a"] * 20, ValueError, "targets must hold real numbers, got dtype <U1"),
+        (np.array([1.0, "b"] * 10, dtype=object), ValueError, "targets must hold real numbers.* such as 'b'"),
+        (np.ones(20) + 1j, ValueError, "targets must hold real numbers, got dtype complex128"),
+        ([[1.0, 2.0], [3.0]], ValueError, "targets must be a rectangular array"),
+        ({"a": 1.0}, TypeError, "targets must be a number or an array .* got dict"),
+        (None, TypeError, "targets must be a number or an array .* got NoneType"),
+    ],
+)
+def test_non_numeric_targets_are_named(small, entry, targets, error, match):
+    M, _ = small
+    call = {
+        "calibrate": lambda: calibrate(M, targets, key=0, epochs=1),
+        "fit": lambda: SparseCalibrationWeights(100).fit(M, targets, epochs=1),
+        "calibrate_path": lambda: l0jax.calibrate_path(M, targets, key=0, holdout=[0], lambdas=[0.1]),
+        "calibrate_classical": lambda: l0jax.calibrate_classical(M, targets, np.ones(100)),
+        "check_targets": lambda: l0jax.check_targets(M, targets),
+    }[entry]
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"init_weights": ["a"] * 100}, ValueError, "init_weights must hold real numbers"),
+        ({"init_weights": "1"}, TypeError, "init_weights must be a number or an array"),
+        ({"init_weights": np.ones(100) * 1j}, ValueError, "init_weights must hold real numbers"),
+        ({"init_keep_prob": ["x"] * 100}, ValueError, "init_keep_prob must hold real numbers"),
+        ({"init_keep_prob": "0.5"}, TypeError, "init_keep_prob must be a number or an array"),
+        ({"M": [[1.0] * 100] * 19 + [[1.0]]}, ValueError, "M must be a rectangular array"),
+        ({"M": np.full((20, 100), "a")}, ValueError, "M must hold real numbers, got dtype <U1"),
+        ({"M": np.ones((20, 100), complex)}, ValueError, "M must hold real numbers, got dtype complex128"),
+    ],
+)
+def test_non_numeric_array_arguments_are_named(small, kwargs, error, match):
+    M, y = small
+    args = {"M": M, "targets": y, "key": 0, "epochs": 1, **kwargs}
+    with pytest.raises(error, match=match):
+        calibrate(**args)
+
+
+def test_bfloat16_and_object_matrices_calibrate_as_float32(small):
+    import ml_dtypes
+
+    M, y = small
+    dense = M.toarray().astype(np.float32)
+    reference = calibrate(dense, y, key=0, epochs=3, polish=False).weights
+    # The matrix's values are exact in bfloat16 after rounding it once, so compare against that.
+    rounded = dense.astype(ml_dtypes.bfloat16)
+    from_bf16 = calibrate(rounded, y, key=0, epochs=3, polish=False).weights
+    from_f32 = calibrate(rounded.astype(np.float32), y, key=0, epochs=3, polish=False).weights
+    np.testing.assert_array_equal(from_bf16, from_f32)
+    from_object = calibrate(dense.astype(object), y, key=0, epochs=3, polish=False).weights
+    np.testing.assert_array_equal(from_object, reference)
 
 
 def test_non_finite_loss_stops_with_the_epoch_and_keeps_the_last_finite_state():

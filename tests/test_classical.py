@@ -26,7 +26,10 @@ STYPE = np.array([4421.0, 755.0, 1018.0])
 def api():
     with open(DATA / "apiclus1.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    col = lambda k, t=float: np.array([t(r[k]) for r in rows])
+
+    def col(k, t=float):
+        return np.array([t(r[k]) for r in rows])
+
     return {k: col(k) for k in ("api00", "api99", "pw", "enroll")} | {
         "stype": col("stype", str),
         "sch.wide": col("sch.wide", str),
@@ -84,7 +87,7 @@ def _ipf(d, M, totals):
     w = d.copy()
     for _ in range(10_000):
         before = w.copy()
-        for row, total in zip(M, totals):
+        for row, total in zip(M, totals, strict=True):
             w = np.where(row > 0, w * total / (row @ w), w)
         if np.max(np.abs(w / before - 1)) < 1e-15:
             break

@@ -1,5 +1,5 @@
 """The ``l0jax`` command line: ``calibrate`` round trip, resume, one-line errors for bad files; the
-hard-concrete demo under its new name. (``l0jax demo`` itself: test_production_worldbank.py.)
+hard-concrete demo under its new name; ``l0jax demo`` itself is in test_production_worldbank.py.
 """
 
 import csv

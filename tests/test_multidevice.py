@@ -71,7 +71,7 @@ def test_two_processes_over_gloo_equal_one_process_on_four_devices(tmp_path):
     )
     logs = [w.communicate(timeout=600)[0] for w in workers]
     assert single.returncode == 0, single.stdout + single.stderr
-    for w, log in zip(workers, logs):
+    for w, log in zip(workers, logs, strict=True):
         assert w.returncode == 0, log[-4000:]
     one = np.load(tmp_path / "single_0.npz")
     for i in range(2):

@@ -218,7 +218,7 @@ def test_compress_sequential_explicit_chains_and_isolated_layers():
     auto = ln.compress(seq)
     explicit = ln.compress(seq, chain=["layers.0", "layers.2", "layers.4"])
     np.testing.assert_allclose(_call(auto, x), _eval_out(seq, x), atol=1e-5)
-    for a, b in zip(auto.layers, explicit.layers):
+    for a, b in zip(auto.layers, explicit.layers, strict=True):
         if isinstance(a, nnx.Linear):
             assert a.kernel.shape == b.kernel.shape
     # Without chains each layer only gathers its own inputs and keeps all outputs.

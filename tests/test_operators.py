@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from l0jax._src import operators
+from l0jax._src import host_operators, operators
 from l0jax._src.operators import as_operator, choose_backend
 
 BACKENDS = ("dense", "sparse", "scipy")
@@ -248,9 +248,9 @@ def test_float64_when_enabled():
 
 
 def test_registry_does_not_keep_freed_matrices():
-    before = len(operators._REGISTRY)
+    before = len(host_operators._REGISTRY)
     ops = [as_operator(_matrix(seed=s), backend="scipy") for s in range(3)]
-    assert len(operators._REGISTRY) == before + 3
+    assert len(host_operators._REGISTRY) == before + 3
     del ops
     gc.collect()
-    assert len(operators._REGISTRY) == before
+    assert len(host_operators._REGISTRY) == before

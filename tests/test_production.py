@@ -1,6 +1,6 @@
 """Production calibration: keep-K mode, distance to design weights, aggregate penalties, checkpoints,
-callbacks and early stopping, diagnostics. (Real-data checks: test_production_worldbank.py; textbook
-oracles: test_oracles.py; the command line: test_cli.py.)
+callbacks and early stopping, diagnostics; real-data checks are in test_production_worldbank.py, textbook
+oracles in test_oracles.py, the command line in test_cli.py.
 """
 
 import csv

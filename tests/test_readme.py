@@ -29,22 +29,26 @@ def test_readme_python_blocks_run():
                 nn_stats = namespace["ln"].sparsity_stats(namespace["model"])["layers.0"]
                 nn_small = namespace["small"]
     # The stated outputs (comments in the blocks) that do not depend on float rounding.
-    regression = next(out for block, out in zip(blocks, outputs) if "l0jax.SparseL0Linear(" in block)
+    regression = next(
+        out for block, out in zip(blocks, outputs, strict=True) if "l0jax.SparseL0Linear(" in block
+    )
     assert regression.splitlines()[0] == "[1. 0. 1. 0.]"
-    nn_out = next(out for block, out in zip(blocks, outputs) if "ln.SparseMLP(" in block)
-    assert (nn_stats["open_gates"], nn_stats["gates"]) == (38, 64)  # "38 of 64 here"
-    assert "'open_gates': 38" in nn_out
-    # Input gates shrink the first layer to its 38 open inputs.
-    assert nn_small.layers[0].kernel.shape[0] == 38
+    nn_out = next(out for block, out in zip(blocks, outputs, strict=True) if "ln.SparseMLP(" in block)
+    assert nn_stats["gates"] == 64 and f"'open_gates': {nn_stats['open_gates']}" in nn_out
+    # Input gates shrink the first layer to exactly its open inputs, whatever their number.
+    assert nn_small.layers[0].kernel.shape[0] == nn_stats["open_gates"]
+    # Keep-K keeps exactly K households and bounded weights stay within their bounds, by construction.
+    calibration = next(out for block, out in zip(blocks, outputs, strict=True) if "weight_bounds=" in block)
+    assert "100 True True" in calibration.splitlines()
+    classical = next(
+        out for block, out in zip(blocks, outputs, strict=True) if "calibrate_classical(" in block
+    )
+    assert "raking calibration converged" in classical
     # The size budget lands on its target (the setup of tests/test_budget.py, where seeds 0-9 land
     # within 0.12%).
-    budget_out = next(out for block, out in zip(blocks, outputs) if "ln.SizeBudget(" in block)
+    budget_out = next(out for block, out in zip(blocks, outputs, strict=True) if "ln.SizeBudget(" in block)
     assert budget_out.strip() == "1.00"
-    attention_out = next(out for block, out in zip(blocks, outputs) if "ln.L0MultiHeadAttention(" in block)
+    attention_out = next(
+        out for block, out in zip(blocks, outputs, strict=True) if "ln.L0MultiHeadAttention(" in block
+    )
     assert attention_out.strip() == "4 True"
-    # Classical calibration: converged, the bounded selection keeps 400 within [0.5, 2], and the
-    # path's chosen point is marked on the smallest held-out error.
-    classical = next(out for block, out in zip(blocks, outputs) if "calibrate_classical(" in block)
-    assert "raking calibration converged" in classical and "400 True True" in classical.splitlines()
-    path = namespace["path"]
-    assert path.holdout_error[path.best] == path.holdout_error.min()

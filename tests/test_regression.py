@@ -35,16 +35,17 @@ def test_recovers_sparse_coefficients_at_l0_python_thresholds(seed):
     X, y, support = recovery_problem(seed)
     ols = LinearRegression().fit(X, y)
     ols_mse = np.mean((y - ols.predict(X)) ** 2)
-    model = l0jax.SparseL0Linear(n_features=100, fit_intercept=True, init_keep_prob=0.5)
-    model.fit(X, y, lambda_reg=0.01 * ols_mse, lr=0.01, epochs=2000)
+    for model_seed in range(10):  # an optimisation outcome: it must hold for every seed
+        model = l0jax.SparseL0Linear(n_features=100, fit_intercept=True, init_keep_prob=0.5, seed=model_seed)
+        model.fit(X, y, lambda_reg=0.01 * ols_mse, lr=0.01, epochs=2000)
 
-    selected = model.get_selected_features()
-    hits = len(set(selected.tolist()) & set(support.tolist()))
-    assert hits / 5 >= 0.6  # recall
-    assert len(selected) > 0 and hits / len(selected) >= 0.5  # precision
-    assert model.get_sparsity() >= 0.7
-    mse = float(np.mean((y - np.asarray(model.predict(X))) ** 2))
-    assert mse < 1.5 * ols_mse
+        selected = model.get_selected_features()
+        hits = len(set(selected.tolist()) & set(support.tolist()))
+        assert hits / 5 >= 0.6, model_seed  # recall
+        assert len(selected) > 0 and hits / len(selected) >= 0.5, model_seed  # precision
+        assert model.get_sparsity() >= 0.7
+        mse = float(np.mean((y - np.asarray(model.predict(X))) ** 2))
+        assert mse < 1.5 * ols_mse
 
 
 def headline_data():
@@ -59,15 +60,14 @@ def headline_data():
 
 def test_readme_headline_gates_are_1_0_1_0():
     X, y = headline_data()
-    model = l0jax.SparseL0Linear(n_features=4).fit(X, y, lambda_reg=0.2, lr=0.01, epochs=5000)
-    np.testing.assert_array_equal(np.asarray(model.get_deterministic_gates()), [1.0, 0.0, 1.0, 0.0])
-    # With gates at 0/1 the fit is least squares on x1, x3 and the intercept, up to the noise of
-    # the sampled gates and of Adam: within half a standard error of the OLS estimates.
     design = np.c_[np.ones(500), X[:, [0, 2]]]
-    ols, rss = np.linalg.lstsq(design, y, rcond=None)[:2]
-    se = np.sqrt(rss[0] / (500 - 3) * np.diag(np.linalg.inv(design.T @ design)))
-    np.testing.assert_array_less(np.abs(np.r_[model.intercept_, model.coef_[[0, 2]]] - ols), 0.5 * se)
-    assert model.coef_[1] == 0.0 and model.coef_[3] == 0.0
+    ols = np.linalg.lstsq(design, y, rcond=None)[0]
+    for seed in range(10):
+        model = l0jax.SparseL0Linear(n_features=4, seed=seed).fit(X, y, lambda_reg=0.2, lr=0.01, epochs=5000)
+        np.testing.assert_array_equal(np.asarray(model.get_deterministic_gates()), [1.0, 0.0, 1.0, 0.0])
+        # The refined fit is least squares on x1, x3 and the intercept (to float32 rounding).
+        np.testing.assert_allclose(np.r_[model.intercept_, model.coef_[[0, 2]]], ols, rtol=1e-4)
+        assert model.coef_[1] == 0.0 and model.coef_[3] == 0.0
 
 
 def test_no_intercept():
@@ -78,15 +78,16 @@ def test_no_intercept():
     b = np.zeros(p)
     b[:3] = [2, -3, 1]
     y = X @ b + 0.1 * rng.standard_normal(n)
-    model = l0jax.SparseL0Linear(n_features=p, fit_intercept=False, init_keep_prob=0.5)
-    assert model.bias is None
-    model.fit(sp.csr_matrix(X), y, epochs=500)
-    assert model.bias is None and model.intercept_ == 0.0
-    assert {0, 1, 2} <= set(model.get_selected_features().tolist())
-    np.testing.assert_allclose(model.coef_[:3], [2, -3, 1], atol=0.2)
-    # No offset: a row of zeros predicts exactly 0, and predictions are X @ coef_.
-    assert float(model.predict(np.zeros((1, p)))[0]) == 0.0
-    np.testing.assert_allclose(np.asarray(model.predict(X)), X @ model.coef_, rtol=1e-5, atol=1e-5)
+    for seed in range(10):
+        model = l0jax.SparseL0Linear(n_features=p, fit_intercept=False, init_keep_prob=0.5, seed=seed)
+        assert model.bias is None
+        model.fit(sp.csr_matrix(X), y, epochs=500)
+        assert model.bias is None and model.intercept_ == 0.0
+        assert {0, 1, 2} <= set(model.get_selected_features().tolist()), seed
+        np.testing.assert_allclose(model.coef_[:3], [2, -3, 1], atol=0.2)
+        # No offset: a row of zeros predicts exactly 0, and predictions are X @ coef_.
+        assert float(model.predict(np.zeros((1, p)))[0]) == 0.0
+        np.testing.assert_allclose(np.asarray(model.predict(X)), X @ model.coef_, rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,10 @@ def test_same_seed_gives_bitwise_same_fit_and_other_seeds_differ(small):
     fits = [l0jax.SparseL0Linear(12, seed=s).fit(X, y, epochs=300) for s in (3, 3, 4)]
     for name in ("weight", "log_alpha", "bias"):
         np.testing.assert_array_equal(np.asarray(getattr(fits[0], name)), np.asarray(getattr(fits[1], name)))
-    assert not np.array_equal(np.asarray(fits[0].weight), np.asarray(fits[2].weight))
+    # The stochastic phase depends on the seed; the refined support does not (both reach {0, 3}).
+    raw = [l0jax.SparseL0Linear(12, seed=s).fit(X, y, epochs=300, refine=False) for s in (3, 4)]
+    assert not np.array_equal(np.asarray(raw[0].weight), np.asarray(raw[1].weight))
+    assert fits[0].get_selected_features().tolist() == fits[2].get_selected_features().tolist() == [0, 3]
     # A JAX key works in place of the seed: key=jax.random.key(3) is seed=3.
     keyed = l0jax.SparseL0Linear(12, key=jax.random.key(3)).fit(X, y, epochs=300)
     np.testing.assert_array_equal(np.asarray(keyed.weight), np.asarray(fits[0].weight))
@@ -146,7 +150,8 @@ def test_history_matches_the_objective(small):
     np.testing.assert_allclose(model.history_["l0"][0], expected, rtol=1e-6)
     h = model.history_
     np.testing.assert_allclose(h["loss"], h["data_loss"] + 0.3 * h["l0"], rtol=1e-5)
-    np.testing.assert_array_equal(model.history_["n_active"][-1], len(model.get_selected_features()))
+    # The history is the stochastic phase's: its last count is the support the refinement started from.
+    np.testing.assert_array_equal(model.history_["n_active"][-1], len(model.refinement_["support_before"]))
 
 
 def test_sparse_formats_backends_and_dense_give_the_same_fit(small):
@@ -181,7 +186,8 @@ def test_predict_uses_the_matrix_it_is_given(small):
 
 def test_deterministic_and_stochastic_predictions(small):
     X, y = small
-    model = l0jax.SparseL0Linear(12).fit(X, y, epochs=100)
+    # The stochastic phase's model (refinement saturates the gates, so sampled gates rarely differ).
+    model = l0jax.SparseL0Linear(12).fit(X, y, epochs=100, refine=False)
     np.testing.assert_array_equal(np.asarray(model.predict(X)), np.asarray(model.predict(X)))
     np.testing.assert_array_equal(
         np.asarray(model.forward(X, deterministic=True)), np.asarray(model.predict(X))
@@ -204,7 +210,9 @@ def test_coefficients_and_selected_features(small):
     coef = model.get_coefficients(threshold=0.01)
     np.testing.assert_array_equal(coef != 0, gates > 0.01)
     assert model.get_sparsity() == pytest.approx(np.mean(gates < 0.01))
-    assert set(model.get_selected_features().tolist()) == {0, 3}
+    for seed in range(10):  # the selection is an optimisation outcome: every seed
+        fitted = l0jax.SparseL0Linear(12, seed=seed).fit(X, y, lambda_reg=0.05, epochs=800)
+        assert set(fitted.get_selected_features().tolist()) == {0, 3}, seed
 
 
 def test_sparsity_is_the_complement_of_the_selection(monkeypatch):

@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 import l0jax
 
 
+@pytest.mark.slow
 def test_breast_cancer_10_features_within_3_points_of_full_logistic_regression():
     X, y = load_breast_cancer(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(y))
@@ -20,22 +21,24 @@ def test_breast_cancer_10_features_within_3_points_of_full_logistic_regression()
     full_accuracy = full.score(Xs[test], y[test])
     assert full_accuracy > 0.95  # sanity: the reference is the usual ~97-98%
 
-    path = l0jax.l0_path(
-        Xs[train],
-        y[train],
-        np.geomspace(1e-3, 0.1, 20),
-        kind="logistic",
-        X_val=Xs[val],
-        y_val=y[val],
-        epochs=2000,
-        lr=0.05,
-    )
-    assert np.all(np.diff(path.n_active) <= 0)
-    best = l0jax.select_lambda(path, n_features=10)
-    model = path.model(best)
-    assert 1 <= len(model.get_selected_features()) <= 10
-    accuracy = np.mean(model.predict(Xs[test]) == y[test])
-    assert accuracy >= full_accuracy - 0.03, (accuracy, full_accuracy, path.n_active[best])
+    for seed in range(10):  # accuracy is an optimisation outcome: every seed (slow: 10 paths)
+        path = l0jax.l0_path(
+            Xs[train],
+            y[train],
+            np.geomspace(1e-3, 0.1, 20),
+            kind="logistic",
+            X_val=Xs[val],
+            y_val=y[val],
+            epochs=2000,
+            lr=0.05,
+            seed=seed,
+        )
+        assert np.all(np.diff(path.n_active) <= 0), (seed, path.n_active)
+        best = l0jax.select_lambda(path, n_features=10)
+        model = path.model(best)
+        assert 1 <= len(model.get_selected_features()) <= 10
+        accuracy = np.mean(model.predict(Xs[test]) == y[test])
+        assert accuracy >= full_accuracy - 0.03, (seed, accuracy, full_accuracy, path.n_active[best])
 
 
 def test_labels_probabilities_and_decision_function():
@@ -43,9 +46,11 @@ def test_labels_probabilities_and_decision_function():
     X = rng.standard_normal((200, 5))
     logits = 1.5 * X[:, 0] - 2.0 * X[:, 2] + 0.5
     labels = np.where(rng.random(200) < 1 / (1 + np.exp(-logits)), "yes", "no")
+    for seed in range(10):  # the selection is an optimisation outcome: every seed
+        fitted = l0jax.SparseL0Logistic(5, seed=seed).fit(X, labels, lambda_reg=0.01, lr=0.05, epochs=800)
+        assert set(fitted.get_selected_features().tolist()) == {0, 2}, seed
     model = l0jax.SparseL0Logistic(5, seed=1).fit(X, labels, lambda_reg=0.01, lr=0.05, epochs=800)
     np.testing.assert_array_equal(model.classes_, ["no", "yes"])
-    assert set(model.get_selected_features().tolist()) == {0, 2}
     assert model.coef_[0] > 0 > model.coef_[2]
     eta = np.asarray(model.decision_function(X))
     np.testing.assert_allclose(eta, X @ model.coef_ + model.intercept_, rtol=1e-5, atol=1e-5)

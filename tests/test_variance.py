@@ -29,7 +29,10 @@ STYPE = [4421.0, 755.0, 1018.0]
 def _read(name):
     with open(DATA / name, newline="") as f:
         rows = list(csv.DictReader(f))
-    col = lambda k, t=float: np.array([t(r[k]) for r in rows])
+
+    def col(k, t=float):
+        return np.array([t(r[k]) for r in rows])
+
     return (
         {k: col(k) for k in ("api00", "api99", "pw", "enroll", "fpc")}
         | {"stype": col("stype", str), "sch.wide": col("sch.wide", str)}

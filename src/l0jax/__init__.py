@@ -32,7 +32,7 @@ from l0jax._src.budget import (
     budget_target,
     budget_update,
 )
-from l0jax._src.calibration.api import SparseCalibrationWeights, calibrate
+from l0jax._src.calibration.api import calibrate
 from l0jax._src.calibration.blocks import ColumnBlocks
 from l0jax._src.calibration.checkpoint import CheckpointError
 from l0jax._src.calibration.classical import ClassicalCalibration, calibrate_classical
@@ -45,6 +45,7 @@ from l0jax._src.calibration.diagnostics import (
     weight_summary,
 )
 from l0jax._src.calibration.engine import NonFiniteLossError
+from l0jax._src.calibration.estimator import SparseCalibrationWeights
 from l0jax._src.calibration.hierarchy import aggregation_matrix
 from l0jax._src.calibration.model import CalibrationState
 from l0jax._src.calibration.path import CalibrationPath, calibrate_path

@@ -100,7 +100,9 @@ def _read_matrix(path: Path) -> Any:
     try:
         if suffix == ".npz":
             try:
-                return sp.load_npz(path).tocsr()
+                # scipy-stubs types load_npz's result as the formats' private base class, whose
+                # tocsr is declared per format.
+                return sp.load_npz(path).tocsr()  # pyright: ignore[reportAttributeAccessIssue]
             except (ValueError, KeyError):
                 pass
             with np.load(path, allow_pickle=False) as z:

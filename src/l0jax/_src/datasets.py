@@ -68,7 +68,7 @@ def _column(frame: Any, name: str) -> np.ndarray:
 def _water_groups(sample: Any) -> dict[str, str]:
     """Maps each water source to itself, or to "other" when the sample has too few households of it."""
     values, counts = np.unique(_column(sample, "water"), return_counts=True)
-    common = {v for v, c in zip(values, counts) if c >= _WATER_MIN_SAMPLE_COUNT and v != "Other"}
+    common = {v for v, c in zip(values, counts, strict=True) if c >= _WATER_MIN_SAMPLE_COUNT and v != "Other"}
     return {v: (v if v in common else "other") for v in values}
 
 

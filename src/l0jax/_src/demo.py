@@ -100,7 +100,7 @@ def plot_errors(
 
     fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 0.22 * len(names) + 1.8), sharey=True)
     y = np.arange(len(names))
-    for ax, (label, rel) in zip(np.atleast_1d(axes), series.items()):
+    for ax, (label, rel) in zip(np.atleast_1d(axes), series.items(), strict=True):
         ax.barh(
             y, 100 * rel, color=np.where(np.abs(rel) <= tolerances.get(label, np.inf), "tab:green", "tab:red")
         )

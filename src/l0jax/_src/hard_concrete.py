@@ -56,7 +56,7 @@ def _prepare(log_alpha: ArrayLike, temperature: ArrayLike, gamma: ArrayLike, zet
     """Validates concrete hyperparameters and casts everything to one compute dtype."""
     checks.check_positive("temperature", temperature, hint="It is the concrete temperature beta, e.g. 2/3.")
     checks.check_stretch(gamma, zeta)
-    log_alpha = jnp.asarray(log_alpha)
+    log_alpha = jnp.asarray(checks.real_input("log_alpha", log_alpha))
     out_dtype = (
         log_alpha.dtype if jnp.issubdtype(log_alpha.dtype, jnp.floating) else _compute_dtype(log_alpha.dtype)
     )
@@ -83,6 +83,8 @@ def uniform_noise(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) 
       normal number, the largest ``1 - 2**-23`` (float32; ``1 - 2**-52`` in float64): JAX fills the
       mantissa of a float in [1, 2) and subtracts 1. Both logs below stay finite.
     """
+    key = checks.as_key(key, seed=False)
+    shape = checks.check_shape("shape", shape)
     dtype = _compute_dtype(dtype)
     return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
 
@@ -102,15 +104,12 @@ def _hash_grid(key: Array, shape: tuple[int, ...], counter: ArrayLike, offset: A
     The key's data words and the counter are hashed into two 32-bit seeds, and element ``i`` (its
     flat index plus ``offset``) gets ``hash(hash(i ^ seed0) ^ seed1)``, whose top 23 bits are k.
     """
+    shape = checks.check_shape("shape", shape)
+    counter, offset = checks.check_uint32("counter", counter), checks.check_uint32("offset", offset)
     size = int(np.prod(shape, dtype=np.int64))
     if size > 2**32:
         raise ValueError(f"shape {shape} has {size} elements; the hash noise indexes at most 2**32 per key.")
-    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        words = jax.random.key_data(key).reshape(-1)
-    elif jnp.asarray(key).dtype == jnp.uint32 and jnp.ndim(key) == 1:  # a raw key, jax.random.PRNGKey(0)
-        words = jnp.asarray(key)
-    else:
-        raise TypeError(f"key must be a JAX PRNG key such as jax.random.key(0), got {key!r}.")
+    words = jax.random.key_data(checks.as_key(key, seed=False))  # a raw key's own words
     h = _lowbias32(jnp.asarray(counter).astype(jnp.uint32) ^ jnp.uint32(0x9E3779B9))
     for i in range(words.shape[0]):
         h = _lowbias32(h ^ words[i].astype(jnp.uint32))
@@ -156,7 +155,7 @@ def hash_uniform(
     Returns:
       float32 noise of ``shape`` in (0, 1), symmetric about 1/2.
     """
-    k = _hash_grid(key, tuple(shape), counter, offset)
+    k = _hash_grid(key, shape, counter, offset)
     return (k + 0.5) * jnp.float32(2.0**-_HASH_BITS)
 
 
@@ -189,6 +188,8 @@ def hard_concrete_from_uniform(
       ValueError: when ``u`` would change the shape of the gates, or a concrete ``u`` is not
         strictly between 0 and 1 (log u - log(1 - u) would give NaN gates).
     """
+    u = checks.real_input("u", u)
+    log_alpha = checks.real_input("log_alpha", log_alpha)
     u_shape, la_shape = jnp.shape(u), jnp.shape(log_alpha)
     try:
         broadcast = jnp.broadcast_shapes(u_shape, la_shape)
@@ -199,7 +200,7 @@ def hard_concrete_from_uniform(
             f"u of shape {u_shape} must have log_alpha's shape {la_shape} (or broadcast to it); "
             f"draw it with l0jax.uniform_noise(key, log_alpha.shape)."
         )
-    u_concrete = checks._real("u", u)
+    u_concrete = checks.concrete_real("u", u)
     if u_concrete is not None and not np.all((u_concrete > 0) & (u_concrete < 1)):
         raise ValueError(
             f"u must lie strictly between 0 and 1 (uniform noise; 0 and 1 map to infinite logits and "
@@ -259,7 +260,7 @@ def hard_concrete(
       ``prob_zero`` and exactly 1 with probability ``prob_one``.
     """
     checks.check_choice("noise", noise, NOISE_KINDS)
-    log_alpha = jnp.asarray(log_alpha)
+    log_alpha = jnp.asarray(checks.real_input("log_alpha", log_alpha))
     if noise == "hash":
         log_alpha, temperature, gamma, zeta, out_dtype = _prepare(log_alpha, temperature, gamma, zeta)
         k = _hash_grid(key, log_alpha.shape, 0, 0).astype(log_alpha.dtype)
@@ -438,8 +439,8 @@ def l0l2_penalty(
     """
     checks.check_nonnegative("lambda_l0", lambda_l0)
     checks.check_nonnegative("lambda_l2", lambda_l2)
-    theta = jnp.asarray(theta)
-    log_alpha = jnp.asarray(log_alpha)
+    theta = jnp.asarray(checks.real_input("theta", theta))
+    log_alpha = jnp.asarray(checks.real_input("log_alpha", log_alpha))
     try:
         jnp.broadcast_shapes(log_alpha.shape, theta.shape)
         compatible = jnp.broadcast_shapes(log_alpha.shape, theta.shape) == theta.shape
@@ -471,6 +472,7 @@ def keep_prob_to_log_alpha(keep_prob: ArrayLike) -> Array:
     Returns:
       log_alpha with the shape of ``keep_prob`` (float32 unless float64 is enabled and given).
     """
+    keep_prob = checks.real_input("keep_prob", keep_prob)
     checks.check_open_unit("keep_prob", keep_prob)
     p = jnp.asarray(keep_prob)
     p = p.astype(_compute_dtype(p.dtype))

@@ -22,7 +22,7 @@ Interface (stable; other modules build on it):
   * ``"scipy"``: scipy CSR kernels for ``M`` and for ``M.T`` run on the host behind
     ``jax.pure_callback`` with a ``custom_vjp`` (row blocks are spread over ``threads`` threads,
     since scipy releases the GIL; a product with a much shorter output than input runs as CSC
-    products of the other orientation's blocks, see ``_SCATTER_MIN_RATIO``). On CPU this is
+    products of the other orientation's blocks; see ``host_operators``). On CPU this is
     several times faster than XLA's scatter.
   * ``"auto"``: off CPU, ``"dense"`` when the matrix is small or dense and fits in memory, else
     ``"sparse"``; on CPU, whichever of ``"dense"`` and ``"scipy"`` a cost rule measured on CPUs
@@ -44,21 +44,20 @@ Example::
 from __future__ import annotations
 
 import functools
-import itertools
-import os
-import threading
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.core import Tracer
 
-from l0jax._src import checks
+from l0jax._src import checks, host_operators
 
 Array = jax.Array
+# An operator's arrays: on the device, or NumPy arrays about to be stacked and split over a mesh
+# (calibration/sharding.py builds its block operators on the host).
+Leaf = jax.Array | np.ndarray
 BACKENDS = ("auto", "dense", "sparse", "ell", "scipy")
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -73,19 +72,6 @@ _DENSE_MAX_BYTES = 1 << 30
 # Off CPU, dense wins while the matrix is dense-ish or small.
 _ACCEL_DENSE_MIN_DENSITY = 0.05
 _ACCEL_DENSE_SMALL_ELEMENTS = 1 << 22
-# Below this many stored entries a host product is too short to be worth splitting over threads.
-_MIN_NONZEROS_PER_THREAD = 200_000
-# A host product whose output is this many times shorter than its input scatters into the output
-# instead of gathering from the input: a row of the CSR form (say one of 500 targets) gathers from
-# all over a long input vector (200,000 households), missing the cache on most entries, while the
-# CSC form (the other orientation's row blocks, transposed) reads the input in order and adds into
-# an output that stays in cache. Measured on a 2-core AMD EPYC with scipy 1.17, two threads:
-# 500 x 200,000 at 5M entries 9 ms gather against 4.4 ms scatter; 2,000 x 20,000 (ratio 10) equal.
-# A fixed rule, not a timing, so the summation order (hence every result) is the same in every run.
-_SCATTER_MIN_RATIO = 16
-# Blocks of a scatter product (fewer for small matrices, see ``_row_blocks``), whatever the threads.
-_SCATTER_BLOCKS = 8
-
 
 # --------------------------------------------------------------------------------------------
 # Validation and conversion
@@ -96,12 +82,21 @@ def _resolve_dtype(dtype: Any) -> np.dtype:
     dt = np.dtype(dtype)
     if dt.kind != "f" or dt.itemsize < 4:
         raise ValueError(f"dtype must be float32 or float64, got {dt}.")
-    if dt == np.float64 and not jax.config.jax_enable_x64:
+    if dt == np.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "dtype float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) first, "
             "or use dtype=jnp.float32."
         )
     return dt
+
+
+def is_sparse(M: object) -> bool:
+    """``scipy.sparse.issparse``: whether ``M`` is a scipy sparse matrix or array, of any format.
+
+    (scipy's type stubs narrow ``issparse`` to an abstract base that declares none of the attributes
+    every sparse format has, ``shape``, ``format``, ``tocsr``; a plain bool leaves ``M`` as it was typed.)
+    """
+    return sp.issparse(M)
 
 
 def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -114,7 +109,7 @@ def _check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def _check_real(name: str, dtype: np.dtype) -> None:
-    if dtype.kind not in "biuf":
+    if not checks.is_real_dtype(dtype):
         raise ValueError(f"{name} must hold real numbers, got dtype {dtype}; convert it with .astype(float).")
 
 
@@ -165,8 +160,9 @@ def canonical_csr(name: str, M: Any, dtype: np.dtype) -> sp.csr_matrix:
 
 
 def _host_dense(name: str, M: Any, dtype: np.dtype) -> np.ndarray:
-    arr = np.asarray(M)
-    _check_real(name, arr.dtype)
+    arr = checks.real_array(name, M, None)
+    if arr.dtype.kind == "V":  # bfloat16 (ml_dtypes): NumPy's own kernels need a native float
+        arr = arr.astype(np.float32)
     _check_shape(name, arr.shape)
     _check_values(name, arr, dtype)
     return arr
@@ -182,7 +178,7 @@ def check_matrix(M: Any, *, name: str = "M", dtype: Any = np.float32) -> None:
       ValueError: as ``as_operator``.
     """
     dt = np.dtype(dtype)
-    if not sp.issparse(M):
+    if not is_sparse(M):
         _host_dense(name, M, dt)
         return
     _check_real(name, np.dtype(M.dtype))
@@ -195,7 +191,7 @@ def check_matrix(M: Any, *, name: str = "M", dtype: Any = np.float32) -> None:
 def _check_jax_dense(name: str, M: Array, dtype: np.dtype) -> None:
     _check_real(name, np.dtype(M.dtype))
     _check_shape(name, M.shape)
-    if isinstance(M, jax.core.Tracer):
+    if isinstance(M, Tracer):
         return  # values unknown at trace time; checked where the matrix was made
     # Reduced on the device; only a matrix with a bad value comes to the host for the message.
     if jnp.issubdtype(M.dtype, jnp.floating) and not bool(jnp.isfinite(M).all()):
@@ -293,14 +289,15 @@ class DenseOperator(MatrixOperator):
 
     backend = "dense"
 
-    def __init__(self, data: Array):
+    def __init__(self, data: Leaf):
         self.data = data
-        self.shape = tuple(int(d) for d in data.shape)
+        # A (m, n) matrix; jax may unflatten with other leaves, which only pass through.
+        self.shape = cast(tuple[int, int], tuple(int(d) for d in data.shape))
         self.dtype = np.dtype(data.dtype)
 
     def matvec(self, w: Array) -> Array:
         """``M @ w``: ``w`` of shape (n,) -> shape (m,)."""
-        return self.data @ self._vector("w", w, self.shape[1])
+        return jnp.matmul(self.data, self._vector("w", w, self.shape[1]))
 
     def rmatvec(self, r: Array) -> Array:
         """``M.T @ r``: ``r`` of shape (m,) -> shape (n,)."""
@@ -327,7 +324,7 @@ class SparseOperator(MatrixOperator):
 
     backend = "sparse"
 
-    def __init__(self, data: Array, rows: Array, cols: Array, shape: tuple[int, int]):
+    def __init__(self, data: Leaf, rows: Leaf, cols: Leaf, shape: tuple[int, int]):
         self.data, self.rows, self.cols = data, rows, cols
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(data.dtype)
@@ -349,7 +346,8 @@ class SparseOperator(MatrixOperator):
 
     @classmethod
     def tree_unflatten(cls, shape, children):
-        return cls(*children, shape)
+        data, rows, cols = children
+        return cls(data, rows, cols, shape)
 
 
 # -- the sliced-ELL backend (pure XLA, for accelerators) ----------------------------------------
@@ -483,12 +481,12 @@ class EllOperator(MatrixOperator):
 
     def __init__(
         self,
-        fdata: Array,
-        fcols: Array,
-        frows: Array,
-        bdata: Array,
-        bcols: Array,
-        brows: Array,
+        fdata: Leaf,
+        fcols: Leaf,
+        frows: Leaf,
+        bdata: Leaf,
+        bcols: Leaf,
+        brows: Leaf,
         *,
         shape: tuple[int, int],
     ):
@@ -533,206 +531,7 @@ def _ell_from_csr(csr: sp.csr_matrix) -> EllOperator:
     return EllOperator(*map(jnp.asarray, ell_parts(csr, transposed, *widths)), shape=csr.shape)
 
 
-# -- the scipy (host) backend ------------------------------------------------------------------
-
-
-class _HostMatrices:
-    """CSR of M and of M.T in row blocks of balanced nonzeros, one block per thread, and the CSC
-    blocks of the products that scatter (see ``_SCATTER_MIN_RATIO``).
-
-    Given only one orientation (``csr`` of M or ``transposed``, the CSR of M.T, i.e. M's CSC
-    arrays), the other is built only when a product needs it: a wide matrix (M @ w scatters)
-    never reads the CSR of M, a tall one never the CSR of M.T, so a column block of a large M
-    costs one copy of its entries, not two. ``forward``/``transpose`` are None when not kept.
-    """
-
-    def __init__(self, csr: sp.csr_matrix | None, threads: int, transposed: sp.csr_matrix | None = None):
-        self.shape = csr.shape if csr is not None else transposed.shape[::-1]
-        self.nnz = int(csr.nnz if csr is not None else transposed.nnz)
-        self.threads = threads
-        m, n = self.shape
-        wide, tall = m * _SCATTER_MIN_RATIO <= n, n * _SCATTER_MIN_RATIO <= m
-        if transposed is None and not tall:
-            transposed = csr.T.tocsr()
-        if csr is None and not wide:
-            csr = transposed.T.tocsr()
-        self.forward = None if wide and csr is None else _row_blocks(csr, threads)
-        self.transpose = None if tall and transposed is None else _row_blocks(transposed, threads)
-        # A scatter sums one partial output per block, so its blocks follow a fixed rule rather than
-        # the thread count: the same matrix gives bitwise the same products on any machine. The CSC
-        # views are built once: scipy's .T checks the index arrays (a pass as long as the product).
-        self._scatter = {}
-        for transpose, source in ((False, transposed), (True, csr)):
-            out_size, in_size = (self.shape[1], self.shape[0]) if transpose else self.shape
-            if out_size * _SCATTER_MIN_RATIO <= in_size:
-                self._scatter[transpose] = _csc_blocks(_row_blocks(source, _SCATTER_BLOCKS))
-
-    def product(self, transpose: bool, x: np.ndarray) -> np.ndarray:
-        """``M.T @ x`` if ``transpose`` else ``M @ x``, for ``x`` of shape (k,) or (k, batch)."""
-        if transpose in self._scatter:
-            return _scatter_blocks(*self._scatter[transpose], x, self.threads)
-        return _gather_blocks(self.transpose if transpose else self.forward, x)
-
-
-def row_block(csr: sp.csr_matrix, lo: int, hi: int) -> sp.csr_matrix:
-    """Rows ``lo:hi`` of a CSR matrix as a matrix whose data and indices are views of ``csr``'s.
-
-    (Slicing, or building a matrix from slices, copies: scipy copies any view smaller than half of
-    its base array. The arrays are set after construction to keep the views.)
-    """
-    start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
-    blk = sp.csr_matrix((hi - lo, csr.shape[1]), dtype=csr.dtype)
-    blk.indptr = (csr.indptr[lo : hi + 1] - start).astype(csr.indptr.dtype)
-    blk.indices = csr.indices[start:stop]
-    blk.data = csr.data[start:stop]
-    return blk
-
-
-def _row_blocks(csr: sp.csr_matrix, threads: int) -> list[sp.csr_matrix]:
-    """Splits a CSR matrix into row blocks of about equal nonzeros; views, not copies, of its arrays."""
-    k = max(1, min(threads, csr.nnz // _MIN_NONZEROS_PER_THREAD, csr.shape[0]))
-    if k == 1:
-        return [csr]
-    cuts = np.searchsorted(csr.indptr, np.linspace(0, csr.nnz, k + 1)[1:-1]).tolist()
-    bounds = [0, *sorted({c for c in cuts if 0 < c < csr.shape[0]}), csr.shape[0]]
-    return [row_block(csr, lo, hi) for lo, hi in itertools.pairwise(bounds)]
-
-
-_REGISTRY: weakref.WeakValueDictionary[int, _HostMatrices] = weakref.WeakValueDictionary()
-_TOKENS = itertools.count(1)
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < threads:
-            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="l0jax-csr")
-        return _POOL
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _lookup(token: Any) -> _HostMatrices:
-    tok = int(np.asarray(token).reshape(-1)[0])
-    host = _REGISTRY.get(tok)
-    if host is None:
-        raise RuntimeError(
-            "the matrix behind this scipy operator no longer exists (its operator was garbage "
-            "collected); keep a reference to the operator returned by as_operator while using it."
-        )
-    return host
-
-
-def _gather_blocks(blocks: list[sp.csr_matrix], x: np.ndarray) -> np.ndarray:
-    """``[B1; B2; ...] @ x``: each thread computes the output rows of its block."""
-    if len(blocks) == 1:
-        return blocks[0] @ x
-    return np.concatenate(list(_pool(len(blocks)).map(lambda b: b @ x, blocks)), axis=0)
-
-
-def _csc_blocks(blocks: list[sp.csr_matrix]) -> tuple[list[sp.csc_matrix], np.ndarray]:
-    """The transposes (CSC views) of row blocks, and each block's first row."""
-    return [_csc_view(b) for b in blocks], np.cumsum([0] + [b.shape[0] for b in blocks])
-
-
-def _csc_view(csr: sp.csr_matrix) -> sp.csc_matrix:
-    """``csr.T`` sharing ``csr``'s arrays (``.T`` copies arrays that are small views; see ``row_block``)."""
-    blk = sp.csc_matrix((csr.shape[1], csr.shape[0]), dtype=csr.dtype)
-    blk.indptr, blk.indices, blk.data = csr.indptr, csr.indices, csr.data
-    return blk
-
-
-def _scatter_blocks(
-    blocks: list[sp.csc_matrix], starts: np.ndarray, x: np.ndarray, threads: int
-) -> np.ndarray:
-    """``[B1, B2, ...] @ x`` for CSC blocks of columns: each block's share (a scatter) on one of
-    ``threads`` threads, the shares summed in block order.
-    """
-    if len(blocks) == 1:
-        return blocks[0] @ x
-    share = lambda i: blocks[i] @ x[starts[i] : starts[i + 1]]  # noqa: E731
-    parts = (
-        list(_pool(threads).map(share, range(len(blocks))))
-        if threads > 1
-        else [share(i) for i in range(len(blocks))]
-    )
-    return functools.reduce(np.add, parts)
-
-
-def _host_product(transpose: bool, token: Any, x: Any) -> np.ndarray:
-    host = _lookup(token)
-    x = np.asarray(x)
-    batch = x.shape[:-1]
-    if batch:
-        # One product with a (k, batch) matrix serves a whole vmap batch at once.
-        x = np.ascontiguousarray(x.reshape(-1, x.shape[-1]).T)
-    y = np.asarray(host.product(transpose, x), dtype=x.dtype)
-    if batch:
-        y = y.T.reshape(*batch, -1)
-    return y
-
-
-def _host_chunks(transpose: bool, tokens: Any, x: Any) -> np.ndarray:
-    x = np.asarray(x)
-    tokens = np.asarray(tokens).reshape(-1)
-    parts = [_lookup(t).product(transpose, x if x.ndim == 1 else x[i]) for i, t in enumerate(tokens)]
-    return np.stack(parts).astype(x.dtype, copy=False)
-
-
-def scipy_chunk_products(tokens: Array, x: Array, out_size: int, transpose: bool) -> Array:
-    """The products of several ``"scipy"`` operators (their tokens, shape (k,)) in one host callback.
-
-    Operator ``i`` multiplies ``x[i]`` (``x`` of shape (k, in)) or, for a 1-D ``x``, the same ``x``;
-    the result has shape (k, out_size). Not differentiable: a sharded operator's chunks use it
-    inside its own ``custom_vjp``.
-    """
-    out = jax.ShapeDtypeStruct((tokens.shape[0], out_size), x.dtype)
-    return jax.pure_callback(functools.partial(_host_chunks, transpose), out, tokens, x)
-
-
-def _callback(transpose: bool, token: Array, x: Array, out_size: int) -> Array:
-    out = jax.ShapeDtypeStruct(x.shape[:-1] + (out_size,), x.dtype)
-    fn = (lambda t, v: _host_product(True, t, v)) if transpose else (lambda t, v: _host_product(False, t, v))
-    # expand_dims: a vmapped call reaches the host once with the whole batch of vectors.
-    return jax.pure_callback(fn, out, token, x, vmap_method="expand_dims")
-
-
-# The shape rides along as a static (nondiff) argument; the token gets no cotangent (None).
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _scipy_matvec(token: Array, w: Array, shape: tuple[int, int]) -> Array:
-    return _callback(False, token, w, shape[0])
-
-
-def _matvec_fwd(token, w, shape):
-    return _callback(False, token, w, shape[0]), token
-
-
-def _matvec_bwd(shape, token, g):
-    return None, _callback(True, token, g, shape[1])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _scipy_rmatvec(token: Array, r: Array, shape: tuple[int, int]) -> Array:
-    return _callback(True, token, r, shape[1])
-
-
-def _rmatvec_fwd(token, r, shape):
-    return _callback(True, token, r, shape[1]), token
-
-
-def _rmatvec_bwd(shape, token, g):
-    return None, _callback(False, token, g, shape[0])
-
-
-_scipy_matvec.defvjp(_matvec_fwd, _matvec_bwd)
-_scipy_rmatvec.defvjp(_rmatvec_fwd, _rmatvec_bwd)
+# -- the scipy (host) backend: its host side is host_operators.py ---------------------------
 
 
 @jax.tree_util.register_pytree_node_class
@@ -762,26 +561,27 @@ class ScipyOperator(MatrixOperator):
         *,
         transposed: sp.csr_matrix | None = None,
     ):
-        host = _HostMatrices(csr, threads or _default_threads(), transposed)
-        token = next(_TOKENS)
-        _REGISTRY[token] = host
+        host = host_operators.HostMatrices(csr, threads or host_operators.default_threads(), transposed)
+        token = host_operators.register(host)
         self._host = host
         self.token = np.int32(token)
-        self.shape = tuple(int(d) for d in host.shape)
-        self.dtype = np.dtype((csr if csr is not None else transposed).dtype)
+        self.shape = host.shape
+        source = csr if csr is not None else transposed
+        assert source is not None  # HostMatrices needs one of the two
+        self.dtype = np.dtype(source.dtype)
 
     @property
     def nnz(self) -> int:
         """Number of stored entries."""
-        return _lookup(self.token).nnz
+        return host_operators.lookup(self.token).nnz
 
     def matvec(self, w: Array) -> Array:
         """``M @ w``: ``w`` of shape (n,) -> shape (m,)."""
-        return _scipy_matvec(self.token, self._vector("w", w, self.shape[1]), self.shape)
+        return host_operators.scipy_matvec(self.token, self._vector("w", w, self.shape[1]), self.shape)
 
     def rmatvec(self, r: Array) -> Array:
         """``M.T @ r``: ``r`` of shape (m,) -> shape (n,)."""
-        return _scipy_rmatvec(self.token, self._vector("r", r, self.shape[0]), self.shape)
+        return host_operators.scipy_rmatvec(self.token, self._vector("r", r, self.shape[0]), self.shape)
 
     def tree_flatten(self):
         return (self.token,), (self.shape, self.dtype.str)
@@ -796,7 +596,7 @@ class ScipyOperator(MatrixOperator):
         concrete = checks.concrete(obj.token)
         obj._host = None
         if concrete is not None and concrete.dtype.kind in "iu" and concrete.size:
-            obj._host = _REGISTRY.get(int(concrete.reshape(-1)[0]))
+            obj._host = host_operators.find(int(concrete.reshape(-1)[0]))
         return obj
 
 
@@ -843,7 +643,7 @@ def as_operator(
     if threads is not None:
         threads = checks.check_int_at_least("threads", threads, 1)
 
-    if sp.issparse(M):
+    if is_sparse(M):
         csr = canonical_csr(name, M, dt)
         if backend == "auto":
             backend = choose_backend(csr.shape, csr.nnz, itemsize=dt.itemsize)

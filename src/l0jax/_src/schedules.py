@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -122,12 +122,13 @@ def anneal_temperature(schedule: Schedule | float) -> optax.GradientTransformati
 
     def update_fn(updates: Any, state: AnnealTemperatureState, params: Any = None):
         del params
-        count = optax.safe_increment(state.count)
+        count = cast(Array, optax.safe_increment(state.count))  # an array in, an array out
         return updates, AnnealTemperatureState(
             count=count, temperature=jnp.asarray(schedule(count), jnp.float32)
         )
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    # optax types a transformation's state as any OptState; this one's is AnnealTemperatureState.
+    return optax.GradientTransformation(init_fn, cast(optax.TransformUpdateFn, update_fn))
 
 
 def _unwrap(x: Any) -> Any:

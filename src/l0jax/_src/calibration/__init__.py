@@ -1,20 +1,34 @@
-"""Survey calibration with L0 gates: losses, model and state, compiled fit loop, results, APIs.
+"""Survey calibration with L0 gates, and the classical calibration beside it.
 
-Layers, each importing only the ones before it: ``losses`` (data losses, group weights) ->
-``model`` (parameters, hyperparameters, state, the objective) -> ``engine`` (init/step, the
-compiled chunked loop, polish, host driver) -> ``result`` -> ``api`` (``calibrate`` and
-``SparseCalibrationWeights``). Matrices come in through ``l0jax._src.operators``; ``blocks``
-(column blocks of M) and ``sharding`` (households split over a device mesh: the layout, the
-sharded operator, host transfers across processes) serve ``calibrate(..., devices=...)``.
+Modules, roughly from the bottom layer up (matrices come in through ``l0jax._src.operators``):
 
-Beside the L0 engine: ``classical`` (exact Deville-Saerndal calibration by Newton's method, on the
-matrix layouts of ``gram``; ``feasibility`` says which totals conflict), ``variance`` (linearised and
-replicate standard errors of calibrated estimates) and ``path`` (a grid of L0 strengths or keep-K
-counts in one vmapped run, chosen on held-out targets).
+* ``losses``: the data losses (mse, relative, relative_abs) and the per-target group weights.
+* ``penalties``: extra objective terms as registered pytrees (their strengths are traced).
+* ``distance``: closeness to the design weights (chi-square, raking) as such a term.
+* ``hierarchy``: penalties on aggregates of the targets (districts summing to states).
+* ``model``: parameters, hyperparameters, weight bounds, state and the objective.
+* ``dual``: the keep-K budget, by dual ascent on the count of open gates.
+* ``engine``: pure init and step, the compiled chunked loop, the polish.
+* ``checkpoint``: atomic checkpoints of the full training state, checked on load.
+* ``blocks``: M given as column blocks, never assembled.
+* ``sharding``: households split over a 1-D device mesh (layout, sharded operator, transfers).
+* ``production``: the options around the loop (keep-K, distance, aggregates, checkpoints,
+  resume, callbacks, early stopping) and the ``Run`` that applies them.
+* ``diagnostics``: per-target table, target checks, weight summary, the CSV log.
+* ``result``: ``CalibrationResult``.
+* ``fit``: ``FitSettings`` and ``run_fit``, one fit from the arguments to the result.
+* ``api``: ``calibrate``, the functional entry point.
+* ``estimator``: ``SparseCalibrationWeights``, l0-python's object interface.
+* ``gram``: M as Newton's method needs it (``M diag(v) M.T``), dense or per household.
+* ``feasibility``: which totals conflict when no bounded weights can meet them.
+* ``classical``: exact Deville-Saerndal calibration (linear, raking, logit) by Newton's method.
+* ``variance``: linearised and replicate standard errors of calibrated estimates.
+* ``path``: a grid of L0 strengths or keep-K counts in one vmapped run, chosen on held-out targets.
 """
 
-from l0jax._src.calibration.api import SparseCalibrationWeights, calibrate
+from l0jax._src.calibration.api import calibrate
 from l0jax._src.calibration.engine import NonFiniteLossError
+from l0jax._src.calibration.estimator import SparseCalibrationWeights
 from l0jax._src.calibration.model import CalibrationState
 from l0jax._src.calibration.result import CalibrationResult
 

@@ -123,7 +123,7 @@ class ColumnBlocks:
         shapes = [_npz_shape(f) for f in files]
         rows = {s[0] for s in shapes}
         if len(rows) > 1:
-            counts = ", ".join(f"{f.name}: {s[0]}" for f, s in zip(files[:6], shapes))
+            counts = ", ".join(f"{f.name}: {s[0]}" for f, s in zip(files[:6], shapes, strict=False))
             raise ValueError(
                 f"{folder}: the column blocks have different numbers of rows ({counts}); every block "
                 f"must have one row per target."
@@ -148,7 +148,7 @@ class ColumnBlocks:
         return self._rows
 
     @property
-    def shape(self) -> tuple[int, int] | tuple[None, int]:
+    def shape(self) -> tuple[int | None, int]:
         """``(m, n)``; ``m`` is None for blocks built on demand until one was built."""
         return (self._rows, self.n)
 
@@ -207,9 +207,10 @@ def _npz_shape(path: Path) -> tuple[int, int]:
     return shape
 
 
-def _load_npz(path: Path) -> sp.spmatrix:
+def _load_npz(path: Path) -> sp.spmatrix | sp.sparray:
     try:
-        return sp.load_npz(path)
+        # scipy-stubs types the result as the private base class of the formats.
+        return sp.load_npz(path)  # pyright: ignore[reportReturnType]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: cannot read it as a scipy.sparse.save_npz column block ({err}).") from err
 
@@ -221,7 +222,7 @@ def is_column_input(M: Any) -> bool:
     return (
         isinstance(M, (list, tuple))
         and len(M) > 0
-        and all(sp.issparse(b) or (hasattr(b, "shape") and len(b.shape) == 2) for b in M)
+        and all(ops.is_sparse(b) or (hasattr(b, "shape") and len(b.shape) == 2) for b in M)
     )
 
 
@@ -242,7 +243,7 @@ def shape_of(M: Any) -> tuple[int | None, int]:
 
 def _columns(name: str, M: Any, lo: int, hi: int) -> sp.csc_matrix:
     """Columns ``lo:hi`` of a whole matrix (scipy sparse, NumPy or JAX) as CSC, without a dense copy of M."""
-    if sp.issparse(M):
+    if ops.is_sparse(M):
         src = M if M.format in ("csr", "csc") else M.tocsc()
         return sp.csc_matrix(src[:, lo:hi])
     if isinstance(M, jax.Array):

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from l0jax._src.calibration.blocks import as_column_blocks, is_column_input
 from l0jax._src.calibration.model import CalibrationState
-from l0jax._src.operators import MatrixOperator
+from l0jax._src.operators import MatrixOperator, is_sparse
 
 FORMAT = "l0jax-calibration-checkpoint"
 VERSION = 2  # 2: fingerprints hash the set of entries (layout-independent)
@@ -160,16 +160,19 @@ def fingerprint(M: Any, targets: Any) -> str:
         with np.errstate(over="ignore"):
             for i in range(len(blocks)):
                 b = blocks.block(i)
-                part = (b if sp.issparse(b) else sp.csr_matrix(np.asarray(b))).tocsc()
+                part = (b if is_sparse(b) else sp.csr_matrix(np.asarray(b))).tocsc()
                 part.sum_duplicates()
+                rows, cols = part.shape
                 lanes += csr_lanes(
-                    sp.csr_matrix((part.data, part.indices, part.indptr), shape=part.shape[::-1]),
+                    sp.csr_matrix((part.data, part.indices, part.indptr), shape=(cols, rows)),
                     blocks.n,
                     offset=int(blocks.offsets[i]),
                     transposed=True,
                 )
-        return fingerprint_of((blocks.shape[0], blocks.n), lanes, targets)
-    csr = (M if sp.issparse(M) else sp.csr_matrix(np.asarray(M))).tocsr()
+        m = blocks.rows
+        assert m is not None  # known once a block was built
+        return fingerprint_of((m, blocks.n), lanes, targets)
+    csr = (M if is_sparse(M) else sp.csr_matrix(np.asarray(M))).tocsr()
     if not csr.has_canonical_format:
         csr = csr.copy()
         csr.sum_duplicates()
@@ -231,7 +234,8 @@ def save_checkpoint(
         "checksum": _checksum(arrays),
         "leaves": len(arrays),
     }
-    payload = {f"leaf_{i:05d}": a for i, a in enumerate(arrays)}
+    # (Any: numpy's stubs would match a dict of arrays to savez's allow_pickle keyword.)
+    payload: dict[str, Any] = {f"leaf_{i:05d}": a for i, a in enumerate(arrays)}
     payload[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -329,7 +333,7 @@ def load_checkpoint(
             f"checkpoint {path} holds the state of another setup (optimizer, use_gates or PRNG key type differ); "
             f"resume with the settings it was made with."
         )
-    for i, (leaf, arr) in enumerate(zip(leaves, arrays)):
+    for i, (leaf, arr) in enumerate(zip(leaves, arrays, strict=True)):
         if tuple(np.shape(leaf)) != arr.shape or np.asarray(leaf).dtype != arr.dtype:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this run: array {i} has shape {arr.shape} and dtype {arr.dtype}, "

@@ -320,7 +320,7 @@ def resolve_bounds(method: str, bounds: Any) -> tuple[float, float]:
 
 def check_design_weights(design_weights: Any, n: int) -> np.ndarray:
     """``design_weights`` as float64 of shape (n,): finite, >= 0, not all zero."""
-    d = np.asarray(design_weights, np.float64)
+    d = checks.real_array("design_weights", design_weights)
     if d.ndim == 0:
         d = np.full(n, float(d))
     if d.shape != (n,):
@@ -337,7 +337,7 @@ def check_design_weights(design_weights: Any, n: int) -> np.ndarray:
 
 def check_targets(targets: Any, m: int, n: int) -> np.ndarray:
     """``targets`` as float64 of shape (m,), finite; a transposed M is named in the error."""
-    t = np.asarray(targets, np.float64)
+    t = checks.real_array("targets", targets)
     if t.ndim == 2 and 1 in t.shape:
         t = t.reshape(-1)
     if t.shape != (m,):
@@ -353,7 +353,7 @@ def check_targets(targets: Any, m: int, n: int) -> np.ndarray:
 
 def residual_scale(gram: DenseGram | PaddedGram, design: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Per-target scale of the convergence test: ``max(|t_i|, sum_j d_j |M_ij|)``, 1 for an empty zero row."""
-    size = np.asarray(_abs_matvec(gram, jnp.asarray(design, _dtype_of(gram))), np.float64)
+    size = np.asarray(_abs_matvec(gram, jnp.asarray(design, dtype_of(gram))), np.float64)
     scale = np.maximum(np.abs(targets), size)
     return np.where(scale > 0, scale, 1.0)
 
@@ -365,7 +365,7 @@ def _abs_matvec(gram, w):
     return PaddedGram(gram.idx, jnp.abs(gram.val), gram.m).matvec(w)
 
 
-def _dtype_of(gram: DenseGram | PaddedGram) -> Any:
+def dtype_of(gram: DenseGram | PaddedGram) -> Any:
     return (gram.data if isinstance(gram, DenseGram) else gram.val).dtype
 
 
@@ -373,7 +373,7 @@ def precision_of(gram: DenseGram | PaddedGram) -> Any:
     """A context computing in the gram's precision: 64-bit JAX for a float64 calibration (made under
     ``jax.enable_x64``), so its standard errors and replicates keep float64 wherever they are asked for.
     """
-    return jax.enable_x64(True) if _dtype_of(gram) == np.float64 else contextlib.nullcontext()
+    return jax.enable_x64(True) if dtype_of(gram) == np.float64 else contextlib.nullcontext()
 
 
 def default_tol(dtype: Any) -> float:
@@ -522,7 +522,7 @@ def calibrate_classical(
     d = check_design_weights(design_weights, n)
     if target_names is not None and len(target_names) != m:
         raise ValueError(f"target_names must have one name per target ({m}), got {len(target_names)}.")
-    dt = _dtype_of(gram)
+    dt = dtype_of(gram)
     tol = default_tol(dt) if tol is None else float(tol)
     scale = residual_scale(gram, d, t)
     state, g = jax.device_get(

@@ -25,8 +25,9 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
+from l0jax._src import checks
 from l0jax._src.calibration.blocks import ColumnBlocks
-from l0jax._src.operators import MatrixOperator
+from l0jax._src.operators import MatrixOperator, is_sparse
 
 
 class CalibrationWarning(UserWarning):
@@ -40,7 +41,7 @@ def _operator_refused(M: Any) -> None:
 
 def _as_host_csr(M: Any) -> sp.csr_matrix:
     _operator_refused(M)
-    return (M if sp.issparse(M) else sp.csr_matrix(np.asarray(M, np.float64))).tocsr()
+    return (M if is_sparse(M) else sp.csr_matrix(np.asarray(M, np.float64))).tocsr()
 
 
 def _names(target_names: Sequence[str] | None, m: int) -> list[str]:
@@ -75,24 +76,26 @@ def _row_extremes(M: Any) -> tuple[np.ndarray, np.ndarray]:
     """Largest and smallest stored value of each row (-inf/+inf for empty rows), without copying M."""
     _operator_refused(M)
     if isinstance(M, ColumnBlocks):  # the extremes of the blocks' extremes, one block at a time
-        hi, lo = None, None
+        hi: np.ndarray | None = None
+        lo: np.ndarray | None = None
         for i in range(len(M)):
             b = M.block(i)
-            bh, bl = _row_extremes(b if sp.issparse(b) else np.asarray(b))
-            hi, lo = (bh, bl) if hi is None else (np.maximum(hi, bh), np.minimum(lo, bl))
+            bh, bl = _row_extremes(b if is_sparse(b) else np.asarray(b))
+            hi, lo = (bh, bl) if hi is None or lo is None else (np.maximum(hi, bh), np.minimum(lo, bl))
+        assert hi is not None and lo is not None  # column blocks hold at least one block
         return hi, lo
-    if not sp.issparse(M):
+    if not is_sparse(M):
         arr = np.asarray(M)
         return arr.max(axis=1).astype(np.float64), arr.min(axis=1).astype(np.float64)
     csr = M.tocsr()
     m = csr.shape[0]
     nonempty = np.diff(csr.indptr) > 0
-    hi, lo = np.full(m, -np.inf), np.full(m, np.inf)
+    row_hi, row_lo = np.full(m, -np.inf), np.full(m, np.inf)
     if csr.nnz:
         starts = csr.indptr[:-1][nonempty]
-        hi[nonempty] = np.maximum.reduceat(csr.data, starts)
-        lo[nonempty] = np.minimum.reduceat(csr.data, starts)
-    return hi, lo
+        row_hi[nonempty] = np.maximum.reduceat(csr.data, starts)
+        row_lo[nonempty] = np.minimum.reduceat(csr.data, starts)
+    return row_hi, row_lo
 
 
 def achievable(M: Any, targets: Any) -> np.ndarray:
@@ -109,7 +112,7 @@ def achievable(M: Any, targets: Any) -> np.ndarray:
       Booleans, shape (m,).
     """
     hi, lo = _row_extremes(M)
-    y = np.asarray(targets, np.float64).reshape(-1)
+    y = checks.real_array("targets", targets).reshape(-1)
     return (y == 0) | ((y > 0) & (hi > 0)) | ((y < 0) & (lo < 0))
 
 
@@ -214,7 +217,7 @@ def target_diagnostics(
       A ``TargetDiagnostics``.
     """
     csr = M if isinstance(M, ColumnBlocks) else _as_host_csr(M)
-    y = np.asarray(targets, np.float64).reshape(-1)
+    y = checks.real_array("targets", targets).reshape(-1)
     m, n = (csr.shape[0] if csr.shape[0] is not None else y.size), csr.shape[1]
     if y.shape != (m,):
         raise ValueError(f"targets must have shape ({m},), got {y.shape}.")
@@ -270,11 +273,17 @@ def check_targets(
     Returns:
       The messages (empty when all is well).
     """
-    if not (sp.issparse(M) or isinstance(M, (MatrixOperator, ColumnBlocks))):
-        M = np.asarray(M)  # nested lists too
-    _operator_refused(M)
-    y = np.asarray(targets, np.float64).reshape(-1)
-    m, n = (M.shape[0] if M.shape[0] is not None else y.size), M.shape[1]
+    if not (is_sparse(M) or isinstance(M, ColumnBlocks)):
+        _operator_refused(M)
+        M = checks.real_array("M", M, None)  # nested lists too
+    if len(M.shape) != 2:
+        raise ValueError(f"M must be a 2-D matrix of shape (targets, households), got shape {M.shape}.")
+    y = checks.real_array("targets", targets).reshape(-1)
+    rows, n = M.shape[0], M.shape[1]
+    m = rows if rows is not None else y.size
+    if y.shape != (m,):
+        raise ValueError(f"targets must have shape ({m},), one per row of M, got {y.size} values.")
+    checks.check_finite("targets", y)
     names = _names(target_names, m)
     messages = []
 
@@ -296,9 +305,7 @@ def check_targets(
             est = _block_products(M, [w0])[0]
         else:
             est = (
-                np.asarray(M @ w0, np.float64).reshape(-1)
-                if sp.issparse(M)
-                else np.asarray(M, np.float64) @ w0
+                np.asarray(M @ w0, np.float64).reshape(-1) if is_sparse(M) else np.asarray(M, np.float64) @ w0
             )
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.abs(est) / np.abs(y)
@@ -343,7 +350,7 @@ def weight_summary(weights: Any, initial_weights: Any = None) -> dict[str, float
     }
     if active.size:
         q = np.quantile(active, [0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0])
-        out.update(zip(("min", "p01", "p10", "median", "p90", "p99", "max"), map(float, q)))
+        out.update(zip(("min", "p01", "p10", "median", "p90", "p99", "max"), map(float, q), strict=True))
         out["mean"] = float(active.mean())
         out["kish_ess"] = float(active.sum() ** 2 / np.sum(active**2))
         out["design_effect"] = float(active.size / out["kish_ess"])
@@ -362,7 +369,10 @@ def weight_summary(weights: Any, initial_weights: Any = None) -> dict[str, float
 def format_weight_summary(summary: dict[str, float]) -> str:
     """One paragraph of text for ``weight_summary``'s result."""
     s = summary
-    text = f"{s['active']:,} of {s['households']:,} households active ({s['active_share']:.2%}), total weight {s['total']:,.6g}"
+    text = (
+        f"{s['active']:,} of {s['households']:,} households active ({s['active_share']:.2%}), "
+        f"total weight {s['total']:,.6g}"
+    )
     if s["active"]:
         text += (
             f"; active weights min {s['min']:.4g}, median {s['median']:.4g}, p99 {s['p99']:.4g}, max {s['max']:.4g}; "

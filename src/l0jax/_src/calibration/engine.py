@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +45,12 @@ from l0jax._src.calibration.model import (
     prob_open,
 )
 from l0jax._src.calibration.sharding import fetch_tree
-from l0jax._src.schedules import AnnealTemperatureState, anneal_temperature, current_temperature
+from l0jax._src.schedules import (
+    AnnealTemperatureState,
+    Schedule,
+    anneal_temperature,
+    current_temperature,
+)
 
 Array = jax.Array
 
@@ -94,11 +99,11 @@ def held_temperature() -> optax.GradientTransformation:
 
     def update_fn(updates: Any, state: HeldTemperatureState, params: Any = None):
         del params
-        return updates, HeldTemperatureState(
-            count=optax.safe_increment(state.count), temperature=state.temperature
-        )
+        count = cast(jax.Array, optax.safe_increment(state.count))  # an array in, an array out
+        return updates, HeldTemperatureState(count=count, temperature=state.temperature)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    # optax types a transformation's state as any OptState; this one's is HeldTemperatureState.
+    return optax.GradientTransformation(init_fn, cast(optax.TransformUpdateFn, update_fn))
 
 
 _HELD = held_temperature()
@@ -109,7 +114,7 @@ _TX_CACHE_SIZE = 32
 
 
 def make_optimizer(
-    optimizer: optax.GradientTransformation | None, temperature: Any
+    optimizer: optax.GradientTransformation | None, temperature: Schedule | float | None
 ) -> optax.GradientTransformation:
     """``optax.chain(optimizer or Adam, temperature transform)``, the same object for the same inputs.
 
@@ -238,7 +243,7 @@ def train_step(
         state.params, problem, state.hparams, temperature, state.key, state.step
     )
     updates, opt_state = config.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params = cast(Params, optax.apply_updates(state.params, updates))  # the structure of state.params
     dual_state = state.dual
     if problem.budget is not None and "log_alpha" in params:
         # Keep-K mode: the budget's multiplier takes its dual-ascent step (dual.py).

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from l0jax._src.operators import is_sparse
+
 # The LP of test 3 runs only below this many stored entries (HiGHS takes seconds there).
 _LP_MAX_NONZEROS = 2_000_000
 # Null vectors of M M' (test 2): eigenvalues below this fraction of the largest (unit diagonal).
@@ -40,7 +42,7 @@ def target_label(i: int, names: Sequence[str] | None) -> str:
     return f"{i} ({names[i]!r})" if names is not None else f"{i}"
 
 
-def _list(indices: Sequence[int], names: Sequence[str] | None) -> str:
+def _list(indices: Sequence[int] | np.ndarray, names: Sequence[str] | None) -> str:
     shown = ", ".join(target_label(int(i), names) for i in list(indices)[:_MAX_LISTED])
     more = len(indices) - _MAX_LISTED
     return shown + (f" and {more} more" if more > 0 else "")
@@ -126,13 +128,18 @@ def _joint_targets(csr, t, scale, lo, hi, tol, names, bounds_text) -> str | None
     rows = sp.diags(1 / scale) @ csr
     a_eq = sp.hstack([rows, sp.identity(m), -sp.identity(m)], format="csr")
     cost = np.concatenate([np.zeros(n), np.ones(2 * m)])
-    box = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b) for a, b in zip(lo, hi)]
+    box = [
+        (None if not np.isfinite(a) else a, None if not np.isfinite(b) else b)
+        for a, b in zip(lo, hi, strict=True)
+    ]
     res = linprog(cost, A_eq=a_eq, b_eq=t / scale, bounds=box + [(0, None)] * (2 * m), method="highs")
     if res.status != 0 or res.fun <= max(tol, 1e-9) * m:
         return None
     duals = np.asarray(res.eqlin.marginals)
     involved = np.flatnonzero(np.abs(duals) > _DUAL_ZERO)
-    gap = (res.x[n : n + m] - res.x[n + m :]) * scale
+    x = res.x
+    assert x is not None  # HiGHS returns a point with status 0
+    gap = (x[n : n + m] - x[n + m :]) * scale
     worst = involved[np.argsort(-np.abs(gap[involved]))] if involved.size else np.argsort(-np.abs(gap))[:1]
     closest = "; ".join(
         f"{target_label(int(i), names)}: target {t[i]:.6g}, closest reachable {t[i] - gap[i]:.6g}"
@@ -172,12 +179,12 @@ def diagnose(
     Returns:
       The message, or None when the totals look reachable (non-convergence has another cause).
     """
-    csr = sp.csr_matrix(M if sp.issparse(M) else np.asarray(M), dtype=np.float64)
+    csr = sp.csr_matrix(M if is_sparse(M) else np.asarray(M), dtype=np.float64)
     csr.sum_duplicates()
     csr.eliminate_zeros()
     t = np.asarray(targets, np.float64)
     lo, hi = _box(np.asarray(design, np.float64), lower, upper)
-    size = np.abs(csr) @ np.abs(np.where(np.isfinite(hi), np.maximum(np.abs(lo), np.abs(hi)), design))
+    size = abs(csr) @ np.abs(np.where(np.isfinite(hi), np.maximum(np.abs(lo), np.abs(hi)), design))
     scale = np.maximum(np.maximum(np.abs(t), size), 1e-300)
     slack = max(tol, 1e-9) * scale
     bounds_text = (

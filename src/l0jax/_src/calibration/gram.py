@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from l0jax._src import checks
-from l0jax._src.operators import check_matrix
+from l0jax._src.operators import check_matrix, is_sparse
 
 Array = jax.Array
 LAYOUTS = ("auto", "dense", "padded")
@@ -121,7 +121,9 @@ class PaddedGram:
         full = n // block
 
         def body(i, acc):
-            take = lambda x: jax.lax.dynamic_slice_in_dim(x, i * block, block)
+            def take(x):
+                return jax.lax.dynamic_slice_in_dim(x, i * block, block)
+
             return acc + self._pairs(take(self.idx), take(self.val), take(v))
 
         upper = jax.lax.fori_loop(0, full, body, jnp.zeros((self.m, self.m), self.val.dtype))
@@ -137,7 +139,8 @@ class PaddedGram:
 
     @classmethod
     def tree_unflatten(cls, m, children):
-        return cls(*children, m)
+        idx, val = children
+        return cls(idx, val, m)
 
 
 def choose_layout(m: int, n: int, max_per_household: int, itemsize: int) -> str:
@@ -160,7 +163,7 @@ def choose_layout(m: int, n: int, max_per_household: int, itemsize: int) -> str:
 
 def compute_dtype() -> Any:
     """float64 when JAX runs in 64-bit mode (``jax.enable_x64``), else float32."""
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
 
 
 def gram_matrix(
@@ -185,9 +188,9 @@ def gram_matrix(
     dt = np.dtype(compute_dtype() if dtype is None else dtype)
     if isinstance(M, (DenseGram, PaddedGram)):
         return M
-    if isinstance(M, jax.Array) and not sp.issparse(M):
+    if isinstance(M, jax.Array) and not is_sparse(M):
         M = np.asarray(M)
-    if not sp.issparse(M):
+    if not is_sparse(M):
         if isinstance(M, (str, bytes)) or not (hasattr(M, "__array__") or isinstance(M, (list, tuple))):
             raise ValueError(
                 f"{name} must be a scipy sparse matrix, a NumPy array or a JAX array, got {type(M).__name__}."
@@ -195,7 +198,7 @@ def gram_matrix(
         M = np.asarray(M)
     check_matrix(M, name=name, dtype=dt)
     m, n = M.shape
-    if sp.issparse(M):
+    if is_sparse(M):
         csc = sp.csc_matrix(M, dtype=np.float64)
         csc.sum_duplicates()
         csc.eliminate_zeros()

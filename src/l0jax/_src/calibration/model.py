@@ -78,8 +78,8 @@ def make_hyperparams(lambda_l0: float, lambda_l2: float, gamma: float, zeta: flo
     checks.check_nonnegative("lambda_l0", lambda_l0, hint="It is the L0 penalty strength, e.g. 1e-4.")
     checks.check_nonnegative("lambda_l2", lambda_l2, hint="It is the L2 penalty strength; 0 turns it off.")
     checks.check_stretch(gamma, zeta)
-    f = lambda x: jnp.asarray(x, jnp.float32)
-    return HyperParams(f(lambda_l0), f(lambda_l2), f(gamma), f(zeta))
+    f32 = [jnp.asarray(x, jnp.float32) for x in (lambda_l0, lambda_l2, gamma, zeta)]
+    return HyperParams(*f32)
 
 
 class Problem(NamedTuple):
@@ -141,7 +141,7 @@ def _per_household(name: str, value: Any, n: int, default: float) -> np.ndarray:
     """A scalar broadcast to (n,), or an array that must have shape (n,) (l0-python's message)."""
     if value is None:
         return np.full(n, default, dtype=np.float64)
-    arr = np.asarray(value, dtype=np.float64)
+    arr = checks.real_array(name, value)
     if arr.ndim == 0:
         return np.full(n, float(arr), dtype=np.float64)
     if arr.shape != (n,):

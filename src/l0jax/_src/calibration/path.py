@@ -30,7 +30,7 @@ from l0jax._src.calibration import dual, engine, losses, model
 from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.distance import DISTANCES, distance_term
 from l0jax._src.calibration.production import TARGET_ACTIVE_ANNEAL
-from l0jax._src.operators import MatrixOperator, as_operator
+from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
 
 Array = jax.Array
 TRACES: collections.Counter = collections.Counter()
@@ -133,7 +133,7 @@ def _holdout_rows(holdout: Any, m: int, key: Any) -> tuple[np.ndarray, np.ndarra
 
 
 def _rows(M: Any, rows: np.ndarray) -> Any:
-    if sp.issparse(M):
+    if is_sparse(M):
         return sp.csr_matrix(M)[rows]
     return np.asarray(M)[rows]
 
@@ -142,7 +142,7 @@ def _grid(lambdas: Any, counts: Any, n: int) -> tuple[np.ndarray, str]:
     if (lambdas is None) == (counts is None):
         raise ValueError("give exactly one grid: lambdas= (L0 strengths) or counts= (households to keep).")
     if lambdas is not None:
-        grid = np.asarray(lambdas, np.float64)
+        grid = checks.real_array("lambdas", lambdas)
         if grid.ndim != 1 or grid.size == 0:
             raise ValueError(
                 f"lambdas must be a non-empty 1-D sequence of L0 strengths, got shape {grid.shape}."
@@ -302,7 +302,7 @@ def calibrate_path(
     Raises:
       ValueError: bad input (grid, holdout, shapes, ...), named.
     """
-    from l0jax._src.calibration.api import _as_key, _targets, default_polish_epochs
+    from l0jax._src.calibration.fit import default_polish_epochs, targets_vector
 
     checks.check_choice("loss_type", loss_type, losses.LOSS_TYPES)
     checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
@@ -324,12 +324,12 @@ def calibrate_path(
             "rows, not an operator."
         )
     hparams = model.make_hyperparams(0.0, lambda_l2, gamma, zeta)
-    key = _as_key(key)
+    key = checks.as_key(key)
     shape = getattr(M, "shape", np.shape(M))
     if len(shape) != 2:
         raise ValueError(f"M must be a 2-D matrix (targets x households), got shape {shape}.")
     m, n = int(shape[0]), int(shape[1])
-    y = _targets(targets, m)
+    y = targets_vector(targets, m)
     grid, kind = _grid(lambdas, counts, n)
     fit_rows, held_rows = _holdout_rows(holdout, m, key)
     M_fit, M_held = _rows(M, fit_rows), _rows(M, held_rows)

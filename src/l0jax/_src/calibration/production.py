@@ -125,15 +125,15 @@ def check_options(opts: ProductionOptions, *, use_gates: bool) -> None:
 class ChunkInfo:
     """What a callback receives at the end of each chunk of epochs.
 
-    In a multi-process run the callbacks run on every process, and ``state`` and
-    ``predictions()`` gather values from every process: use them on all processes alike.
+    ``state`` is the ``CalibrationState`` after this chunk (unpadded and on the default device in a
+    sharded run, as ``result.state``; gathered when first read). In a multi-process run the
+    callbacks run on every process, and ``state`` and ``predictions()`` gather values from every
+    process: use them on all processes alike.
 
     Attributes:
       epoch: epochs done so far.
       row: the chunk's history row (``loss``, ``mean_rel_error``, ``max_rel_error``, ``active``,
         ``temperature``, ...; see ``CalibrationResult.history``).
-      state: the ``CalibrationState`` after this chunk (unpadded and on the default device in a
-        sharded run, as ``result.state``; gathered when first read).
       targets: the targets, shape (m,).
     """
 
@@ -258,7 +258,8 @@ class Run:
         opts = self.opts
         fresh = self.prepare(fresh)
         start = fresh
-        if opts.resume and Path(opts.checkpoint_path).exists():
+        # (resume=True without a checkpoint_path was refused by the option checks.)
+        if opts.resume and opts.checkpoint_path is not None and Path(opts.checkpoint_path).exists():
             state, header = ckpt.load_checkpoint(opts.checkpoint_path, fresh, fingerprint=self.fingerprint)
             old = header.get("settings", {})
             for key in _MUST_MATCH:
@@ -350,11 +351,15 @@ class Run:
             for k in engine.HISTORY_KEYS:
                 history.setdefault(k, []).append(float(row[k]))
         plain = self._plain(state)  # every process takes part in gathering a sharded state
+        path, fingerprint = self.opts.checkpoint_path, self.fingerprint
+        assert (
+            path is not None and fingerprint is not None
+        )  # saved only with a checkpoint_path, which sets both
         if jax.process_index() == 0:  # one file per run, written by the first process
             ckpt.save_checkpoint(
-                self.opts.checkpoint_path,
+                path,
                 plain,
-                fingerprint=self.fingerprint,
+                fingerprint=fingerprint,
                 settings=self.settings,
                 history=history,
             )

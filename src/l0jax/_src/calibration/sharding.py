@@ -24,10 +24,11 @@ household ``j`` at epoch ``t`` is ``gate_noise(key, n, t)[j]``, a hash of ``(key
 gates.
 
 Padding: ``n`` households are cut into ``lcm(8, D)`` chunks of ``ceil(n / chunks)`` on ``D``
-devices (whole chunks each); the last chunks are padded with empty columns of M, and ``Problem.mask`` marks the padding households, whose gates
-are held shut and which are left out of every sum (counts, penalties). The state a caller sees
-(``result.state``, checkpoints, ``NonFiniteLossError.state``) is unpadded and on the default
-device, so it does not depend on the layout: a run on 4 devices continues on 2, on 1, or unsharded.
+devices (whole chunks each); the last chunks are padded with empty columns of M, and ``Problem.mask``
+marks the padding households, whose gates are held shut and which are left out of every sum (counts,
+penalties). The state a caller sees (``result.state``, checkpoints, ``NonFiniteLossError.state``) is
+unpadded and on the default device, so it does not depend on the layout: a run on 4 devices continues
+on 2, on 1, or unsharded.
 
 Multi-process: after ``jax.distributed.initialize`` the mesh may hold devices of every process;
 each process builds only its own devices' blocks (``blocks.column_range``), and values that go to
@@ -41,7 +42,7 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +52,7 @@ from jax.sharding import PartitionSpec as P
 
 from l0jax._src.calibration import blocks as colblocks
 from l0jax._src.calibration import checkpoint as ckpt
+from l0jax._src.host_operators import scipy_chunk_products
 from l0jax._src.operators import (
     DenseOperator,
     EllOperator,
@@ -62,7 +64,6 @@ from l0jax._src.operators import (
     ell_costs,
     ell_parts,
     ell_width,
-    scipy_chunk_products,
     sparse_parts,
 )
 
@@ -77,6 +78,10 @@ CHUNKS = 8
 # --------------------------------------------------------------------------------------------
 # Devices and layout
 # --------------------------------------------------------------------------------------------
+
+
+# A pytree that place/unplace return with the same structure (a state, a term).
+_Tree = TypeVar("_Tree")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +141,8 @@ class Layout:
         """Sharding of everything else: a copy on every device."""
         return NamedSharding(self.mesh, P())
 
-    def local(self) -> list[tuple[int, jax.Device, int, int]]:
+    # jaxlib defines jax.Device by assignment from its compiled module, which has no type stubs.
+    def local(self) -> list[tuple[int, jax.Device, int, int]]:  # pyright: ignore[reportInvalidTypeForm]
         """This process's devices: ``(position in the mesh, device, first household, end household)``."""
         me = jax.process_index()
         return [
@@ -175,7 +181,7 @@ class Layout:
         """True for the real households, False for the padding; shape (padded,), split over the mesh."""
         return self.put_households(np.ones(self.n, bool), fill=False)
 
-    def place(self, tree: Any) -> Any:
+    def place(self, tree: _Tree) -> _Tree:
         """An unpadded pytree (a state, a term) on the mesh: leaves with leading dimension ``n`` split
         and padded with zeros, every other leaf replicated. Leaves already on this mesh are kept.
         """
@@ -203,7 +209,7 @@ class Layout:
         """A per-household global array on the host without its padding, shape (n, ...)."""
         return fetch(x)[: self.n]
 
-    def unplace(self, tree: Any) -> Any:
+    def unplace(self, tree: _Tree) -> _Tree:
         """The inverse of ``place``: per-household leaves unpadded; every leaf on the default device."""
         local_device = jax.local_devices()[0]
 
@@ -461,6 +467,12 @@ class ShardedOperator(MatrixOperator):
         self.backend = backend
         self._keep = keep
 
+    # Set by shard_operator on the operator it returns (copies made by jax.tree operations lack them):
+    # the entries' fingerprint lanes (when built with fingerprint=True), the real households, the layout.
+    lanes: np.ndarray | None = None
+    households: int
+    layout: Layout
+
     def matvec(self, w: Array) -> Array:
         """``M @ w``: ``w`` of shape (padded,) split over the mesh -> shape (m,), replicated."""
         return _sharded_matvec(self.spec, self.leaves, self._vector("w", w, self.shape[1]))
@@ -473,7 +485,7 @@ class ShardedOperator(MatrixOperator):
         """The checkpoint fingerprint of M and ``targets`` (equal to ``checkpoint.fingerprint`` of the
         whole matrix), when the operator was built with ``fingerprint=True``; else None.
         """
-        lanes = getattr(self, "lanes", None)
+        lanes = self.lanes
         return (
             None if lanes is None else ckpt.fingerprint_of((self.shape[0], self.households), lanes, targets)
         )
@@ -544,7 +556,7 @@ def shard_operator(
             mine = sum(
                 (
                     ckpt.csr_lanes(c, layout.n, offset=lo, transposed=True)
-                    for c, (_, lo, _) in zip(cols, spans)
+                    for c, (_, lo, _) in zip(cols, spans, strict=True)
                 ),
                 np.zeros(2, np.uint64),
             )
@@ -640,7 +652,7 @@ def shard_problem(problem: Any, layout: Layout) -> Any:
     )
 
 
-def block_predictions(M: Any, op: ShardedOperator, weights: np.ndarray, layout: Layout) -> np.ndarray:
+def block_predictions(M: Any, op: MatrixOperator, weights: np.ndarray, layout: Layout) -> np.ndarray:
     """``M @ weights`` for column-block input: in float64 on the host when the blocks are in memory,
     else (blocks built on demand, never all on one host; or a ready ``ShardedOperator``) the
     devices' float32 product.

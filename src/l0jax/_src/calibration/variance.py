@@ -196,7 +196,10 @@ def _variance(e: np.ndarray, design: SampleDesign) -> np.ndarray:
 def _greg_fitted_impl(gram: DenseGram | PaddedGram, design: Array, z: Array) -> Array:
     """``x_j' B`` for each column of z (n, k): the fitted values of the d-weighted regression on M."""
     hess = gram.gram(design)
-    fit = lambda col: gram.rmatvec(classical.solve_psd(hess, gram.matvec(design * col)))
+
+    def fit(col):
+        return gram.rmatvec(classical.solve_psd(hess, gram.matvec(design * col)))
+
     return jax.vmap(fit, in_axes=1, out_axes=1)(z)
 
 
@@ -205,7 +208,7 @@ _greg_fitted = jax.jit(_greg_fitted_impl)
 
 def greg_scores(cal: classical.ClassicalCalibration, z: np.ndarray) -> np.ndarray:
     """The linearised scores ``w_j (z_j - x_j' B)`` of the total of each column of z, shape (n, k)."""
-    dt = classical._dtype_of(cal.gram)
+    dt = classical.dtype_of(cal.gram)
     with classical.precision_of(cal.gram):
         fitted = _greg_fitted(cal.gram, jnp.asarray(cal.design_weights, dt), jnp.asarray(z, dt))
         fitted = np.asarray(fitted, np.float64)
@@ -240,7 +243,7 @@ class SurveyEstimate:
 
     def __repr__(self) -> str:
         est, se = np.atleast_1d(self.estimate), np.atleast_1d(self.se)
-        body = ", ".join(f"{e:.6g} (SE {s:.4g})" for e, s in zip(est, se))
+        body = ", ".join(f"{e:.6g} (SE {s:.4g})" for e, s in zip(est, se, strict=True))
         return f"SurveyEstimate({self.kind}: {body}; {self.method})"
 
 
@@ -378,7 +381,7 @@ def replicate_weights(
       A ``ReplicateWeights``.
     """
     checks.check_choice("method", method, REPLICATE_METHODS)
-    d = np.asarray(design_weights, np.float64)
+    d = checks.real_array("design_weights", design_weights)
     if d.ndim != 1:
         raise ValueError(f"design_weights must have shape (n,), got {d.shape}.")
     checks.check_nonnegative("design_weights", d)
@@ -434,7 +437,9 @@ def _host_rng(key: Any) -> np.random.Generator:
 
 
 def _replicates_impl(method, gram, targets, designs, lower, upper, scale, tol, max_iter):
-    solve = lambda d: classical.solve_impl(method, gram, targets, d, lower, upper, scale, tol, max_iter)
+    def solve(d):
+        return classical.solve_impl(method, gram, targets, d, lower, upper, scale, tol, max_iter)
+
     state, g = jax.vmap(solve)(designs)
     return state.iterations, state.converged, g
 
@@ -507,7 +512,7 @@ def recalibrate_replicates(
         raise ValueError(
             f"replicates has weights for {replicates.weights.shape[1]} households, the calibration {n}."
         )
-    dt = classical._dtype_of(cal.gram)
+    dt = classical.dtype_of(cal.gram)
     lower, upper = cal.bounds
     with classical.precision_of(cal.gram):
         scale = classical.residual_scale(cal.gram, cal.design_weights, cal.targets)

@@ -36,7 +36,7 @@ from flax.nnx import rnglib
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
-from l0jax._src.nn.gate import HardConcreteGate, RngsLike, _check_threshold
+from l0jax._src.nn.gate import HardConcreteGate, RngsLike
 
 Array = jax.Array
 
@@ -149,7 +149,7 @@ class L0Gate(HardConcreteGate):
         Returns:
           Sorted int32 indices, shape (k,).
         """
-        _check_threshold(threshold)
+        checks.check_threshold(threshold)
         return _indices_above(self(deterministic=deterministic, rngs=rngs), threshold)
 
     # l0-python names, so ported code runs unchanged.
@@ -331,7 +331,7 @@ class SampleGate(L0Gate):
         if weights.shape != (self.n_samples,):
             raise ValueError(f"weights of shape {weights.shape} must have shape ({self.n_samples},).")
         checks.check_finite("weights", weights)
-        _check_threshold(threshold)
+        checks.check_threshold(threshold)
         # One draw of the gates serves both the selection and the weights, so in training mode
         # the weights belong to the gates that selected the rows.
         z = self(deterministic=deterministic, rngs=rngs)
@@ -413,7 +413,7 @@ class FeatureGate(L0Gate):
         Returns:
           Sorted int32 indices, shape (k,) with k <= max_features.
         """
-        _check_threshold(threshold)
+        checks.check_threshold(threshold)
         z = np.asarray(self(deterministic=deterministic, rngs=rngs))
         idx = np.flatnonzero(z > threshold)
         if idx.size > self.max_features:
@@ -619,10 +619,7 @@ class HybridGate(nnx.Module):
           NumPy string array (k,) of ``"l0"`` or ``"random"`` saying how each row was chosen.
         """
         _check_axis_size("data", data, 0, self.n_items, "rows")
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            key = jax.random.key(int(key))
-        elif not isinstance(key, jax.Array):
-            raise ValueError(f"key must be a JAX PRNG key or an int seed, got {type(key)}.")
+        key = checks.as_key(key)
         gate_key, random_key = jax.random.split(key)
         if self.l0_gate is None:
             l0_idx = np.zeros((0,), np.int64)

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from flax.nnx import rnglib
-from flax.nnx.module import first_from
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
@@ -32,7 +31,7 @@ RngsLike = nnx.Rngs | rnglib.RngStream | jax.Array | None
 _sample = jax.jit(hc.hard_concrete, static_argnames=("gamma", "zeta"))
 _eval = jax.jit(hc.hard_concrete_eval, static_argnames=("gamma", "zeta", "rule"))
 _prob_nonzero = jax.jit(hc.prob_nonzero, static_argnames=("gamma", "zeta"))
-_penalty = jax.jit(hc.l0_penalty, static_argnames=("gamma", "zeta", "group_size"))
+compiled_l0_penalty = jax.jit(hc.l0_penalty, static_argnames=("gamma", "zeta", "group_size"))
 
 
 class Temperature(nnx.Variable):
@@ -170,14 +169,14 @@ class HardConcreteGate(nnx.Module):
         self.rngs = _fork(rngs, rng_collection, type(self).__name__)
 
     def _is_deterministic(self, deterministic: bool | None) -> bool:
-        return first_from(
-            deterministic,
-            self.deterministic,
-            error_msg=(
-                f"No `deterministic` argument was given to {type(self).__name__}. Pass "
-                f"deterministic=True/False to the constructor or to the call, or make a view of the "
-                f"model with nnx.view(model, deterministic=True/False) (or call model.eval()/train())."
-            ),
+        if deterministic is not None:
+            return deterministic
+        if self.deterministic is not None:
+            return self.deterministic
+        raise ValueError(
+            f"No `deterministic` argument was given to {type(self).__name__}. Pass "
+            f"deterministic=True/False to the constructor or to the call, or make a view of the "
+            f"model with nnx.view(model, deterministic=True/False) (or call model.eval()/train())."
         )
 
     def __call__(self, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
@@ -216,7 +215,9 @@ class HardConcreteGate(nnx.Module):
 
     def penalty(self) -> Array:
         """Expected number of open gates, ``sum P(z != 0)`` (eq. 12): a float32 scalar."""
-        return _penalty(self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta)
+        return compiled_l0_penalty(
+            self.log_alpha[...], self.temperature[...], gamma=self.gamma, zeta=self.zeta
+        )
 
     def active(self, threshold: float = 0.5) -> Array:
         """Boolean mask of the gates with ``P(z != 0) > threshold``, shape ``self.shape``.
@@ -224,7 +225,7 @@ class HardConcreteGate(nnx.Module):
         Args:
           threshold: probability in [0, 1).
         """
-        _check_threshold(threshold)
+        checks.check_threshold(threshold)
         return self.prob_nonzero() > threshold
 
     def set_view(self, deterministic: bool | None = None, eval_rule: str | None = None) -> None:
@@ -239,12 +240,3 @@ class HardConcreteGate(nnx.Module):
         if eval_rule is not None:
             checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
             self.eval_rule = eval_rule
-
-
-def _check_threshold(threshold: Any) -> None:
-    arr = checks.concrete(threshold)
-    if arr is None:
-        return
-    checks.check_finite("threshold", arr)
-    if not np.all((arr >= 0) & (arr < 1)):
-        raise ValueError(f"threshold must be a probability in [0, 1), got {threshold!r}.")

@@ -38,7 +38,7 @@ from jax import lax
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.nn import record
-from l0jax._src.nn.gate import HardConcreteGate, RngsLike, _penalty
+from l0jax._src.nn.gate import HardConcreteGate, RngsLike, compiled_l0_penalty
 
 Array = jax.Array
 GRANULARITIES = ("weight", "input", "output")
@@ -138,7 +138,7 @@ class L0Layer(nnx.Module):
           A float32 scalar. Biases are not counted (as in the paper's code).
         """
         g = self.gate
-        return _penalty(
+        return compiled_l0_penalty(
             g.log_alpha[...], g.temperature[...], gamma=g.gamma, zeta=g.zeta, group_size=self.group_size()
         )
 

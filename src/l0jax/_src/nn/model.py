@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from l0jax._src import checks
-from l0jax._src.nn.gate import HardConcreteGate, _check_threshold
+from l0jax._src.nn.gate import HardConcreteGate
 from l0jax._src.nn.layers import L0Layer
 from l0jax._src.nn.structured import L0Structured
 
@@ -282,7 +282,7 @@ def prune(model: nnx.Module, threshold: float = 0.05) -> nnx.Module:
     Returns:
       ``model`` (modified in place), for chaining.
     """
-    _check_threshold(threshold)
+    checks.check_threshold(threshold)
     _require_gates(model, "prune")
     # The threshold is rounded to the gates' float32 so that "at or below" compares like with like.
     _prune(model, jnp.asarray(threshold, jnp.float32))

@@ -25,6 +25,7 @@ from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.regression import design as dm
 from l0jax._src.regression import objective as obj
+from l0jax._src.regression import refine as rf
 from l0jax._src.regression import train
 
 Array = jax.Array
@@ -32,18 +33,20 @@ Array = jax.Array
 
 def _root_key(seed: Any, key: Any) -> Array:
     if key is not None:
-        typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        if typed and key.shape == ():
-            return key
-        arr = np.asarray(key) if not isinstance(key, jax.Array) else key
-        if arr.dtype == np.uint32 and arr.shape == (2,):
-            return jax.random.wrap_key_data(jnp.asarray(arr))
-        raise ValueError(f"key must be a single JAX PRNG key such as jax.random.key(0), got {key!r}.")
+        return checks.as_key(key)
     if seed is None:
         seed = 0
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer (or None for 0), got {seed!r}.")
     return jax.random.key(int(seed))
+
+
+def _check_refine(refine: Any) -> bool:
+    if not isinstance(refine, (bool, np.bool_)):
+        raise ValueError(
+            f"refine must be True (refine the support after the stochastic phase) or False, got {refine!r}."
+        )
+    return bool(refine)
 
 
 class _SparseL0Model:
@@ -86,6 +89,7 @@ class _SparseL0Model:
         self._fitted = False
         self._params: obj.Params | None = None  # drawn on first use (fit draws the same values)
         self.history_: dict[str, np.ndarray] | None = None
+        self.refinement_: dict[str, Any] | None = None
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -182,12 +186,23 @@ class _SparseL0Model:
         verbose_freq: int = 100,
         *,
         lambda_l0: float | None = None,
+        refine: bool = True,
     ) -> Self:
-        """Fits by full-batch Adam on ``data_loss + lambda_reg * expected L0`` (compiled, ``lax.scan``).
+        """Fits by full-batch Adam on ``data_loss + lambda_reg * expected L0``, then refines the support.
+
+        The Adam phase is compiled (``lax.scan``); the refinement (``refine=True``) is deterministic.
 
         Starts from the seed's initialisation every time (weights N(0, 0.1^2), log_alpha =
         logit(init_keep_prob) + N(0, 0.01^2), intercept at the data's mean), so the same arguments
         give bitwise the same fit. Changing ``lambda_reg``, ``lr`` or ``epochs`` does not recompile.
+
+        The refinement minimises ``data_loss + lambda_reg * (number of selected features)`` exactly
+        over supports reachable by single exchanges: it refits the coefficients on the support the
+        gates selected (least squares, or Newton's method for the logistic model), then drops, adds
+        or swaps one feature at a time while the objective strictly falls, from that support and
+        from the empty one (see ``l0jax._src.regression.refine``). The gates, selected features,
+        coefficients and predictions then all describe the refined support: its gates are exactly
+        1, the others exactly 0. ``refinement_`` records the objective before and after.
 
         Args:
           X_sparse: (n_samples, n_features) scipy sparse matrix/array (any format) or dense array.
@@ -199,9 +214,13 @@ class _SparseL0Model:
           verbose: print l0-python's progress line every ``verbose_freq`` epochs.
           verbose_freq: epochs between progress lines, >= 1.
           lambda_l0: alias of ``lambda_reg``; give one of the two.
+          refine: run the deterministic refinement after the stochastic phase (True by default;
+            False keeps the relaxation's own result, as l0-python returns it).
 
         Returns:
-          self, fitted; ``history_`` holds per-epoch ``loss``, ``data_loss``, ``l0``, ``n_active``.
+          self, fitted; ``history_`` holds per-epoch ``loss``, ``data_loss``, ``l0``, ``n_active``,
+          and ``refinement_`` (None without ``refine``) the ``support`` before and after, the
+          ``objective`` before and after and the number of ``moves``.
         """
         if lambda_l0 is not None and lambda_reg is not None:
             raise ValueError("give lambda_reg or its alias lambda_l0, not both.")
@@ -209,6 +228,7 @@ class _SparseL0Model:
         if not isinstance(verbose, (bool, np.bool_)):
             raise ValueError(f"verbose must be True or False, got {verbose!r}.")
         verbose_freq = checks.check_int_at_least("verbose_freq", verbose_freq, 1)
+        refine = _check_refine(refine)
         design, y, yj, hyper, epochs = self._prepare(X_sparse, y, lambda_reg, lr, epochs)
         carry = self._carry(y, design.dtype)
 
@@ -236,10 +256,59 @@ class _SparseL0Model:
             eval_rule=self.eval_rule,
             on_chunk=on_chunk,
         )
+        self.refinement_ = None
+        if refine:
+            params, self.refinement_ = self._refined(params, design, yj, hyper)
         self._set_params(params)
         self.history_ = history._asdict()
         self._fitted = True
         return self
+
+    def _refined(
+        self, params: obj.Params, design: Any, yj: Array, hyper: obj.GateHyper
+    ) -> tuple[obj.Params, dict[str, Any]]:
+        gates = train.eval_gates(params, hyper, rule=self.eval_rule)
+        coef = params["weight"] * gates
+        before = np.asarray(gates) > train.ACTIVE_THRESHOLD
+        loss_before, _ = train.evaluate_path(
+            jax.tree.map(lambda v: v[None], params),
+            design,
+            yj,
+            hyper,
+            kind=self._kind,
+            eval_rule=self.eval_rule,
+        )
+        out = rf.refine(
+            design,
+            yj,
+            coef,
+            gates,
+            hyper.lambda_reg,
+            kind=self._kind,
+            fit_intercept=self.fit_intercept,
+            threshold=train.ACTIVE_THRESHOLD,
+        )
+        support = np.asarray(out.support)
+        dtype = params["weight"].dtype
+        new = {
+            "weight": jnp.asarray(out.coef, dtype),
+            "log_alpha": jnp.asarray(rf.gate_locations(support, self.beta, self.gamma, self.zeta), dtype),
+        }
+        if "bias" in params:
+            new["bias"] = jnp.asarray(out.intercept, dtype)
+        # Both objectives measured the same way: the data loss of the model's own predictions.
+        loss_after, _ = train.evaluate_path(
+            jax.tree.map(lambda v: v[None], new), design, yj, hyper, kind=self._kind, eval_rule=self.eval_rule
+        )
+        lam = float(hyper.lambda_reg)
+        info = {
+            "support_before": np.flatnonzero(before),
+            "objective_before": float(loss_before[0]) + lam * int(before.sum()),
+            "support": np.flatnonzero(support),
+            "objective": float(loss_after[0]) + lam * int(support.sum()),
+            "moves": int(out.moves),
+        }
+        return new, info
 
     # -- prediction --------------------------------------------------------------------------
 

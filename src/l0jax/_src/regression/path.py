@@ -16,8 +16,9 @@ import numpy as np
 
 from l0jax._src import checks
 from l0jax._src.regression import design as dm
+from l0jax._src.regression import refine as rf
 from l0jax._src.regression import train
-from l0jax._src.regression.estimators import SparseL0Linear, SparseL0Logistic
+from l0jax._src.regression.estimators import SparseL0Linear, SparseL0Logistic, _check_refine
 
 _MODELS = {"linear": SparseL0Linear, "logistic": SparseL0Logistic}
 
@@ -94,13 +95,16 @@ def l0_path(
     eval_rule: str = "median",
     device: Any = None,
     backend: str = "auto",
+    refine: bool = True,
 ) -> L0Path:
     """Fits an L0-regularised linear or logistic model for every lambda in one compiled run.
 
     The fits are vmapped over lambda: the program compiles once per data shape and grid length, and
     a new grid of the same length, new epochs or new hyperparameters reuse it. Entry i equals
     ``SparseL0Linear(...).fit(X, y, lambda_reg=lambdas[i], ...)`` with the same seed (up to float
-    rounding: batched matrix products sum in another order).
+    rounding: batched matrix products sum in another order). With ``refine=True`` (the default)
+    every lambda's support is then refined as in ``fit``, all lambdas in one compiled run that
+    shares one Gram matrix.
 
     Example:
       >>> import numpy as np
@@ -133,6 +137,7 @@ def l0_path(
       eval_rule: test-time gate rule, "median" or "paper".
       device: None, a ``jax.Device`` or "cpu"/"cuda"/"gpu"/"tpu".
       backend: how X is multiplied: "auto", "dense", "sparse" or "scipy" (see ``as_operator``).
+      refine: refine every lambda's support after the stochastic phase (see ``SparseL0Linear.fit``).
 
     Returns:
       An ``L0Path``.
@@ -148,6 +153,7 @@ def l0_path(
     if (X_val is None) != (y_val is None):
         raise ValueError("give both X_val and y_val for validation losses, or neither.")
     checks.check_choice("backend", backend, dm.operators.BACKENDS)
+    refine = _check_refine(refine)
     design = dm.as_design(X, device=dm.resolve_device(device), backend=backend)
     n_features = design.shape[1]
     settings = dict(
@@ -180,6 +186,25 @@ def l0_path(
     batched, history = train.run_path(
         carry, design, yj, hyper, model._key, epochs, kind=kind, eval_rule=eval_rule
     )
+    if refine:
+        gates = train.evaluate_path(batched, design, yj, hyper, kind=kind, eval_rule=eval_rule)[1]
+        out = rf.refine(
+            design,
+            yj,
+            batched["weight"] * gates,
+            gates,
+            hyper.lambda_reg,
+            kind=kind,
+            fit_intercept=model.fit_intercept,
+            threshold=train.ACTIVE_THRESHOLD,
+            path=True,
+        )
+        dtype = batched["weight"].dtype
+        log_alpha = rf.gate_locations(np.asarray(out.support), model.beta, model.gamma, model.zeta)
+        refined = {"weight": jnp.asarray(out.coef, dtype), "log_alpha": jnp.asarray(log_alpha, dtype)}
+        if "bias" in batched:
+            refined["bias"] = jnp.asarray(out.intercept, dtype)
+        batched = refined
     train_loss, gates = train.evaluate_path(batched, design, yj, hyper, kind=kind, eval_rule=eval_rule)
     val_loss = None
     if X_val is not None:
