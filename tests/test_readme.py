@@ -27,7 +27,7 @@ def test_readme_python_blocks_run():
             with redirect_stdout(out):
                 exec(compile(block, str(README), "exec"), namespace)
             outputs.append(out.getvalue())
-            if "ln.SparseMLP(" in block:  # later blocks reuse the name `model`
+            if "ln.SparseMLP(" in block and "SizeBudget" not in block:  # later blocks reuse `model`
                 nn_stats = namespace["ln"].sparsity_stats(namespace["model"])["layers.0"]
                 nn_small, nn_model = namespace["small"], namespace["model"]
     # The stated outputs (comments in the blocks) that do not depend on float rounding.
@@ -47,6 +47,14 @@ def test_readme_python_blocks_run():
         out for block, out in zip(blocks, outputs, strict=True) if "calibrate_classical(" in block
     )
     assert "raking calibration converged" in classical
+    # The size budget lands on its target (the setup of tests/test_budget.py, where seeds 0-9 land
+    # within 0.12%).
+    budget_out = next(out for block, out in zip(blocks, outputs, strict=True) if "ln.SizeBudget(" in block)
+    assert budget_out.strip() == "1.00"
+    attention_out = next(
+        out for block, out in zip(blocks, outputs, strict=True) if "ln.L0MultiHeadAttention(" in block
+    )
+    assert attention_out.strip() == "4 True"
 
 
 def _check_nn_outcome(stats, small, model):

@@ -72,6 +72,8 @@ class L0Structured(nnx.Module):
     ``SizeBudget``, ``compress``) use this interface.
     """
 
+    block_gate: HardConcreteGate | None
+
     def gates(self) -> list[HardConcreteGate]:
         """The module's gates."""
         raise NotImplementedError
@@ -344,7 +346,9 @@ class L0MultiHeadAttention(L0Structured):
         heads = np.flatnonzero(keep.any(axis=1))
         dv = int(keep[heads].sum(axis=1).max()) if heads.size else 0
         get = lambda v: None if v is None else np.asarray(v[...], np.float32)  # noqa: E731
-        wq, wk, wv, wo = get(self.query), get(self.key), get(self.value), get(self.out)
+        wq, wk, wv, wo = (
+            np.asarray(v[...], np.float32) for v in (self.query, self.key, self.value, self.out)
+        )
         bq, bk, bv, bo = get(self.query_bias), get(self.key_bias), get(self.value_bias), get(self.out_bias)
         i, o = self.in_features, self.out_features
         v2 = np.zeros((i, heads.size, dv), np.float32)
@@ -394,7 +398,8 @@ class CompressedMultiHeadAttention(nnx.Module):
 
     def __init__(self, wq, wk, wv, wo, bq, bk, bv, bo, *, head_dim: int, dtype=None, precision=None):
         p = lambda a: None if a is None else nnx.Param(jnp.asarray(a))  # noqa: E731
-        self.query, self.key, self.value, self.out = p(wq), p(wk), p(wv), p(wo)
+        self.query, self.key = nnx.Param(jnp.asarray(wq)), nnx.Param(jnp.asarray(wk))
+        self.value, self.out = nnx.Param(jnp.asarray(wv)), nnx.Param(jnp.asarray(wo))
         self.query_bias, self.key_bias, self.value_bias, self.out_bias = (
             nnx.data(p(bq)),
             nnx.data(p(bk)),
@@ -599,7 +604,8 @@ class L0MLPBlock(L0Structured):
         z = self._eval_units()
         keep = np.flatnonzero(z > 0)
         get = lambda v: None if v is None else np.asarray(v[...], np.float32)  # noqa: E731
-        k1, k2, b1, b2 = get(self.kernel1), get(self.kernel2), get(self.bias1), get(self.bias2)
+        k1, k2 = np.asarray(self.kernel1[...], np.float32), np.asarray(self.kernel2[...], np.float32)
+        b1, b2 = get(self.bias1), get(self.bias2)
         zb = 1.0 if self.block_gate is None else float(np.asarray(self.block_gate.eval_gates())[0])
         return CompressedMLPBlock(
             k1[:, keep],
@@ -617,7 +623,7 @@ class CompressedMLPBlock(nnx.Module):
 
     def __init__(self, k1, b1, k2, b2, *, activation, dtype=None, precision=None):
         p = lambda a: None if a is None else nnx.Param(jnp.asarray(a))  # noqa: E731
-        self.kernel1, self.kernel2 = p(k1), p(k2)
+        self.kernel1, self.kernel2 = nnx.Param(jnp.asarray(k1)), nnx.Param(jnp.asarray(k2))
         self.bias1, self.bias2 = nnx.data(p(b1)), nnx.data(p(b2))
         self.activation = activation
         self.dtype, self.precision = dtype, precision
