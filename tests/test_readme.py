@@ -82,3 +82,8 @@ def test_readme_nnx_example_holds_for_every_seed(seed):
         exec(compile(block, str(README), "exec"), namespace)
     stats = namespace["ln"].sparsity_stats(namespace["model"])["layers.0"]
     _check_nn_outcome(stats, namespace["small"], namespace["model"])
+
+
+def test_readme_is_a_short_entry_point():
+    # Details live on the documentation site; the README stays a page a newcomer reads whole.
+    assert len(README.read_text().splitlines()) < 200
