@@ -26,7 +26,7 @@ the softmax, the scaling and the activation are not counted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ from l0jax._src.nn.gate import HardConcreteGate, RngsLike
 from l0jax._src.nn.layers import compute_dtype
 
 Array = jax.Array
+Kernels = tuple[nnx.Param, ...]
 default_kernel_init = nnx.initializers.lecun_normal()
 default_bias_init = nnx.initializers.zeros_init()
 
@@ -71,6 +72,8 @@ class L0Structured(nnx.Module):
     The model-wide utilities (``l0_penalty``, ``sparsity_stats``, ``set_temperature``,
     ``SizeBudget``, ``compress``) use this interface.
     """
+
+    block_gate: HardConcreteGate | None
 
     def gates(self) -> list[HardConcreteGate]:
         """The module's gates."""
@@ -345,6 +348,7 @@ class L0MultiHeadAttention(L0Structured):
         dv = int(keep[heads].sum(axis=1).max()) if heads.size else 0
         get = lambda v: None if v is None else np.asarray(v[...], np.float32)  # noqa: E731
         wq, wk, wv, wo = get(self.query), get(self.key), get(self.value), get(self.out)
+        assert wq is not None and wk is not None and wv is not None and wo is not None  # kernels always exist
         bq, bk, bv, bo = get(self.query_bias), get(self.key_bias), get(self.value_bias), get(self.out_bias)
         i, o = self.in_features, self.out_features
         v2 = np.zeros((i, heads.size, dv), np.float32)
@@ -394,7 +398,8 @@ class CompressedMultiHeadAttention(nnx.Module):
 
     def __init__(self, wq, wk, wv, wo, bq, bk, bv, bo, *, head_dim: int, dtype=None, precision=None):
         p = lambda a: None if a is None else nnx.Param(jnp.asarray(a))  # noqa: E731
-        self.query, self.key, self.value, self.out = p(wq), p(wk), p(wv), p(wo)
+        # Kernels are arrays (compressed() passes them); only the biases may be None.
+        self.query, self.key, self.value, self.out = cast(Kernels, (p(wq), p(wk), p(wv), p(wo)))
         self.query_bias, self.key_bias, self.value_bias, self.out_bias = (
             nnx.data(p(bq)),
             nnx.data(p(bk)),
@@ -600,6 +605,7 @@ class L0MLPBlock(L0Structured):
         keep = np.flatnonzero(z > 0)
         get = lambda v: None if v is None else np.asarray(v[...], np.float32)  # noqa: E731
         k1, k2, b1, b2 = get(self.kernel1), get(self.kernel2), get(self.bias1), get(self.bias2)
+        assert k1 is not None and k2 is not None  # kernels always exist, only biases may be None
         zb = 1.0 if self.block_gate is None else float(np.asarray(self.block_gate.eval_gates())[0])
         return CompressedMLPBlock(
             k1[:, keep],
@@ -617,7 +623,7 @@ class CompressedMLPBlock(nnx.Module):
 
     def __init__(self, k1, b1, k2, b2, *, activation, dtype=None, precision=None):
         p = lambda a: None if a is None else nnx.Param(jnp.asarray(a))  # noqa: E731
-        self.kernel1, self.kernel2 = p(k1), p(k2)
+        self.kernel1, self.kernel2 = cast(Kernels, (p(k1), p(k2)))  # kernels are arrays; biases may be None
         self.bias1, self.bias2 = nnx.data(p(b1)), nnx.data(p(b2))
         self.activation = activation
         self.dtype, self.precision = dtype, precision
