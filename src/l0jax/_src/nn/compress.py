@@ -28,7 +28,7 @@ l0-python has no compression (its ``prune_model`` only zeroes weights in place).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -40,17 +40,24 @@ from l0jax._src.nn.model import l0_layers, path_name, structured_modules
 from l0jax._src.nn.structured import L0Structured
 
 Array = jax.Array
+Shrinkable = L0Linear | L0Conv | L0DepthwiseConv
 
 
-def _load(layer: nnx.Module, kernel: Array, bias: Array | None, input_index: Sequence[int] | None) -> None:
+def _load(
+    layer: CompressedLinear | CompressedConv,
+    kernel: Array,
+    bias: Array | None,
+    input_index: Sequence[int] | np.ndarray | None,
+) -> None:
     """Puts the folded weights into a freshly built (zero-initialised) compressed layer."""
     layer.kernel[...] = kernel
     if bias is not None:
+        assert layer.bias is not None  # built with use_bias=bias is not None
         layer.bias[...] = jnp.asarray(bias)
     layer.input_index = None if input_index is None else tuple(int(i) for i in input_index)
 
 
-def _gather_inputs(layer: nnx.Module, x: Array) -> Array:
+def _gather_inputs(layer: CompressedLinear | CompressedConv, x: Array) -> Array:
     """The input units (last axis) a compressed layer uses, or all of ``x`` when it uses all."""
     x = jnp.asarray(x)
     if layer.input_index is None:
@@ -70,12 +77,14 @@ class CompressedLinear(nnx.Linear):
       precision: ``jax.lax.Precision`` of the product.
     """
 
+    input_index: tuple[int, ...] | None
+
     def __init__(
         self,
         kernel: Array,
         bias: Array | None,
         *,
-        input_index: Sequence[int] | None = None,
+        input_index: Sequence[int] | np.ndarray | None = None,
         dtype: Any = None,
         precision: Any = None,
     ):
@@ -117,6 +126,8 @@ class CompressedConv(nnx.Conv):
       precision: ``jax.lax.Precision`` of the convolution.
     """
 
+    input_index: tuple[int, ...] | None
+
     def __init__(
         self,
         kernel: Array,
@@ -126,7 +137,7 @@ class CompressedConv(nnx.Conv):
         padding: Any,
         kernel_dilation: Sequence[int],
         feature_group_count: int = 1,
-        input_index: Sequence[int] | None = None,
+        input_index: Sequence[int] | np.ndarray | None = None,
         dtype: Any = None,
         precision: Any = None,
     ):
@@ -174,7 +185,7 @@ def _parse_path(item: str) -> tuple:
 
 def _default_chains(model: Any) -> list[list[Any]]:
     if hasattr(model, "l0_chain") and callable(model.l0_chain):
-        return [list(model.l0_chain())]
+        return [list(cast(Any, model.l0_chain()))]  # the model's own list of layers
     if isinstance(model, nnx.Sequential):
         chains, run = [], []
         for f in model.layers:
@@ -248,7 +259,7 @@ def _rows_alive(kernel: np.ndarray) -> np.ndarray:
 
 
 def _dead_outputs(kernel: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    dead = np.all(kernel.reshape(-1, kernel.shape[-1]) == 0, axis=0)
+    dead = cast(np.ndarray, np.all(kernel.reshape(-1, kernel.shape[-1]) == 0, axis=0))  # axis 0: a vector
     return dead if bias is None else dead & (bias == 0)
 
 
@@ -260,13 +271,14 @@ def _at_least_one(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _channel_view(consumer: L0Layer, producer: L0Layer, need_in: np.ndarray) -> np.ndarray:
+def _channel_view(consumer: L0Layer, producer: Shrinkable, need_in: np.ndarray) -> np.ndarray:
     """Maps a consumer's per-input mask onto the producer's output units (flatten-aware)."""
     n_out = producer.out_features
     if need_in.size == n_out:
         return need_in
     if isinstance(consumer, L0Linear) and _is_conv(producer) and need_in.size % n_out == 0:
-        return need_in.reshape(-1, n_out).any(axis=0)  # channels-last flatten: feature f is channel f % C
+        # Channels-last flatten: feature f is channel f % C (any over axis 0 of a matrix: a vector).
+        return cast(np.ndarray, need_in.reshape(-1, n_out).any(axis=0))
     raise ValueError(
         f"cannot link {type(producer).__name__} ({n_out} outputs) to {type(consumer).__name__} "
         f"({need_in.size} inputs) in a chain: sizes must match, or be a channels-last flatten of a "
@@ -283,20 +295,21 @@ def _all_eval_params(model: nnx.Module) -> dict[str, tuple[Array, Array | None]]
 def _compress_chain(
     chain: list[tuple[tuple, L0Layer]], folded: dict, remove_dead_outputs: bool
 ) -> list[nnx.Module]:
-    layers = [m for _, m in chain]
+    layers = [cast(Shrinkable, m) for _, m in chain]  # compress() admits no other L0 layer
     params = []
     for path, _ in chain:
         k, b = folded[path_name(path)]
         params.append((np.asarray(k), None if b is None else np.asarray(b)))
     n = len(layers)
-    kept_out: list[np.ndarray | None] = [None] * n  # kept output units of layer j
-    need_in: list[np.ndarray | None] = [None] * n  # input units layer j uses (its own view)
+    # Every entry is set by the first loop before it is read.
+    kept_out: list[np.ndarray] = [np.empty(0, bool)] * n  # kept output units of layer j
+    need_in: list[np.ndarray] = [np.empty(0, bool)] * n  # input units layer j uses (its own view)
     for j in range(n - 1, -1, -1):
         layer, (k, b) = layers[j], params[j]
         out = np.ones(layer.out_features, bool) if j == n - 1 else kept_out[j]
         if isinstance(layer, L0DepthwiseConv):
             m = layer.channel_multiplier
-            chans = _at_least_one(out.reshape(layer.features, m).any(axis=1))
+            chans = _at_least_one(cast(np.ndarray, out.reshape(layer.features, m).any(axis=1)))
             out = np.repeat(chans, m)  # a kept channel computes all its filters
             need = chans
         else:

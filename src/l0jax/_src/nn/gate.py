@@ -9,7 +9,7 @@ by ``model.train()``/``model.eval()`` or by ``nnx.view(model, deterministic=...)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,7 @@ def canonical_shape(name: str, shape: Any) -> Shape:
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
     try:
-        dims = tuple(shape)
+        dims = tuple(cast(Any, shape))  # a bool or other non-iterable raises TypeError, named below
     except TypeError:
         raise ValueError(f"{name} must be an int or a tuple of ints, got {shape!r}.") from None
     for d in dims:

@@ -27,7 +27,7 @@ Differences from l0-python 0.6 (bugs fixed):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +84,7 @@ class L0Layer(nnx.Module):
     """
 
     kernel: nnx.Param
+    bias: nnx.Param | None
     gate: HardConcreteGate
     granularity: str
 
@@ -268,7 +269,7 @@ class L0Linear(L0Layer):
 def _tuple(name: str, value: Any, n: int) -> tuple[int, ...]:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (int(value),) * n
-    value = tuple(value)
+    value = tuple(cast(Any, value))  # a bool or other non-iterable raises TypeError
     if len(value) != n or any(
         isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value
     ):
@@ -343,7 +344,7 @@ class _ConvBase(L0Layer):
                 f"kernel_size must be a tuple whose length is the spatial rank, e.g. (5, 5) for 2-D, "
                 f"got {kernel_size!r}."
             )
-        self.kernel_size = _tuple("kernel_size", kernel_size, len(tuple(kernel_size)))
+        self.kernel_size = _tuple("kernel_size", kernel_size, len(tuple(cast(Any, kernel_size))))
         n = len(self.kernel_size)
         if n < 1:
             raise ValueError("kernel_size must have at least one spatial dimension.")
@@ -564,7 +565,7 @@ class L0DepthwiseConv(_ConvBase):
     def _kernel_view(self, z: Array) -> Array:
         return _last_axis(self._bias_view(z), self.kernel.ndim)
 
-    def _bias_view(self, z: Array) -> Array | None:
+    def _bias_view(self, z: Array) -> Array:  # always gated: a channel's bias closes with it
         return jnp.repeat(z, self.channel_multiplier, total_repeat_length=self.out_features)
 
 

@@ -121,7 +121,7 @@ def l2_penalty(model: nnx.Module, *, expected: bool = False) -> Array:
     excluded = {id(m.log_alpha) for _, m in modules if isinstance(m, HardConcreteGate)}
     total = jnp.zeros((), jnp.float32)
     if expected:
-        for _, layer in (p for p in modules if isinstance(p[1], L0Layer)):
+        for layer in (m for _, m in modules if isinstance(m, L0Layer)):
             excluded.add(id(layer.kernel))
             total = total + layer.expected_l2()
     for path, node in nnx.iter_graph(model):

@@ -22,7 +22,7 @@ MatrixOperator = operators.MatrixOperator
 
 def compute_dtype(dtype: Any) -> Any:
     """float64 when JAX runs in 64-bit mode and the data is float64; float32 otherwise."""
-    if jax.config.jax_enable_x64 and np.dtype(dtype) == np.float64:
+    if jax.config.read("jax_enable_x64") and np.dtype(dtype) == np.float64:
         return jnp.float64
     return jnp.float32
 

@@ -15,7 +15,7 @@ Differences from l0-python's ``l0.sparse.SparseL0Linear`` (each a fix, documente
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +113,7 @@ class _SparseL0Model:
                 bias=0.0 if self.fit_intercept else None,
             )
             self._set_params(jax.tree.map(jnp.asarray, start))
+        assert self._params is not None  # set by fit, or just above
         return self._params
 
     @property
@@ -235,7 +236,7 @@ class _SparseL0Model:
         on_chunk = None
         if verbose:
 
-            def on_chunk(start: int, record: train.History) -> None:
+            def print_chunk(start: int, record: train.History) -> None:
                 for i in range(len(record.loss)):
                     epoch = start + i + 1
                     if epoch <= epochs and epoch % verbose_freq == 0:
@@ -244,6 +245,8 @@ class _SparseL0Model:
                             f"{self._loss_name}={record.data_loss[i]:.4f}, "
                             f"l0={record.l0[i]:.2f}, active={record.n_active[i]}"
                         )
+
+            on_chunk = print_chunk
 
         params, history = train.run_fit(
             carry,
@@ -489,6 +492,7 @@ class SparseL0Logistic(_SparseL0Model):
                     f"{classes.shape[0]} ({classes[:5].tolist()}{'...' if classes.shape[0] > 5 else ''})."
                 )
             self.classes_ = classes
+        assert self.classes_ is not None  # learned above, or by the _prepare that precedes learn=False
         unknown = ~np.isin(labels, self.classes_)
         if unknown.any():
             raise ValueError(
@@ -529,4 +533,5 @@ class SparseL0Logistic(_SparseL0Model):
         Returns:
           Shape (n_samples,), NumPy, dtype of ``classes_``.
         """
-        return self.classes_[(np.asarray(self._decision(X_sparse)) > 0).astype(np.int64)]
+        # classes_ is set by fit; _decision raises the named error for an unfitted model first.
+        return cast(np.ndarray, self.classes_)[(np.asarray(self._decision(X_sparse)) > 0).astype(np.int64)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +62,7 @@ def _epoch(params, opt_state, design, y, hyper: obj.GateHyper, key, step, kind: 
     # (a user's or the test suite's setting) rejects inside optax; its own arithmetic is safe.
     with jax.numpy_dtype_promotion("standard"):
         updates, opt_state = _adam(hyper.lr).update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params = cast(obj.Params, optax.apply_updates(params, updates))  # the structure of params
     n_active = jnp.sum(obj.eval_gates(params, hyper, eval_rule) > ACTIVE_THRESHOLD, dtype=jnp.int32)
     return params, opt_state, History(total, loss, penalty, n_active)
 
@@ -75,7 +75,9 @@ def _chunk_body(carry, design, y, hyper, key, start, epochs, kind, eval_rule, le
 
         def run(c):
             params, opt_state, record = _epoch(c[0], c[1], design, y, hyper, key, step, kind, eval_rule)
-            return (params, opt_state), History(*(jnp.asarray(r, dtype) for r in record[:3]), record[3])
+            return (params, opt_state), History(
+                *(jnp.asarray(r, dtype) for r in record[:3]), n_active=record[3]
+            )
 
         def skip(c):
             zero = jnp.zeros((), dtype)
@@ -117,7 +119,7 @@ def initial_carry(
     fit_intercept: bool,
     dtype: Any,
     n_lambdas: int | None = None,
-) -> tuple[obj.Params, Any]:
+) -> tuple[dict[str, np.ndarray], Any]:
     """``(params, opt_state)`` to start training from, built on the host (no compilation).
 
     The initial draws come from a NumPy generator seeded with the key's data, so the same key
@@ -161,7 +163,7 @@ def unfitted_params(
     dtype: Any = np.float32,
     zero_weights: bool = True,
     bias: float | None = None,
-) -> obj.Params:
+) -> dict[str, np.ndarray]:
     """The seed's initial parameters; with ``zero_weights`` the state before ``fit`` (as l0-python)."""
     rng = np.random.default_rng(np.asarray(jax.random.key_data(root_key)).ravel())
     params = obj.init_params(rng, n_features, bias, init_keep_prob, dtype)
