@@ -39,7 +39,6 @@ from l0jax._src.nn.gate import HardConcreteGate, RngsLike
 from l0jax._src.nn.layers import compute_dtype
 
 Array = jax.Array
-Kernels = tuple[nnx.Param, ...]
 default_kernel_init = nnx.initializers.lecun_normal()
 default_bias_init = nnx.initializers.zeros_init()
 
