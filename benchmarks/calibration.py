@@ -37,7 +37,7 @@ M's arrays (data, indices, indptr).
 compares the returned deterministic weights: relative loss mean(((y - M w) / (y + 1))**2) and
 households closed (weight exactly 0).
 
-``--census`` adds the census selection of the production issue (``calibration_production.py``: keep
+``--census`` adds the census selection (``calibration_production.py``: keep
 1,000 of the World Bank census's 57,867 households, against l0-python's best lambda of a small grid).
 
 Timings on a shared machine are noisy; the script prints everything needed to judge them.

@@ -1,4 +1,4 @@
-"""Census selection (issue 5): keep a few of the 57,867 World Bank census households, hit the census totals.
+"""Census selection: keep a few of the 57,867 World Bank census households, hit the census totals.
 
 Run: ``.venv/bin/python benchmarks/calibration_production.py [--keep 1000]
 [--epochs 1000] [--lambdas 1e-4,3e-4,1e-3,3e-3] [--skip-reference]``

@@ -1,4 +1,4 @@
-"""The issue's figures on real survey data (svy's World Bank census and sample), through ``l0jax demo``.
+"""The stated figures on real survey data (svy's World Bank census and sample), through ``l0jax demo``.
 
 (a) the 825-household sample calibrated to the 47 census totals: every target within 0.5%, weights
 non-negative; (b) a selection of at most 5% of the 57,867 census households whose calibrated
