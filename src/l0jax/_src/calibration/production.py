@@ -35,7 +35,8 @@ from l0jax._src.calibration.sharding import fetch
 
 Array = jax.Array
 
-# Keep-K mode promises a final active count within this fraction of K.
+# Early stopping (tol=) in keep-K mode also waits until the training's active count is within this
+# fraction of K; the final snap then keeps exactly K whatever the count was.
 TARGET_ACTIVE_BAND = 0.05
 # Keep-K's budget falls from n to K over this fraction of the epochs, then holds K: early epochs
 # fit the targets with most households open, the rest close gates gradually.
