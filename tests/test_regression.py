@@ -132,10 +132,10 @@ def test_history_prefix_does_not_depend_on_epoch_count(small):
 def test_lambda_lr_and_epochs_do_not_recompile(small):
     X, y = small
     l0jax.SparseL0Linear(12).fit(X, y, lambda_reg=0.01, lr=0.01, epochs=100)
-    before = train.TRACES["chunk"]
+    before = train._run_single_chunk._cache_size()
     for lam, lr, epochs in [(0.5, 0.02, 230), (0.0, 0.1, 7)]:
         l0jax.SparseL0Linear(12, beta=0.5, seed=9).fit(X, y, lambda_reg=lam, lr=lr, epochs=epochs)
-    assert train.TRACES["chunk"] == before
+    assert train._run_single_chunk._cache_size() == before
 
 
 def test_history_matches_the_objective(small):

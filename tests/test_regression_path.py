@@ -27,9 +27,9 @@ LAMBDAS = np.geomspace(1e-3, 3.0, 20)
 @pytest.fixture(scope="module")
 def traced_path(data):
     X, y, Xv, yv = data
-    before = train.TRACES["path_chunk"]
+    before = train._run_path_chunk._cache_size()
     result = l0jax.l0_path(X, y, LAMBDAS, X_val=Xv, y_val=yv, epochs=1000, lr=0.02)
-    return result, train.TRACES["path_chunk"] - before
+    return result, train._run_path_chunk._cache_size() - before
 
 
 @pytest.fixture
@@ -40,11 +40,11 @@ def path(traced_path):
 def test_path_of_20_lambdas_compiles_once_and_reruns_without_compiling(data, traced_path):
     X, y, Xv, yv = data
     assert traced_path[1] == 1
-    before = train.TRACES["path_chunk"]
+    before = train._run_path_chunk._cache_size()
     other = l0jax.l0_path(
         X, y, LAMBDAS[::-1] * 0.5, X_val=Xv, y_val=yv, epochs=130, lr=0.05, beta=0.5, seed=4
     )
-    assert train.TRACES["path_chunk"] == before
+    assert train._run_path_chunk._cache_size() == before
     assert other.history["loss"].shape == (20, 130)
 
 

@@ -194,10 +194,10 @@ def test_changing_lambda_does_not_recompile(monkeypatch):
         cls = l0jax.SparseL0Linear if kind == "linear" else l0jax.SparseL0Logistic
         for lam in (0.01, 0.05, 0.3):
             cls(n_features=12, seed=0).fit(X, target, lambda_reg=lam, epochs=20)
-    before = rf.TRACES["linear_path"]
+    before = rf._PROGRAMS[("linear", True)]._cache_size()
     l0jax.l0_path(X, y, [0.01, 0.1, 1.0], epochs=20)
     l0jax.l0_path(X, y, [0.02, 0.2, 2.0], epochs=20)
-    assert rf.TRACES["linear_path"] - before <= 1
+    assert rf._PROGRAMS[("linear", True)]._cache_size() - before <= 1
 
 
 @pytest.mark.parametrize("bad", ["yes", 1, None])

@@ -36,7 +36,6 @@ one run (``variance.py``).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import warnings
@@ -54,8 +53,6 @@ from l0jax._src.calibration.gram import DenseGram, PaddedGram, gram_matrix
 
 Array = jax.Array
 METHODS = ("linear", "raking", "logit")
-# Trace counts of the compiled solvers (tests pin that new totals, bounds or weights never retrace).
-TRACES: collections.Counter = collections.Counter()
 # Armijo constant of the line search, and the most step halvings before the step counts as failed.
 _ARMIJO = 1e-4
 _HALVINGS = 60
@@ -193,7 +190,6 @@ def newton_impl(
     Returns:
       The final ``NewtonState``; the weights are ``design * g_weight(method, state.u, lower, upper)``.
     """
-    TRACES[f"newton_{method}"] += 1
 
     def residual_at(u):
         return gram.matvec(design * g_weight(method, u, lower, upper)) - targets

@@ -14,7 +14,6 @@ held-out rows does not recompile.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import warnings
 from typing import Any
@@ -33,7 +32,6 @@ from l0jax._src.calibration.production import TARGET_ACTIVE_ANNEAL
 from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
 
 Array = jax.Array
-TRACES: collections.Counter = collections.Counter()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +170,6 @@ def _path_chunk_impl(
     num_steps: Array,
 ):
     """``engine.run_chunk_impl`` for every grid point at once (``budgets``: K per point, keep-K mode)."""
-    TRACES["path_chunk"] += 1
 
     def one(state, k):
         prob = (

@@ -44,7 +44,6 @@ gate noise at all.
 
 from __future__ import annotations
 
-import collections
 from typing import Any, NamedTuple
 
 import jax
@@ -52,10 +51,6 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
-
-# How many times the refinement programs have been traced (tests pin "changing lambda does not
-# recompile" with it).
-TRACES: collections.Counter = collections.Counter()
 
 # The largest support the search may reach; the candidate table is p x K.
 MAX_SUPPORT = 128
@@ -314,13 +309,11 @@ def _start_score(coef: Array, gates: Array, threshold: float) -> Array:
 
 
 def _refine_linear(design, y, coef, gates, lam, *, fit_intercept, k, threshold):
-    TRACES["linear"] += 1
     mom = moments(design, y, fit_intercept)
     return _refine_linear_one(mom, _start_score(coef, gates, threshold), lam, k)
 
 
 def _refine_linear_path(design, y, coef, gates, lam, *, fit_intercept, k, threshold):
-    TRACES["linear_path"] += 1
     mom = moments(design, y, fit_intercept)
     return jax.vmap(lambda c, g, lm: _refine_linear_one(mom, _start_score(c, g, threshold), lm, k))(
         coef, gates, lam
@@ -483,14 +476,12 @@ def _refine_logistic_one(design, y, mom, score, lam, *, fit_intercept, k):
 
 
 def _refine_logistic(design, y, coef, gates, lam, *, fit_intercept, k, threshold):
-    TRACES["logistic"] += 1
     mom = moments(design, y, fit_intercept)
     score = _start_score(coef, gates, threshold)
     return _refine_logistic_one(design, y, mom, score, lam, fit_intercept=fit_intercept, k=k)
 
 
 def _refine_logistic_path(design, y, coef, gates, lam, *, fit_intercept, k, threshold):
-    TRACES["logistic_path"] += 1
     mom = moments(design, y, fit_intercept)
     return jax.vmap(
         lambda c, g, lm: _refine_logistic_one(

@@ -14,7 +14,6 @@ noise (common random numbers make the path smooth in lambda).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
@@ -29,10 +28,6 @@ Array = jax.Array
 CHUNK = 100
 # A feature counts as active when its deterministic gate exceeds this (l0-python's threshold).
 ACTIVE_THRESHOLD = 0.01
-
-# How many times the training chunks have been traced: tests pin "changing lambda, lr or epochs
-# does not recompile" with it.
-TRACES: collections.Counter = collections.Counter()
 
 
 class History(NamedTuple):
@@ -89,12 +84,10 @@ def _chunk_body(carry, design, y, hyper, key, start, epochs, kind, eval_rule, le
 
 
 def _single_chunk(carry, design, y, hyper, key, start, epochs, *, kind, eval_rule, length):
-    TRACES["chunk"] += 1
     return _chunk_body(carry, design, y, hyper, key, start, epochs, kind, eval_rule, length)
 
 
 def _path_chunk(carry, design, y, hyper, key, start, epochs, *, kind, eval_rule, length):
-    TRACES["path_chunk"] += 1
 
     def one(c, lambda_reg):
         return _chunk_body(
