@@ -137,8 +137,7 @@ def test_probabilities_sum_and_formula():
 
 
 def test_l0_penalty_gradient_matches_finite_differences():
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         log_alpha = jnp.array([-2.0, -0.3, 0.0, 0.8, 2.5], jnp.float64)
         beta, sizes = jnp.float64(0.7), jnp.array([1.0, 3.0, 2.0, 5.0, 1.0], jnp.float64)
         f = lambda la: l0jax.l0_penalty(la, beta, group_size=sizes)  # noqa: E731
@@ -149,8 +148,6 @@ def test_l0_penalty_gradient_matches_finite_differences():
         # The penalty is the expected number of non-zero parameters.
         expected = np.sum(np.asarray(l0jax.prob_nonzero(log_alpha, beta)) * np.asarray(sizes))
         np.testing.assert_allclose(float(f(log_alpha)), expected, rtol=1e-12)
-    finally:
-        jax.config.update("jax_enable_x64", False)
 
 
 def test_l0l2_penalty_groups_follow_eq_14(key):
@@ -179,12 +176,9 @@ def test_extreme_log_alpha_is_finite(dtype, beta, key):
 
 
 def test_extreme_log_alpha_is_finite_in_float64(key):
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         for beta in [0.1, 2 / 3]:
             _check_extremes(jnp.float64, beta, key)
-    finally:
-        jax.config.update("jax_enable_x64", False)
 
 
 def _check_extremes(dtype, beta, key):

@@ -84,8 +84,8 @@ def _resolve_dtype(dtype: Any) -> np.dtype:
         raise ValueError(f"dtype must be float32 or float64, got {dt}.")
     if dt == np.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
-            "dtype float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) first, "
-            "or use dtype=jnp.float32."
+            "dtype float64 needs 64-bit JAX: build the matrix inside a "
+            "`with jax.enable_x64():` block, or use dtype=jnp.float32."
         )
     return dt
 
@@ -122,7 +122,7 @@ def _check_values(name: str, values: np.ndarray, dtype: np.dtype) -> None:
             raise ValueError(
                 f"{name} has values up to {largest:.3g}, beyond {dtype}'s range "
                 f"({limit:.3g}); rescale it (e.g. totals in thousands) or use "
-                f"dtype=jnp.float64 with jax_enable_x64."
+                f"dtype=jnp.float64 inside `with jax.enable_x64():`."
             )
 
 
@@ -620,7 +620,7 @@ def as_operator(
         ``csc``, ``coo``, ...), a NumPy array or a JAX array. An operator is returned as it is
         (after checking that ``backend`` agrees).
       backend: ``"auto"``, ``"dense"``, ``"sparse"`` or ``"scipy"`` (see the module docstring).
-      dtype: float32 (default) or float64 (needs ``jax_enable_x64``); values are cast to it.
+      dtype: float32 (default) or float64 (inside ``with jax.enable_x64():``); values are cast to it.
       name: the argument's name, used in error messages (e.g. ``"X"`` for a design matrix).
       threads: threads for the ``"scipy"`` backend's products; all available cores when None.
 
