@@ -10,9 +10,9 @@ import os
 import jax
 import pytest
 
-# The sharded tests need several devices, which XLA fixes when jax starts: tests/test_multidevice.py
+# The sharded tests need several devices, which XLA fixes when jax starts: tests/calibration/test_multidevice.py
 # runs them in a subprocess with emulated CPU devices; this process (one device) skips the folder.
-collect_ignore = [] if os.environ.get("L0JAX_MULTIDEVICE") else ["multidevice"]
+collect_ignore = [] if os.environ.get("L0JAX_MULTIDEVICE") else ["calibration/multidevice"]
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -10,7 +10,7 @@ Here the distance is added to the objective with a ``strength``, divided by ``su
 strength is dimensionless (the distance becomes about half the mean squared relative change of
 the weights). With a strength small against the data loss and no L0 term, the minimiser is the
 textbook calibration up to a relative error of the order of the strength (the residual of a
-quadratic penalty method), which ``tests/test_oracles.py`` checks against R survey's published
+quadratic penalty method), which ``tests/calibration/test_oracles.py`` checks against R survey's published
 results. With gates, the distance is measured on the gated weights, so a household whose gate
 closes pays its full distance ``d_j / 2`` (chi2) or ``d_j`` (raking).
 """

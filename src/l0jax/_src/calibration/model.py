@@ -257,7 +257,7 @@ def gate_noise(key: Array, n: int, counter: Any = 0) -> Array:
     that XLA fuses into the gate computation, where ``jax.random`` (threefry) is a separate pass
     costing as much as the rest of an epoch's elementwise work on CPU. Gate ``j``'s noise depends
     only on (key, epoch, j), so a sharded run (whose arrays are global) draws the same gates on
-    any number of devices. ``tests/test_calibration_model.py`` checks the gates against the closed
+    any number of devices. ``tests/calibration/test_calibration_model.py`` checks the gates against the closed
     forms and the noise for uniformity and independence across gates and epochs.
 
     Args:

@@ -18,7 +18,7 @@ import jax
 import pytest
 from test_doctests import MODULES as DOCTESTED_MODULES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PUBLIC_MODULES = ["l0jax", "l0jax.nn"]
 
@@ -87,7 +87,7 @@ def test_public_names_have_a_docstring(qualname, obj):
 
 
 def _api_examples():
-    """Docstring examples shown on the API pages that tests/test_doctests.py does not run."""
+    """Docstring examples shown on the API pages that tests/integration/test_doctests.py does not run."""
     finder = doctest.DocTestFinder(recurse=True, exclude_empty=True)
     seen = set()
     for qualname, obj in _public_objects():

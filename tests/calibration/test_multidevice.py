@@ -1,6 +1,6 @@
 """Sharded calibration on several devices, in subprocesses (XLA fixes the device count at start-up).
 
-* ``tests/multidevice/``: the sharded tests, run by pytest in a subprocess with 8 emulated CPU
+* ``tests/calibration/multidevice/``: the sharded tests, run by pytest in a subprocess with 8 emulated CPU
   devices (``XLA_FLAGS=--xla_force_host_platform_device_count=8``); this process keeps its one.
 * Two processes with two CPU devices each, talking through JAX's CPU collectives (gloo), against
   one process with four devices.

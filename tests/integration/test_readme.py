@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_python_blocks_run():
@@ -34,7 +34,7 @@ def test_readme_python_blocks_run():
     regression = next(
         out for block, out in zip(blocks, outputs, strict=True) if "l0jax.SparseL0Linear(" in block
     )
-    # Holds for every seed: tests/test_regression_refine.py fits this data with seeds 0-9 and checks
+    # Holds for every seed: tests/regression/test_regression_refine.py fits this data with seeds 0-9 and checks
     # the refined support against all 16 enumerated subsets.
     assert regression.splitlines()[0] == "[1. 0. 1. 0.]"
     nn_out = next(out for block, out in zip(blocks, outputs, strict=True) if "ln.SparseMLP(" in block)
@@ -43,7 +43,7 @@ def test_readme_python_blocks_run():
     # Keep-K keeps exactly K households and bounded weights stay within their bounds, by construction.
     calibration = next(out for block, out in zip(blocks, outputs, strict=True) if "weight_bounds=" in block)
     assert "100 True True" in calibration.splitlines()
-    # The size budget lands on its target (the setup of tests/test_budget.py, where seeds 0-9 land
+    # The size budget lands on its target (the setup of tests/core/test_budget.py, where seeds 0-9 land
     # within 0.12%).
     budget_out = next(out for block, out in zip(blocks, outputs, strict=True) if "ln.SizeBudget(" in block)
     assert budget_out.strip() == "1.00"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def run_notebook(name: str, *, timeout: int = 600) -> object:

@@ -22,7 +22,7 @@ import pytest
 import l0jax
 from l0jax._src.calibration import variance
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 STYPE = [4421.0, 755.0, 1018.0]
 
 

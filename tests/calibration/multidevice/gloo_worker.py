@@ -1,4 +1,4 @@
-"""One process of tests/test_multidevice.py's gloo check: ``gloo_worker.py OUT PROCESSES ID PORT``.
+"""One process of tests/calibration/test_multidevice.py's gloo check: ``gloo_worker.py OUT PROCESSES ID PORT``.
 
 With PROCESSES = 2, joins a two-process run through ``jax.distributed.initialize`` with JAX's CPU
 collectives (gloo); with 1 runs alone. Either way it calibrates one problem on four devices (of

@@ -18,7 +18,7 @@ from scipy.optimize import minimize, root
 import l0jax
 from l0jax._src.calibration import classical, gram
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 STYPE = np.array([4421.0, 755.0, 1018.0])
 
 

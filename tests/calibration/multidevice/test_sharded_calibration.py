@@ -1,4 +1,4 @@
-"""Sharded calibration on emulated CPU devices (run by tests/test_multidevice.py with 8 of them).
+"""Sharded calibration on emulated CPU devices (run by tests/calibration/test_multidevice.py with 8 of them).
 
 One problem serves most tests, so the compiled steps are shared: 120 targets x 1,003 households
 (1,003 is no multiple of 8, so every layout pads), a half-sparse truth, relative loss.

@@ -21,7 +21,7 @@ import pytest
 
 from l0jax import calibrate
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
