@@ -33,11 +33,12 @@ packages it for Flax NNX models.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 
@@ -74,7 +75,7 @@ def budget_init(lambda1: float = 0.0, lambda2: float = 0.0) -> BudgetState:
     )
 
 
-def check_target(target: Any, total: Any, *, name: str = "target") -> None:
+def check_target(target: ArrayLike, total: ArrayLike, *, name: str = "target") -> None:
     """Raises ValueError unless ``0 < target <= total`` (skipped for traced values).
 
     Args:
@@ -93,7 +94,7 @@ def check_target(target: Any, total: Any, *, name: str = "target") -> None:
         )
 
 
-def annealed_log_target(start: Any, target: Any, step: Any, steps: Any) -> Array:
+def annealed_log_target(start: ArrayLike, target: ArrayLike, step: ArrayLike, steps: ArrayLike) -> Array:
     """``log(T_t + 1)`` for a target falling geometrically from ``start`` to ``target`` over ``steps``.
 
     Linear interpolation of ``log(x + 1)``: early steps remove a constant fraction of what is left,
@@ -118,7 +119,7 @@ def annealed_log_target(start: Any, target: Any, step: Any, steps: Any) -> Array
     return (1.0 - frac) * jnp.log(start + 1.0) + frac * jnp.log(target + 1.0)
 
 
-def budget_target(state: BudgetState, target: Any, *, total: Any, warmup: Any = 0) -> Array:
+def budget_target(state: BudgetState, target: ArrayLike, *, total: ArrayLike, warmup: ArrayLike = 0) -> Array:
     """The target in force at ``state.step``: ``T_t``, from ``total`` down to ``target`` over ``warmup``.
 
     Args:
@@ -134,7 +135,9 @@ def budget_target(state: BudgetState, target: Any, *, total: Any, warmup: Any = 
     return jnp.expm1(annealed_log_target(total, target, state.step, warmup))
 
 
-def budget_gap(state: BudgetState, expected: Array, target: Any, *, total: Any, warmup: Any = 0) -> Array:
+def budget_gap(
+    state: BudgetState, expected: Array, target: ArrayLike, *, total: ArrayLike, warmup: ArrayLike = 0
+) -> Array:
     """``g = (E - T_t) / T_t``: how far the expected size is above (> 0) or below the target, relatively.
 
     Args:
@@ -152,7 +155,9 @@ def budget_gap(state: BudgetState, expected: Array, target: Any, *, total: Any, 
     return (jnp.asarray(expected, jnp.float32) - t) / t
 
 
-def budget_penalty(state: BudgetState, expected: Array, target: Any, *, total: Any, warmup: Any = 0) -> Array:
+def budget_penalty(
+    state: BudgetState, expected: Array, target: ArrayLike, *, total: ArrayLike, warmup: ArrayLike = 0
+) -> Array:
     """The Lagrangian term ``lambda1 * g + lambda2 * g**2`` to add to the training loss.
 
     Its gradient flows into ``expected`` (the gate logits), not into the multipliers, which
@@ -187,11 +192,11 @@ def budget_penalty(state: BudgetState, expected: Array, target: Any, *, total: A
 def budget_update(
     state: BudgetState,
     expected: Array,
-    target: Any,
+    target: ArrayLike,
     *,
-    total: Any,
-    rate: Any = 1.0,
-    warmup: Any = 0,
+    total: ArrayLike,
+    rate: ArrayLike = 1.0,
+    warmup: ArrayLike = 0,
 ) -> BudgetState:
     """One step of dual ascent: ``lambda1 += rate * g``, ``lambda2 += rate * g**2``, ``step += 1``.
 

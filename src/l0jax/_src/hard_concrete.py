@@ -23,16 +23,14 @@ in float32 and cast back, so uniform noise never rounds to 0 or 1 and extreme ``
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 
 Array = jax.Array
-ArrayLike = Any
 
 GAMMA = -0.1
 ZETA = 1.1
@@ -44,7 +42,7 @@ NOISE_KINDS = ("random", "hash")
 _HASH_BITS = 23
 
 
-def _compute_dtype(dtype: Any) -> Any:
+def _compute_dtype(dtype: DTypeLike) -> np.dtype:
     """At least float32: half precision is too coarse for the noise and the logits."""
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -82,7 +80,7 @@ def _stretch_and_clip(s: Array, gamma: Array, zeta: Array) -> Array:
     return jnp.clip(s * (zeta - gamma) + gamma, 0.0, 1.0)
 
 
-def uniform_noise(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+def uniform_noise(key: Array, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32) -> Array:
     """Draws the uniform noise u of eq. 10, strictly inside (0, 1).
 
     Args:

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from jax.core import Tracer
+from jax.typing import DTypeLike
 
 from l0jax._src import checks, host_operators
 
@@ -78,7 +79,7 @@ _ACCEL_DENSE_SMALL_ELEMENTS = 1 << 22
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve_dtype(dtype: Any) -> np.dtype:
+def _resolve_dtype(dtype: DTypeLike) -> np.dtype:
     dt = np.dtype(dtype)
     if dt.kind != "f" or dt.itemsize < 4:
         raise ValueError(f"dtype must be float32 or float64, got {dt}.")
@@ -168,7 +169,7 @@ def _host_dense(name: str, M: Any, dtype: np.dtype) -> np.ndarray:
     return arr
 
 
-def check_matrix(M: Any, *, name: str = "M", dtype: Any = np.float32) -> None:
+def check_matrix(M: Any, *, name: str = "M", dtype: DTypeLike = np.float32) -> None:
     """Runs ``as_operator``'s checks of a host matrix (scipy sparse or NumPy) without building it.
 
     For callers that read ``M`` before calibrating (the command line) and must report a bad matrix
@@ -609,7 +610,7 @@ def as_operator(
     M: Any,
     *,
     backend: str = "auto",
-    dtype: Any = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     name: str = "M",
     threads: int | None = None,
 ) -> MatrixOperator:

@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 
 Array = jax.Array
-Schedule = Callable[[Any], Array]
+Schedule = Callable[[ArrayLike], Array]
 SCHEDULE_KINDS = ("exponential", "linear", "cosine")
 
 
@@ -52,7 +53,7 @@ def temperature_schedule(init: float, final: float, steps: int, kind: str = "exp
     checks.check_choice("kind", kind, SCHEDULE_KINDS)
     init_f, final_f = float(init), float(final)
 
-    def schedule(count: Any) -> Array:
+    def schedule(count: ArrayLike) -> Array:
         count = jnp.asarray(count)
         progress = jnp.clip(count.astype(jnp.float32) / steps, 0.0, 1.0)
         if kind == "exponential":
@@ -115,12 +116,14 @@ def anneal_temperature(schedule: Schedule | float) -> optax.GradientTransformati
     if not callable(schedule):
         schedule = constant_temperature(schedule)
 
-    def init_fn(params: Any) -> AnnealTemperatureState:
+    def init_fn(params: optax.Params) -> AnnealTemperatureState:
         del params
         count = jnp.zeros((), jnp.int32)
         return AnnealTemperatureState(count=count, temperature=jnp.asarray(schedule(count), jnp.float32))
 
-    def update_fn(updates: Any, state: AnnealTemperatureState, params: Any = None):
+    def update_fn(
+        updates: optax.Updates, state: AnnealTemperatureState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, AnnealTemperatureState]:
         del params
         count = cast(Array, optax.safe_increment(state.count))  # an array in, an array out
         return updates, AnnealTemperatureState(
