@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/calibration_production.py [--keep 1000]
 [--epochs 1000] [--lambdas 1e-4,3e-4,1e-3,3e-3] [--skip-reference]``
 (``L0_PYTHON=/path/to/python`` names the l0-python environment; see ``_common.l0_python``).
 
-The task: the 47 exact census totals of ``l0jax._src.datasets.world_bank_survey("census")``
+The task: the 47 exact census totals of ``l0jax.demo.world_bank_survey("census")``
 (households by size, rooms, electricity, water, toilet, quintile, region x urban/rural; persons;
 spending) as targets, all 57,867 census households as the pool, weights starting at 1.
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, run_calibration_reference
 
 import l0jax
-from l0jax._src.datasets import district_totals, world_bank_survey
+from l0jax.demo import district_totals, world_bank_survey
 
 MAX_SHARE = 0.05
 # Both libraries get the same settings; the small L2 on the weights (l0-python's lambda_l2) spreads the

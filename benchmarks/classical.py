@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/classical.py [--records 1000000] [--engine-ep
 Problems:
 
 * the World Bank sample (svy's ``hld_sample_wb_2023``): 825 households, their design weights, 47
-  census totals (``l0jax._src.datasets.world_bank_survey``);
+  census totals (``l0jax.demo.world_bank_survey``);
 * synthetic, 1,000,000 records x 500 totals (``--records``): 10 categorical variables of 50
   levels each (the 500 totals are their margins, linearly dependent: each variable's levels sum
   to the population size, so the Newton system has rank 491), design weights lognormal(3, 0.5),
@@ -63,7 +63,7 @@ def synthetic(records: int, variables: int = 10, levels: int = 50, seed: int = 0
 
 
 def world_bank():
-    from l0jax._src.datasets import world_bank_survey
+    from l0jax.demo import world_bank_survey
 
     p = world_bank_survey("sample")
     return p.matrix, p.targets, p.initial_weights

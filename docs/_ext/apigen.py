@@ -1,9 +1,9 @@
 """API reference pages written from ``__all__`` at build time.
 
-Every name in ``l0jax.__all__`` and ``l0jax.nn.__all__`` gets a page of its own, without anyone
-listing it by hand: a name added to ``__all__`` appears in the next build. Names are grouped on
-the module's page by the private module that defines them (``SECTIONS``); a name from a module not
-listed there lands in "Other" rather than being left out. ``tests/integration/test_docs_api.py`` checks this
+Every name in ``l0jax.__all__``, ``l0jax.nn.__all__`` and ``l0jax.demo.__all__`` gets a page of its
+own, without anyone listing it by hand: a name added to ``__all__`` appears in the next build. Names
+are grouped on the module's page by the private module that defines them (``SECTIONS``); a name from
+a module not listed there lands in "Other" rather than being left out. ``tests/integration/test_docs_api.py`` checks this
 coverage against ``__all__`` at test time, and the build checks that every page was written.
 """
 
@@ -31,6 +31,10 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("l0jax._src.nn.structured", "Attention heads, MLP widths and blocks"),
         ("l0jax._src.nn.sizing", "Size, FLOPs and the size budget"),
     ],
+    "l0jax.demo": [
+        ("l0jax.demo._world_bank", "World Bank survey data"),
+        ("l0jax.demo._run", "The ``l0jax demo`` run"),
+    ],
 }
 OTHER = "Other"
 GENERATED = "_generated"
@@ -40,7 +44,7 @@ def api_sections(module_name: str) -> list[tuple[str, list[str]]]:
     """Groups ``module_name.__all__`` into titled sections, in ``SECTIONS`` order.
 
     Args:
-      module_name: ``"l0jax"`` or ``"l0jax.nn"``.
+      module_name: a key of ``SECTIONS``: ``"l0jax"``, ``"l0jax.nn"`` or ``"l0jax.demo"``.
 
     Returns:
       A list of (title, names) pairs; together the names are exactly ``__all__``, each once.

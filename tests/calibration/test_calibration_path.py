@@ -10,7 +10,7 @@ from l0jax._src.calibration import path as path_module
 
 pytest.importorskip("svy")
 
-from l0jax._src.datasets import world_bank_survey
+from l0jax.demo import world_bank_survey
 
 HELD = np.arange(0, 47, 5)  # 10 of the 47 census totals held out
 KW = dict(epochs=300, lr=0.05, loss_type="relative", log_every=100)

@@ -22,7 +22,7 @@ from l0jax._src.calibration.checkpoint import CheckpointError
 
 pytest.importorskip("svy")
 
-from l0jax._src.datasets import world_bank_survey
+from l0jax.demo import world_bank_survey
 
 LO, HI = 0.5, 2.0
 

@@ -1,12 +1,13 @@
-"""The World Bank survey problem: targets are exact census totals with support in the sample."""
+"""l0jax.demo's World Bank survey problem: targets are exact census totals with support in the sample."""
 
+import subprocess
+import sys
 import types
 
 import numpy as np
 import pytest
 
-from l0jax._src import datasets
-from l0jax._src.datasets import district_totals, world_bank_survey
+from l0jax.demo import _world_bank, district_totals, world_bank_households, world_bank_survey
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def census():
 
 
 class _Frame(dict):
-    """The little of a data frame that datasets.py uses: ``frame[column].to_numpy()`` and ``len``."""
+    """The little of a data frame that l0jax.demo uses: ``frame[column].to_numpy()`` and ``len``."""
 
     def __getitem__(self, name):
         values = np.asarray(dict.__getitem__(self, name))
@@ -55,7 +56,9 @@ def test_sample_lacking_a_level_keeps_the_census_rows(monkeypatch):
     # the census targets, the missing levels as rows of zeros.
     sample = _households(["Flush", "None"] * 10, ["g1", "g2"] * 10, ["Urban"] * 10 + ["Rural", "Rural"] * 5)
     sample["geo1"] = np.where(np.asarray(sample["urbrur"].to_numpy()) == "Rural", "g2", "g1")
-    monkeypatch.setattr(datasets, "_load", lambda name: census if name == "hld_pop_wb_2023" else sample)
+    monkeypatch.setattr(
+        _world_bank, "world_bank_households", lambda pool: census if pool == "census" else sample
+    )
     s, c = world_bank_survey("sample"), world_bank_survey("census")
     assert s.target_names == c.target_names
     np.testing.assert_array_equal(s.targets, c.targets)
@@ -93,6 +96,37 @@ def test_district_totals(census):
         district_totals(census, np.ones(3))
 
 
-def test_unknown_pool():
+def test_household_tables(sample, census):
+    sample_table, census_table = world_bank_households("sample"), world_bank_households("census")
+    assert (len(sample_table), len(census_table)) == (825, 57_867)
+    np.testing.assert_array_equal(sample_table["hid"].to_numpy(), sample.household_ids)
+    np.testing.assert_array_equal(census_table["hid"].to_numpy(), census.household_ids)
+    np.testing.assert_allclose(sample_table["hhweight"].to_numpy(), sample.initial_weights)
+    assert census_table["hhsize"].to_numpy().sum() == 222_551
+
+
+@pytest.mark.parametrize("load", [world_bank_survey, world_bank_households])
+def test_unknown_pool(load):
     with pytest.raises(ValueError, match="unknown pool 'all'"):
-        world_bank_survey("all")
+        load("all")
+
+
+def _modules_after(statement):
+    """The loaded modules of l0jax.demo and of the demo's optional packages, after ``statement``."""
+    code = (
+        f"import sys; {statement}; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('l0jax.demo') "
+        "or m.split('.')[0] in ('svy', 'matplotlib', 'polars'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    return out.stdout.split()
+
+
+def test_import_l0jax_leaves_the_demo_out():
+    # A fresh interpreter shows what the import alone loads: the library never needs the demo
+    # package, nor svy or matplotlib.
+    assert _modules_after("import l0jax, l0jax.nn") == []
+    # The demo package itself imports svy (and polars) only when data are loaded.
+    assert _modules_after("import l0jax.demo") == ["l0jax.demo", "l0jax.demo._run", "l0jax.demo._world_bank"]

@@ -20,7 +20,7 @@ from test_doctests import MODULES as DOCTESTED_MODULES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-PUBLIC_MODULES = ["l0jax", "l0jax.nn"]
+PUBLIC_MODULES = ["l0jax", "l0jax.nn", "l0jax.demo"]
 
 
 def _apigen():

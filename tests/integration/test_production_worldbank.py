@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("svy")
 
 from l0jax import calibrate
-from l0jax._src.datasets import world_bank_survey
-from l0jax._src.demo import CENSUS_MAX_SHARE, CENSUS_TOLERANCE, SAMPLE_TOLERANCE, run_demo
+from l0jax.demo import run_demo, world_bank_survey
+from l0jax.demo._run import CENSUS_MAX_SHARE, CENSUS_TOLERANCE, SAMPLE_TOLERANCE
 
 
 def test_demo_meets_the_sample_and_census_figures(tmp_path):

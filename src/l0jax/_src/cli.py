@@ -65,7 +65,7 @@ def _survey_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from l0jax._src.demo import run_demo
+    from l0jax.demo import run_demo
 
     run_demo(args.out, keep=args.keep, epochs=args.epochs, seed=args.seed, plot=not args.no_plot)
     return 0

@@ -1,6 +1,6 @@
 """``l0jax demo``: survey calibration on the World Bank household data bundled with svy.
 
-Two tasks on real survey data (``l0jax._src.datasets.world_bank_survey``), with exact census totals
+Two tasks on real survey data (``l0jax.demo.world_bank_survey``), with exact census totals
 as targets: households by size, rooms, electricity, water source, toilet, national quintile,
 region x urban/rural, and the totals of persons and of spending (47 targets).
 
@@ -16,29 +16,35 @@ time) and writes a plot of the target errors (matplotlib, Agg backend) under ``o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+
+import l0jax
+from l0jax._src.calibration.diagnostics import relative_error
+from l0jax.demo._world_bank import SurveyProblem, district_totals, world_bank_survey
 
 SAMPLE_TOLERANCE = 0.005  # (a) must hit every target within 0.5%
 CENSUS_TOLERANCE = 0.02  # (b) within 2%
 CENSUS_MAX_SHARE = 0.05  # (b) keeps at most 5% of the census households
 
 
-def calibrate_sample(problem: Any, *, epochs: int = 1000, seed: int = 0) -> Any:
+def calibrate_sample(problem: SurveyProblem, *, epochs: int = 1000, seed: int = 0) -> l0jax.CalibrationResult:
     """Task (a): the sample calibrated to the census totals, close to its design weights (raking).
 
     Args:
-      problem: ``world_bank_survey("sample")``.
+      problem: ``world_bank_survey("sample")``: a matrix of shape (n_targets, n_households) and
+        design weights of shape (n_households,).
       epochs: Adam epochs.
       seed: PRNG seed.
 
     Returns:
-      The ``CalibrationResult``.
+      The ``CalibrationResult``; every household keeps a weight (no gates), weights of shape
+      (n_households,).
     """
-    import l0jax
-
     return l0jax.calibrate(
         problem.matrix,
         problem.targets,
@@ -53,20 +59,20 @@ def calibrate_sample(problem: Any, *, epochs: int = 1000, seed: int = 0) -> Any:
     )
 
 
-def select_census(problem: Any, *, keep: int = 1000, epochs: int = 1000, seed: int = 0) -> Any:
+def select_census(
+    problem: SurveyProblem, *, keep: int = 1000, epochs: int = 1000, seed: int = 0
+) -> l0jax.CalibrationResult:
     """Task (b): keep ``keep`` census households whose calibrated weights hit the totals (keep-K mode, small L2).
 
     Args:
-      problem: ``world_bank_survey("census")``.
+      problem: ``world_bank_survey("census")``: a matrix of shape (n_targets, n_households).
       keep: K, households to keep.
       epochs: Adam epochs (the budget falls to K over the first half).
       seed: PRNG seed.
 
     Returns:
-      The ``CalibrationResult``.
+      The ``CalibrationResult``: weights of shape (n_households,), ``keep`` of them non-zero.
     """
-    import l0jax
-
     # A small L2 on the weights spreads the total over the kept households (Kish effective sample
     # size about 750 instead of 260 of 1,000), which helps untargeted totals (spending by district).
     return l0jax.calibrate(
@@ -81,15 +87,13 @@ def select_census(problem: Any, *, keep: int = 1000, epochs: int = 1000, seed: i
     )
 
 
-def _district_error(problem: Any, weights: np.ndarray) -> tuple[float, float]:
-    from l0jax._src.datasets import district_totals
-
+def _district_error(problem: SurveyProblem, weights: np.ndarray) -> tuple[float, float]:
     _, est, truth = district_totals(problem, weights, "tot_exp")
     err = np.abs(est / truth - 1.0)
     return float(err.mean()), float(err.max())
 
 
-def plot_errors(
+def _plot_errors(
     path: Path, names: list[str], series: dict[str, np.ndarray], tolerances: dict[str, float]
 ) -> None:
     """Horizontal bars of the relative error of every target, one panel per series, saved as PNG."""
@@ -127,7 +131,7 @@ def run_demo(
     epochs: int = 1000,
     seed: int = 0,
     plot: bool = True,
-    printer: Any = print,
+    printer: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Runs both tasks, prints the table and writes the plot; returns the figures.
 
@@ -146,12 +150,6 @@ def run_demo(
       weights); the two fits add ``min_weight``, and task (a) ``ratio`` (the smallest and largest
       calibrated-to-design weight ratio); plus ``"plot"`` (the file written, or None).
     """
-    import jax
-
-    import l0jax
-    from l0jax._src.calibration.diagnostics import relative_error
-    from l0jax._src.datasets import world_bank_survey
-
     printer(
         f"l0jax {l0jax.__version__} on {jax.default_backend()}: survey calibration on the World Bank "
         f"household data bundled with svy"
@@ -184,6 +182,8 @@ def run_demo(
     t0 = time.perf_counter()
     res_a = calibrate_sample(sample, epochs=epochs, seed=seed)
     a_rel = relative_error(res_a.predictions, sample.targets)
+    ratio = res_a.weights / sample.initial_weights
+    ratio_range = (float(ratio.min()), float(ratio.max()))
     figures["sample"] = dict(
         kept=res_a.active_count,
         households=res_a.weights.size,
@@ -192,10 +192,7 @@ def run_demo(
         tolerance=SAMPLE_TOLERANCE,
         seconds=time.perf_counter() - t0,
         min_weight=float(res_a.weights.min()),
-        ratio=(
-            float((res_a.weights / sample.initial_weights).min()),
-            float((res_a.weights / sample.initial_weights).max()),
-        ),
+        ratio=ratio_range,
     )
     figures["sample"]["district_mean"], figures["sample"]["district_max"] = _district_error(
         sample, res_a.weights
@@ -240,8 +237,8 @@ def run_demo(
         "(the sample covers few households per district)."
     )
     printer(
-        f"(a) weights stay positive and close to the design weights: w/d from {figures['sample']['ratio'][0]:.2f} "
-        f"to {figures['sample']['ratio'][1]:.2f}."
+        f"(a) weights stay positive and close to the design weights: w/d from {ratio_range[0]:.2f} "
+        f"to {ratio_range[1]:.2f}."
     )
     share = figures["census"]["kept"] / figures["census"]["households"]
     printer(
@@ -260,7 +257,7 @@ def run_demo(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "demo_target_errors.png"
-        plot_errors(
+        _plot_errors(
             path,
             sample.target_names,
             {

@@ -3,20 +3,27 @@
 ``svy`` (``pip install svy``, or the ``demo`` extra) bundles a synthetic-but-realistic census of
 57,867 households (``hld_pop_wb_2023``) and an 825-household two-stage sample of it with design
 weights (``hld_sample_wb_2023``). Census totals are exact targets for the sample, and the census
-itself is a pool of households to select a small calibrated subset from.
+itself is a pool of households to select a small calibrated subset from. svy is imported only when
+a table is loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 from l0jax._src import checks
 
+if TYPE_CHECKING:
+    import polars as pl
+
 POOLS = ("sample", "census")
+# svy's names of the two bundled tables.
+_TABLES = {"sample": "hld_sample_wb_2023", "census": "hld_pop_wb_2023"}
 
 # Categories are grouped so every target has support in the 825-household sample (a target with
 # no household behind it cannot be met by any weights): large households and dwellings are top-coded
@@ -47,10 +54,30 @@ class SurveyProblem:
     target_names: list[str]
     initial_weights: np.ndarray
     household_ids: np.ndarray
-    data: Any
+    data: pl.DataFrame
 
 
-def _load(name: str) -> Any:
+def world_bank_households(pool: str = "census") -> pl.DataFrame:
+    """The World Bank household table bundled with svy, one row per household.
+
+    The columns the calibration problems use are ``hid`` (household id), ``hhsize``, ``rooms``,
+    ``electricity``, ``water``, ``toilet``, ``quint_nat`` (national quintile), ``geo1`` (region),
+    ``geo2`` (district), ``urbrur`` (urban/rural) and ``tot_exp`` (spending); the sample adds its
+    design weight ``hhweight``, stratum and enumeration area ``ea``. Other columns (``tot_food``,
+    ``share_food``, ``pc_exp``, ...) serve as untargeted outcomes.
+
+    Args:
+      pool: ``"census"`` for the 57,867 census households (``hld_pop_wb_2023``), or ``"sample"`` for
+        the 825 sampled households (``hld_sample_wb_2023``).
+
+    Returns:
+      A polars DataFrame with one row per household: (57,867 rows) for the census, (825 rows) for
+      the sample.
+
+    Raises:
+      ImportError: svy is not installed (``pip install 'l0jax[demo]'``).
+    """
+    checks.check_choice("pool", pool, POOLS)
     try:
         import svy
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -58,7 +85,7 @@ def _load(name: str) -> Any:
             "the World Bank survey data come from the svy package: pip install svy "
             "(or pip install 'l0jax[demo]')."
         ) from err
-    return svy.datasets.load(name, source="bundled")
+    return svy.datasets.load(_TABLES[pool], source="bundled")
 
 
 def _column(frame: Any, name: str) -> np.ndarray:
@@ -129,11 +156,16 @@ def world_bank_survey(pool: str = "sample") -> SurveyProblem:
         1 (select a small subset whose calibrated weights still hit the totals).
 
     Returns:
-      A ``SurveyProblem``.
+      A ``SurveyProblem`` with 47 targets: its matrix has shape (47, 825) for the sample and
+      (47, 57867) for the census, and its ``data`` is ``world_bank_households(pool)``.
+
+    Raises:
+      ValueError: ``pool`` is neither ``"sample"`` nor ``"census"``.
+      ImportError: svy is not installed (``pip install 'l0jax[demo]'``).
     """
     checks.check_choice("pool", pool, POOLS)
-    census = _load("hld_pop_wb_2023")
-    sample = _load("hld_sample_wb_2023")
+    census = world_bank_households("census")
+    sample = world_bank_households("sample")
     water = _water_groups(sample)
     levels = _census_levels(census)
     names, census_rows = _indicator_rows(census, water, levels)
@@ -154,22 +186,29 @@ def world_bank_survey(pool: str = "sample") -> SurveyProblem:
 
 
 def district_totals(
-    problem: SurveyProblem, weights: np.ndarray, column: str = "tot_exp"
+    problem: SurveyProblem, weights: ArrayLike, column: str = "tot_exp"
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Untargeted check: weighted totals of ``column`` by district (geo2) against the census.
 
     Args:
       problem: a problem from ``world_bank_survey``.
-      weights: array (n_households,), calibrated weights of the problem's households.
+      weights: shape (n_households,), calibrated weights of the problem's households.
       column: a numeric household column, e.g. ``"tot_exp"`` (spending) or ``"hhsize"`` (persons).
 
     Returns:
-      (district names, estimates, census totals), arrays of shape (n_districts,).
+      (district names, estimates, census totals): a list of the 23 district names and two arrays
+      of shape (23,), in the same order.
+
+    Raises:
+      ValueError: ``weights`` does not hold one weight per household of ``problem``.
     """
     weights = np.asarray(weights, np.float64)
     if weights.shape != (problem.matrix.shape[1],):
-        raise ValueError(f"weights must have shape ({problem.matrix.shape[1]},), got {weights.shape}.")
-    census = _load("hld_pop_wb_2023")
+        raise ValueError(
+            f"weights must have shape ({problem.matrix.shape[1]},), one per household of the problem, "
+            f"got {weights.shape}."
+        )
+    census = world_bank_households("census")
     districts = sorted(set(_column(census, "geo2")))
     values = _column(problem.data, column).astype(np.float64)
     own = _column(problem.data, "geo2")
