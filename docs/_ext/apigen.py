@@ -3,8 +3,9 @@
 Every name in ``l0jax.__all__``, ``l0jax.nn.__all__`` and ``l0jax.demo.__all__`` gets a page of its
 own, without anyone listing it by hand: a name added to ``__all__`` appears in the next build. Names
 are grouped on the module's page by the private module that defines them (``SECTIONS``); a name from
-a module not listed there lands in "Other" rather than being left out. ``tests/integration/test_docs_api.py`` checks this
-coverage against ``__all__`` at test time, and the build checks that every page was written.
+a module not listed there lands in "Other" rather than being left out.
+``tests/integration/test_docs_api.py`` checks this coverage against ``__all__`` at test time, and the
+build checks that every page was written.
 """
 
 from __future__ import annotations
