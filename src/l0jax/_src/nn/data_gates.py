@@ -445,8 +445,6 @@ class HybridGate(nnx.Module, PenaltyAlias):
         **gate_keywords: Unpack[GateKeywordsWithoutKeep],
     ):
         n = _count("n_items", n_items)
-        # Checked (by the config) even when there is no L0 share, so no inner gate checks them.
-        config = resolve_gate_config(self, gate_config, gate_keywords)
         for name, frac in (("l0_fraction", l0_fraction), ("random_fraction", random_fraction)):
             checks.check_finite(name, frac)
             if not 0.0 <= float(frac) <= 1.0:
@@ -477,6 +475,9 @@ class HybridGate(nnx.Module, PenaltyAlias):
             self.n_random = target - self.n_l0
         else:
             self.n_random = math.floor(target * self.random_fraction + 1e-9)
+        # Resolved (and so checked) even when there is no L0 share and no inner gate to check it.
+        keep = float(np.clip(self.n_l0 / n, 1e-6, 1 - 1e-6))  # the SampleGate's, as it will set
+        config = resolve_gate_config(self, gate_config, gate_keywords, init_keep_prob=keep)
         # With no L0 share there is nothing to train: no gate rather than l0-python's log(0) crash.
         self.l0_gate = (
             SampleGate(n, self.n_l0, gate_config=config, rngs=rngs) if self.n_l0 >= 1 else nnx.data(None)

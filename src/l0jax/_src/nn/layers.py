@@ -139,7 +139,7 @@ class L0Layer(nnx.Module):
                 warnings.warn(
                     f"{cls.__name__}.{old} is the old name of L0Layer.{new}: rename the method to {new}.",
                     DeprecationWarning,
-                    stacklevel=2,
+                    stacklevel=3,  # the class statement (through ABCMeta.__new__)
                 )
                 setattr(cls, new, vars(cls)[old])
 
@@ -156,7 +156,7 @@ class L0Layer(nnx.Module):
         gate_config: GateConfig,
         rngs: nnx.Rngs,
     ) -> None:
-        """Sets ``use_bias``, ``kernel``, ``bias`` and ``gate``, drawn in this order from ``rngs``.
+        """Sets ``kernel``, ``bias`` and ``gate``, drawn in this order from ``rngs``.
 
         Args:
           kernel_shape: shape of the kernel.
@@ -170,7 +170,6 @@ class L0Layer(nnx.Module):
           rngs: ``nnx.Rngs`` for the initialisation and the gate noise.
         """
         check_init_arguments(type(self).__name__, rngs, kernel_init=kernel_init, bias_init=bias_init)
-        self.use_bias = use_bias
         self.kernel = new_param(kernel_init, rngs, kernel_shape, param_dtype)
         self.bias = optional_param(use_bias, bias_init, rngs, bias_shape, param_dtype)
         self.gate = gate_config.build(gate_shape, param_dtype=param_dtype, rngs=rngs)
@@ -332,6 +331,7 @@ class L0Linear(L0Layer):
         }
         self.in_features, self.out_features = in_features, out_features
         self.granularity = gate
+        self.use_bias = use_bias
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
         self.init_params(
             (in_features, out_features),
@@ -549,6 +549,7 @@ class L0Conv(_ConvBase):
         self.structured = bool(structured)
         self.granularity = "output" if self.structured else "weight"
         self.feature_group_count = 1
+        self.use_bias = use_bias
         kshape = self.kernel_size + (self.in_features, self.out_features)
         self.init_params(
             kshape,
@@ -635,6 +636,7 @@ class L0DepthwiseConv(_ConvBase):
         self._init_conv(kernel_size, strides, padding, kernel_dilation, dtype, param_dtype, precision)
         self.granularity = "channel"
         self.feature_group_count = self.features
+        self.use_bias = use_bias
         kshape = self.kernel_size + (1, self.out_features)
         self.init_params(
             kshape,
