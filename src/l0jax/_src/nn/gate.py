@@ -84,18 +84,6 @@ def _fork(rngs: Any, collection: str, owner: str) -> Any:
     raise TypeError(f"rngs of {owner} must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs)}.")
 
 
-GATE_FIELDS = (
-    "init_keep_prob",
-    "init_jitter",
-    "temperature",
-    "gamma",
-    "zeta",
-    "eval_rule",
-    "deterministic",
-    "rng_collection",
-)
-
-
 def _number(name: str, value: Any, *, scalar: bool) -> Any:
     """``value`` as a float, or as a read-only float64 array when it may be one (the config is frozen).
 
@@ -118,10 +106,10 @@ def _number(name: str, value: Any, *, scalar: bool) -> Any:
 class GateConfig:
     """The hyperparameters of hard-concrete gates, checked once and shared by any number of modules.
 
-    Every gate, L0 layer, data gate and structured block accepts ``gate_config=`` and, as before,
-    each field as a keyword argument. A keyword given explicitly overrides the field of the same
-    name; the fields not given by keyword come from ``gate_config``, or, without one, from the
-    class's own defaults, ``cls.gate_defaults`` (``GateConfig()`` for the layers;
+    Every gate, L0 layer, data gate and structured block accepts ``gate_config=`` and each field as
+    a keyword argument. A keyword given explicitly overrides the field of the same name; the
+    fields not given by keyword come from ``gate_config``, or, without one, from the class's own
+    defaults, ``cls.gate_defaults`` (``GateConfig()`` for the layers;
     ``temperature=0.5``, ``0.25``, ``0.1`` for ``L0Gate``, ``SampleGate``/``HybridGate`` and
     ``FeatureGate``, as in l0-python; ``init_keep_prob=0.9`` for the attention and MLP blocks).
     A ``gate_config`` replaces those class defaults as a whole. The data gates that derive the
@@ -242,6 +230,9 @@ class GateConfig:
           The gate.
         """
         return HardConcreteGate(shape, gate_config=self, param_dtype=param_dtype, rngs=rngs)
+
+
+GATE_FIELDS = tuple(field.name for field in dataclasses.fields(GateConfig))
 
 
 class GateKeywordsWithoutKeep(TypedDict, total=False):

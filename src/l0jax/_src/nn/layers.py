@@ -116,14 +116,14 @@ _OLD_HOOKS = {"_kernel_view": "kernel_view", "_bias_view": "bias_view", "_apply"
 class L0Layer(nnx.Module):
     """Base of the gated layers: ``y = forward(x, kernel * kernel_view(z), bias * bias_view(z))``.
 
-    A subclass sets ``kernel``, ``bias`` (or ``nnx.data(None)``), ``gate`` and ``granularity``
-    (``init_params`` sets the first three) and implements the three methods of the protocol:
-    ``kernel_view`` (gate-shaped array -> broadcastable to the kernel), ``bias_view`` (gate-shaped
-    array -> bias shape, or None when biases are not gated) and ``forward`` (the layer's operation
-    on gated parameters). The model-wide utilities (``l0_penalty``, ``l2_penalty``,
-    ``sparsity_stats``, ``prune``, ...) only use this interface; ``compress`` knows the built-in
-    layers only. (Subclasses written for the earlier names ``_kernel_view``, ``_bias_view`` and
-    ``_apply`` still work, with a DeprecationWarning.)
+    A subclass sets ``kernel``, ``bias`` (or ``nnx.data(None)``), ``gate`` and ``granularity`` and
+    implements the three methods of the protocol: ``kernel_view`` (gate-shaped array ->
+    broadcastable to the kernel), ``bias_view`` (gate-shaped array -> bias shape, or None when
+    biases are not gated) and ``forward`` (the layer's operation on gated parameters). The
+    model-wide utilities (``l0_penalty``, ``l2_penalty``, ``sparsity_stats``, ``prune``, ...) only
+    use this interface; ``compress`` knows the built-in layers only. (Subclasses written for the
+    earlier names ``_kernel_view``, ``_bias_view`` and ``_apply`` still work, with a
+    DeprecationWarning.)
     """
 
     kernel: nnx.Param
@@ -143,7 +143,7 @@ class L0Layer(nnx.Module):
                 )
                 setattr(cls, new, vars(cls)[old])
 
-    def init_params(
+    def _init_params(
         self,
         kernel_shape: tuple[int, ...],
         bias_shape: tuple[int, ...],
@@ -156,57 +156,22 @@ class L0Layer(nnx.Module):
         gate_config: GateConfig,
         rngs: nnx.Rngs,
     ) -> None:
-        """Sets ``kernel``, ``bias`` and ``gate``, drawn in this order from ``rngs``.
-
-        Args:
-          kernel_shape: shape of the kernel.
-          bias_shape: shape of the bias.
-          gate_shape: shape of the gate array.
-          use_bias: whether the layer has a bias.
-          kernel_init: initializer of the kernel.
-          bias_init: initializer of the bias.
-          param_dtype: dtype of the kernel, the bias and the gate logits.
-          gate_config: the gates' settings.
-          rngs: ``nnx.Rngs`` for the initialisation and the gate noise.
-        """
+        """Sets ``kernel``, ``bias`` and ``gate`` (of ``param_dtype``), drawn in this order from ``rngs``."""
         check_init_arguments(type(self).__name__, rngs, kernel_init=kernel_init, bias_init=bias_init)
         self.kernel = new_param(kernel_init, rngs, kernel_shape, param_dtype)
         self.bias = optional_param(use_bias, bias_init, rngs, bias_shape, param_dtype)
         self.gate = gate_config.build(gate_shape, param_dtype=param_dtype, rngs=rngs)
 
     def kernel_view(self, z: Array) -> Array:
-        """Gate-shaped ``z`` laid out to broadcast against the kernel.
-
-        Args:
-          z: an array of the gate's shape (gates, probabilities or a boolean mask).
-
-        Returns:
-          An array broadcastable to ``kernel.shape``.
-        """
+        """``z``, an array of the gate's shape, laid out to broadcast against the kernel."""
         raise NotImplementedError
 
     def bias_view(self, z: Array) -> Array | None:
-        """Gate-shaped ``z`` laid out like the bias, or None when the gates do not switch the bias.
-
-        Args:
-          z: an array of the gate's shape.
-
-        Returns:
-          An array of ``bias.shape``, or None.
-        """
+        """``z`` laid out like the bias, or None when the gates do not switch the bias."""
         raise NotImplementedError
 
     def forward(self, x: Array, kernel: Array, bias: Array | None) -> Array:
-        """The layer's operation on the inputs, given the gated kernel and bias.
-
-        Args:
-          x: inputs; see the subclass for the shape.
-          kernel: the kernel with the gates folded in.
-          bias: the (gated) bias, or None.
-
-        Returns:
-          The layer's outputs.
-        """
+        """The layer's operation on inputs ``x`` with the gated ``kernel`` and ``bias`` (or None)."""
         raise NotImplementedError
 
     def _gated(self, z: Array) -> tuple[Array, Array | None]:
@@ -333,7 +298,7 @@ class L0Linear(L0Layer):
         self.granularity = gate
         self.use_bias = use_bias
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
-        self.init_params(
+        self._init_params(
             (in_features, out_features),
             (out_features,),
             gate_shape[gate],
@@ -551,7 +516,7 @@ class L0Conv(_ConvBase):
         self.feature_group_count = 1
         self.use_bias = use_bias
         kshape = self.kernel_size + (self.in_features, self.out_features)
-        self.init_params(
+        self._init_params(
             kshape,
             (self.out_features,),
             (self.out_features,) if self.structured else kshape,
@@ -638,7 +603,7 @@ class L0DepthwiseConv(_ConvBase):
         self.feature_group_count = self.features
         self.use_bias = use_bias
         kshape = self.kernel_size + (1, self.out_features)
-        self.init_params(
+        self._init_params(
             kshape,
             (self.out_features,),
             (self.features,),
