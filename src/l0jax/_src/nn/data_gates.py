@@ -20,6 +20,9 @@ l0-python's ``L0Gate``, ``SampleGate``, ``FeatureGate`` and ``HybridGate`` with 
 
 Selections return arrays whose size depends on the gate values, so they run eagerly (not under
 ``jit``); training the gates (``__call__``, ``penalty``, ``count_loss``) is jittable.
+
+l0-python's method names (``get_gates``, ``apply_gates``, ``get_penalty``, ``get_active_indices``,
+``get_feature_importance``) are aliases of the native ones, mixed in from ``compat``.
 """
 
 from __future__ import annotations
