@@ -119,14 +119,7 @@ def test_data_gates_built_from_a_config_equal_those_built_from_keywords(name, bu
     gate = by_config.l0_gate if name == "HybridGate" else by_config
     assert (gate.gamma, gate.zeta, gate.eval_rule, gate.rng_collection) == (-0.2, 1.05, "paper", "noise")
     # They set the initial keep probability from their targets, whatever the config says.
-    keep = {"SampleGate": 3 / 10, "FeatureGate": 3 / 10, "HybridGate": 3 / 20}[name]
-    other = build(gate_config=GateConfig(**SETTINGS))
-    gate = other.l0_gate if name == "HybridGate" else other
-    np.testing.assert_allclose(
-        ln.HardConcreteGate((1,), init_keep_prob=keep).log_alpha[...][0],
-        np.mean(np.asarray(gate.log_alpha[...])),
-        atol=0.1,  # the jitter (std 0.1) scatters the logits around the logit of ``keep``
-    )
+    _assert_identical(by_keywords, build(gate_config=GateConfig(**SETTINGS)))
     with pytest.raises(TypeError, match=f"{name} sets init_keep_prob itself"):
         build(init_keep_prob=0.5)
 
