@@ -119,9 +119,9 @@ def test_prune_zeroes_exactly_the_entries_at_or_below_the_threshold(threshold):
     for m in layers:
         k0, b0 = before[id(m)]
         keep = probs[id(m)] > threshold
-        keep_k = np.broadcast_to(np.asarray(m._kernel_view(jnp.asarray(keep))), k0.shape)
+        keep_k = np.broadcast_to(np.asarray(m.kernel_view(jnp.asarray(keep))), k0.shape)
         np.testing.assert_array_equal(m.kernel[...], np.where(keep_k, k0, 0.0))
-        keep_b = m._bias_view(jnp.asarray(keep))
+        keep_b = m.bias_view(jnp.asarray(keep))
         np.testing.assert_array_equal(m.bias[...], b0 if keep_b is None else np.where(keep_b, b0, 0.0))
     assert np.any(np.asarray(net.fc1.kernel[...])[0]) == (threshold < probs[id(net.fc1)][0])
     assert (
@@ -241,13 +241,13 @@ class _Scale(ln.L0Layer):
         self.gate = ln.HardConcreteGate((n,), rngs=rngs)
         self.granularity = "weight"
 
-    def _kernel_view(self, z):
+    def kernel_view(self, z):
         return z
 
-    def _bias_view(self, z):
+    def bias_view(self, z):
         return None
 
-    def _apply(self, x, kernel, bias):
+    def forward(self, x, kernel, bias):
         return x * kernel
 
 

@@ -10,7 +10,7 @@ parameters, gates or FLOPs without a lambda to choose.
 
 from l0jax._src.nn.compress import CompressedConv, CompressedLinear, compress
 from l0jax._src.nn.data_gates import FeatureGate, HybridGate, L0Gate, SampleGate
-from l0jax._src.nn.gate import HardConcreteGate, Temperature
+from l0jax._src.nn.gate import GateConfig, HardConcreteGate, Temperature
 from l0jax._src.nn.layers import L0Conv, L0DepthwiseConv, L0Layer, L0Linear, SparseMLP
 from l0jax._src.nn.model import (
     active_parameter_count,
@@ -43,6 +43,7 @@ __all__ = [
     "CompressedMultiHeadAttention",
     "CompressedLinear",
     "FeatureGate",
+    "GateConfig",
     "HardConcreteGate",
     "HybridGate",
     "L0Conv",

@@ -20,13 +20,16 @@ l0-python's ``L0Gate``, ``SampleGate``, ``FeatureGate`` and ``HybridGate`` with 
 
 Selections return arrays whose size depends on the gate values, so they run eagerly (not under
 ``jit``); training the gates (``__call__``, ``penalty``, ``count_loss``) is jittable.
+
+l0-python's method names (``get_gates``, ``apply_gates``, ``get_penalty``, ``get_active_indices``,
+``get_feature_importance``) are aliases of the native ones, mixed in from ``compat``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +38,15 @@ from flax import nnx
 from flax.nnx import rnglib
 
 from l0jax._src import checks
-from l0jax._src import hard_concrete as hc
-from l0jax._src.nn.gate import HardConcreteGate, RngsLike
+from l0jax._src.nn.compat import FeatureImportanceAlias, PenaltyAlias, SelectorAliases
+from l0jax._src.nn.gate import (
+    GateConfig,
+    GateKeywords,
+    GateKeywordsWithoutKeep,
+    HardConcreteGate,
+    RngsLike,
+    resolve_gate_config,
+)
 
 Array = jax.Array
 
@@ -56,7 +66,7 @@ def _count(name: str, value: Any, minimum: int = 1) -> int:
     return checks.check_int_at_least(name, value, minimum)
 
 
-class L0Gate(HardConcreteGate):
+class L0Gate(HardConcreteGate, SelectorAliases):
     """A vector of ``size`` hard-concrete gates for selecting items (rows, features, ...).
 
     Example:
@@ -68,45 +78,28 @@ class L0Gate(HardConcreteGate):
 
     Args:
       size: number of items.
-      temperature: concrete temperature beta > 0 (l0-python's default 0.5).
-      init_keep_prob: initial keep probability in (0, 1) (l0-python's ``init_mean``).
-      init_jitter: std of Gaussian noise added to the initial ``log_alpha``; breaks the symmetry
-        between items so that training can tell them apart. Needs ``rngs`` when > 0.
-      gamma: lower end of the stretch interval, < 0.
-      zeta: upper end of the stretch interval, > 1.
-      eval_rule: ``"median"`` or ``"paper"``.
-      deterministic: default mode (False samples, True evaluates).
-      rng_collection: ``nnx.Rngs`` stream of the gate noise.
+      gate_config: the gate hyperparameters (``GateConfig``); default ``L0Gate.gate_defaults``,
+        which is ``GateConfig(temperature=0.5)`` (l0-python's temperature).
       rngs: ``nnx.Rngs`` for the jitter and the gate noise.
+      **gate_keywords: any field of ``GateConfig`` (``temperature``, ``init_keep_prob`` (l0-python's
+        ``init_mean``), ``init_jitter``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``. An ``init_jitter`` > 0
+        breaks the symmetry between items so that training can tell them apart (needs ``rngs``).
     """
+
+    gate_defaults: ClassVar[GateConfig] = GateConfig(temperature=0.5)
 
     def __init__(
         self,
         size: int,
         *,
-        temperature: float = 0.5,
-        init_keep_prob: Any = 0.5,
-        init_jitter: float = 0.0,
-        gamma: float = hc.GAMMA,
-        zeta: float = hc.ZETA,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
-        rng_collection: str = "gates",
+        gate_config: GateConfig | None = None,
         rngs: nnx.Rngs | rnglib.RngStream | None = None,
+        **gate_keywords: Unpack[GateKeywords],
     ):
         self.size = _count("size", size)
-        super().__init__(
-            (self.size,),
-            init_keep_prob=init_keep_prob,
-            init_jitter=init_jitter,
-            temperature=temperature,
-            gamma=gamma,
-            zeta=zeta,
-            eval_rule=eval_rule,
-            deterministic=deterministic,
-            rng_collection=rng_collection,
-            rngs=rngs,
-        )
+        config = resolve_gate_config(self, gate_config, gate_keywords)
+        super().__init__((self.size,), gate_config=config, rngs=rngs)
 
     def apply(
         self, x: Array, axis: int = 0, *, deterministic: bool | None = None, rngs: RngsLike = None
@@ -152,54 +145,6 @@ class L0Gate(HardConcreteGate):
         checks.check_threshold(threshold)
         return _indices_above(self(deterministic=deterministic, rngs=rngs), threshold)
 
-    # l0-python names, so ported code runs unchanged.
-    def get_gates(self, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
-        """Alias of ``__call__`` (l0-python's name).
-
-        Args:
-          deterministic: overrides the mode for this call.
-          rngs: key or ``nnx.Rngs`` for this call's noise.
-
-        Returns:
-          The gates, shape (size,), in [0, 1].
-        """
-        return self(deterministic=deterministic, rngs=rngs)
-
-    def apply_gates(
-        self, x: Array, dim: int = 0, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> Array:
-        """Alias of ``apply(x, axis=dim)`` (l0-python's name).
-
-        Args:
-          x: any array with ``size`` entries on axis ``dim``.
-          dim: the gated axis (negative counts from the end).
-          deterministic: overrides the mode for this call.
-          rngs: key or ``nnx.Rngs`` for this call's noise.
-
-        Returns:
-          ``x`` scaled by the gates, same shape.
-        """
-        return self.apply(x, dim, deterministic=deterministic, rngs=rngs)
-
-    def get_penalty(self) -> Array:
-        """Alias of ``penalty()`` (l0-python's name): expected number of open gates."""
-        return self.penalty()
-
-    def get_active_indices(
-        self, threshold: float = 0.5, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> Array:
-        """Alias of ``active_indices`` (l0-python's name).
-
-        Args:
-          threshold: gate value in [0, 1).
-          deterministic: overrides the mode (False draws a fresh sample of gates).
-          rngs: key or ``nnx.Rngs`` for a sampled selection.
-
-        Returns:
-          Sorted int32 indices, shape (k,).
-        """
-        return self.active_indices(threshold, deterministic=deterministic, rngs=rngs)
-
 
 class SampleGate(L0Gate):
     """Selects about ``target_samples`` of ``n_samples`` observations (rows).
@@ -219,30 +164,26 @@ class SampleGate(L0Gate):
     Args:
       n_samples: number of observations, >= 1.
       target_samples: how many to select, 1 <= target_samples <= n_samples.
-      temperature: concrete temperature beta > 0 (l0-python's default 0.25).
-      init_jitter: std of Gaussian noise on the initial ``log_alpha`` (needs ``rngs``); without
-        it all gates are identical and an eval selection is all or nothing.
-      gamma: lower end of the stretch interval, < 0.
-      zeta: upper end of the stretch interval, > 1.
-      eval_rule: ``"median"`` or ``"paper"``.
-      deterministic: default mode.
-      rng_collection: ``nnx.Rngs`` stream of the gate noise.
+      gate_config: the gate hyperparameters (``GateConfig``); default ``SampleGate.gate_defaults``,
+        which is ``GateConfig(temperature=0.25)`` (l0-python's). Its ``init_keep_prob`` is
+        replaced by ``target_samples / n_samples``.
       rngs: ``nnx.Rngs`` for the jitter and the gate noise.
+      **gate_keywords: any field of ``GateConfig`` but ``init_keep_prob`` (``temperature``,
+        ``init_jitter``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
+        Without ``init_jitter`` > 0 all gates are identical and an eval selection is all or nothing.
     """
+
+    gate_defaults: ClassVar[GateConfig] = GateConfig(temperature=0.25)
 
     def __init__(
         self,
         n_samples: int,
         target_samples: int,
         *,
-        temperature: float = 0.25,
-        init_jitter: float = 0.0,
-        gamma: float = hc.GAMMA,
-        zeta: float = hc.ZETA,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
-        rng_collection: str = "gates",
+        gate_config: GateConfig | None = None,
         rngs: nnx.Rngs | rnglib.RngStream | None = None,
+        **gate_keywords: Unpack[GateKeywordsWithoutKeep],
     ):
         n = _count("n_samples", n_samples)
         target = checks.check_int_in_range(
@@ -254,18 +195,10 @@ class SampleGate(L0Gate):
             hint="a gate cannot select more rows than exist, and selecting none needs no gate.",
         )
         self.n_samples, self.target_samples = n, target
-        super().__init__(
-            n,
-            temperature=temperature,
-            init_keep_prob=float(np.clip(target / n, 1e-6, 1 - 1e-6)),
-            init_jitter=init_jitter,
-            gamma=gamma,
-            zeta=zeta,
-            eval_rule=eval_rule,
-            deterministic=deterministic,
-            rng_collection=rng_collection,
-            rngs=rngs,
+        config = resolve_gate_config(
+            self, gate_config, gate_keywords, init_keep_prob=float(np.clip(target / n, 1e-6, 1 - 1e-6))
         )
+        super().__init__(n, gate_config=config, rngs=rngs)
 
     def count_loss(self, z: Array) -> Array:
         """Squared relative miss of the selected count: ``((sum(z) - target) / target) ** 2``.
@@ -341,7 +274,7 @@ class SampleGate(L0Gate):
         return jnp.asarray(data)[idx], gated[idx], idx
 
 
-class FeatureGate(L0Gate):
+class FeatureGate(L0Gate, FeatureImportanceAlias):
     """Selects at most ``max_features`` of ``n_features`` columns (the last axis).
 
     Gates start at keep probability ``min(max_features / n_features, 0.99)`` (l0-python).
@@ -360,45 +293,31 @@ class FeatureGate(L0Gate):
     Args:
       n_features: number of features, >= 1.
       max_features: cap on the selection, >= 1 (a cap above ``n_features`` is no cap).
-      temperature: concrete temperature beta > 0 (l0-python's default 0.1).
-      init_jitter: std of Gaussian noise on the initial ``log_alpha`` (needs ``rngs``).
-      gamma: lower end of the stretch interval, < 0.
-      zeta: upper end of the stretch interval, > 1.
-      eval_rule: ``"median"`` or ``"paper"``.
-      deterministic: default mode.
-      rng_collection: ``nnx.Rngs`` stream of the gate noise.
+      gate_config: the gate hyperparameters (``GateConfig``); default ``FeatureGate.gate_defaults``,
+        which is ``GateConfig(temperature=0.1)`` (l0-python's). Its ``init_keep_prob`` is
+        replaced by ``min(max_features / n_features, 0.99)``.
       rngs: ``nnx.Rngs`` for the jitter and the gate noise.
+      **gate_keywords: any field of ``GateConfig`` but ``init_keep_prob`` (``temperature``,
+        ``init_jitter``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
     """
+
+    gate_defaults: ClassVar[GateConfig] = GateConfig(temperature=0.1)
 
     def __init__(
         self,
         n_features: int,
         max_features: int,
         *,
-        temperature: float = 0.1,
-        init_jitter: float = 0.0,
-        gamma: float = hc.GAMMA,
-        zeta: float = hc.ZETA,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
-        rng_collection: str = "gates",
+        gate_config: GateConfig | None = None,
         rngs: nnx.Rngs | rnglib.RngStream | None = None,
+        **gate_keywords: Unpack[GateKeywordsWithoutKeep],
     ):
         n = _count("n_features", n_features)
         m = _count("max_features", max_features)
         self.n_features, self.max_features = n, m
-        super().__init__(
-            n,
-            temperature=temperature,
-            init_keep_prob=min(m / n, 0.99),
-            init_jitter=init_jitter,
-            gamma=gamma,
-            zeta=zeta,
-            eval_rule=eval_rule,
-            deterministic=deterministic,
-            rng_collection=rng_collection,
-            rngs=rngs,
-        )
+        config = resolve_gate_config(self, gate_config, gate_keywords, init_keep_prob=min(m / n, 0.99))
+        super().__init__(n, gate_config=config, rngs=rngs)
 
     def active_indices(
         self, threshold: float = 0.5, *, deterministic: bool | None = None, rngs: RngsLike = None
@@ -477,12 +396,8 @@ class FeatureGate(L0Gate):
         """P(gate != 0) of each feature (eq. 12), shape (n_features,)."""
         return self.prob_nonzero()
 
-    def get_feature_importance(self) -> Array:
-        """Alias of ``feature_importance`` (l0-python's name)."""
-        return self.feature_importance()
 
-
-class HybridGate(nnx.Module):
+class HybridGate(nnx.Module, PenaltyAlias):
     """Selects items partly by a trained ``SampleGate`` and partly at random (for coverage).
 
     ``target_items`` is split into ``n_l0 = floor(target_items * l0_fraction)`` items for the L0
@@ -510,14 +425,16 @@ class HybridGate(nnx.Module):
       random_fraction: share chosen at random, in [0, 1]; the two sum to at most 1.
       target_items: total to select, 1 <= target_items <= n_items; None means
         ``max(1, int(0.2 * n_items))`` (l0-python's default).
-      temperature: concrete temperature of the L0 gate (l0-python's default 0.25).
-      init_jitter: std of Gaussian noise on the L0 gate's initial ``log_alpha``.
-      gamma: lower end of the L0 gate's stretch interval, < 0.
-      zeta: upper end of the L0 gate's stretch interval, > 1.
-      eval_rule: ``"median"`` or ``"paper"``, the L0 gate's deterministic rule.
-      deterministic: default mode of the L0 gate.
+      gate_config: the L0 gate's hyperparameters (``GateConfig``); default
+        ``HybridGate.gate_defaults``, which is ``GateConfig(temperature=0.25)`` (l0-python's).
+        Its ``init_keep_prob`` is replaced by the L0 share, as in ``SampleGate``.
       rngs: ``nnx.Rngs`` for the L0 gate's jitter and noise.
+      **gate_keywords: any field of ``GateConfig`` but ``init_keep_prob`` (``temperature``,
+        ``init_jitter``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
     """
+
+    gate_defaults: ClassVar[GateConfig] = GateConfig(temperature=0.25)
 
     def __init__(
         self,
@@ -526,18 +443,11 @@ class HybridGate(nnx.Module):
         random_fraction: float = 0.75,
         target_items: int | None = None,
         *,
-        temperature: float = 0.25,
-        init_jitter: float = 0.0,
-        gamma: float = hc.GAMMA,
-        zeta: float = hc.ZETA,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
+        gate_config: GateConfig | None = None,
         rngs: nnx.Rngs | rnglib.RngStream | None = None,
+        **gate_keywords: Unpack[GateKeywordsWithoutKeep],
     ):
         n = _count("n_items", n_items)
-        # Checked here too because without an L0 share no inner gate exists to check them.
-        checks.check_stretch(gamma, zeta)
-        checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
         for name, frac in (("l0_fraction", l0_fraction), ("random_fraction", random_fraction)):
             checks.check_finite(name, frac)
             if not 0.0 <= float(frac) <= 1.0:
@@ -568,21 +478,12 @@ class HybridGate(nnx.Module):
             self.n_random = target - self.n_l0
         else:
             self.n_random = math.floor(target * self.random_fraction + 1e-9)
+        # Resolved (and so checked) even when there is no L0 share and no inner gate to check it.
+        keep = float(np.clip(self.n_l0 / n, 1e-6, 1 - 1e-6))  # the SampleGate's, as it will set
+        config = resolve_gate_config(self, gate_config, gate_keywords, init_keep_prob=keep)
         # With no L0 share there is nothing to train: no gate rather than l0-python's log(0) crash.
         self.l0_gate = (
-            SampleGate(
-                n,
-                self.n_l0,
-                temperature=temperature,
-                init_jitter=init_jitter,
-                gamma=gamma,
-                zeta=zeta,
-                eval_rule=eval_rule,
-                deterministic=deterministic,
-                rngs=rngs,
-            )
-            if self.n_l0 >= 1
-            else nnx.data(None)
+            SampleGate(n, self.n_l0, gate_config=config, rngs=rngs) if self.n_l0 >= 1 else nnx.data(None)
         )
 
     def penalty(self) -> Array:
@@ -590,10 +491,6 @@ class HybridGate(nnx.Module):
         if self.l0_gate is None:
             return jnp.zeros((), jnp.float32)
         return self.l0_gate.penalty()
-
-    def get_penalty(self) -> Array:
-        """Alias of ``penalty()`` (l0-python's name)."""
-        return self.penalty()
 
     def select(
         self,

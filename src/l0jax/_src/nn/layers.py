@@ -26,8 +26,9 @@ Differences from l0-python 0.6 (bugs fixed):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +37,15 @@ from flax import nnx
 from jax import lax
 
 from l0jax._src import checks
-from l0jax._src import hard_concrete as hc
 from l0jax._src.nn import record
-from l0jax._src.nn.gate import HardConcreteGate, RngsLike, compiled_l0_penalty
+from l0jax._src.nn.gate import (
+    GateConfig,
+    GateKeywords,
+    HardConcreteGate,
+    RngsLike,
+    compiled_l0_penalty,
+    resolve_gate_config,
+)
 
 Array = jax.Array
 GRANULARITIES = ("weight", "input", "output")
@@ -69,40 +76,110 @@ def _last_axis(v: Array, ndim: int) -> Array:
     return v.reshape((1,) * (ndim - 1) + v.shape)
 
 
-def _check_features(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int >= 1, raising ValueError naming ``name`` otherwise (widths, head counts)."""
     return checks.check_int_at_least(name, value, 1)
 
 
-class L0Layer(nnx.Module):
-    """Base of the gated layers: ``y = op(x, kernel * z_k) + bias * z_b``.
+def check_init_arguments(owner: str, rngs: Any, **initializers: Any) -> None:
+    """Raises TypeError naming the argument when ``rngs`` is not an ``nnx.Rngs`` or an initializer
+    (or activation) is not callable: both would otherwise fail deep inside Flax without a name.
+    """
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(
+            f"rngs of {owner} must be an nnx.Rngs (e.g. rngs=nnx.Rngs(0)): its params stream draws "
+            f"the initial weights; got {type(rngs).__name__}."
+        )
+    for name, init in initializers.items():
+        if not callable(init):
+            raise TypeError(
+                f"{name} of {owner} must be callable (e.g. a function of nnx.initializers or nnx.relu), "
+                f"got {init!r}."
+            )
 
-    Subclasses set ``kernel``, ``bias`` (or ``nnx.data(None)``), ``gate``, ``granularity`` and
-    implement ``_kernel_view`` (gate-shaped array -> broadcastable to the kernel),
-    ``_bias_view`` (gate-shaped array -> bias shape, or None when biases are not gated) and
-    ``_apply``. The model-wide utilities (``l0_penalty``, ``l2_penalty``, ``sparsity_stats``,
-    ``prune``, ...) only use this interface; ``compress`` knows the built-in layers only.
+
+def new_param(init: Callable, rngs: nnx.Rngs, shape: tuple[int, ...], dtype: Any) -> nnx.Param:
+    """A parameter of ``shape`` drawn by ``init`` from the ``params`` stream of ``rngs``."""
+    return nnx.Param(init(rngs.params(), shape, dtype))
+
+
+def optional_param(use: bool, init: Callable, rngs: nnx.Rngs, shape: tuple[int, ...], dtype: Any) -> Any:
+    """``new_param(...)`` when ``use`` is true (a bias the module adds), else ``nnx.data(None)``."""
+    return new_param(init, rngs, shape, dtype) if use else nnx.data(None)
+
+
+# The names of the subclass protocol before it was made public; a subclass that still defines them
+# keeps working (with a DeprecationWarning when the class is defined).
+_OLD_HOOKS = {"_kernel_view": "kernel_view", "_bias_view": "bias_view", "_apply": "forward"}
+
+
+class L0Layer(nnx.Module):
+    """Base of the gated layers: ``y = forward(x, kernel * kernel_view(z), bias * bias_view(z))``.
+
+    A subclass sets ``kernel``, ``bias`` (or ``nnx.data(None)``), ``gate`` and ``granularity`` and
+    implements the three methods of the protocol: ``kernel_view`` (gate-shaped array ->
+    broadcastable to the kernel), ``bias_view`` (gate-shaped array -> bias shape, or None when
+    biases are not gated) and ``forward`` (the layer's operation on gated parameters). The
+    model-wide utilities (``l0_penalty``, ``l2_penalty``, ``sparsity_stats``, ``prune``, ...) only
+    use this interface; ``compress`` knows the built-in layers only. (Subclasses written for the
+    earlier names ``_kernel_view``, ``_bias_view`` and ``_apply`` still work, with a
+    DeprecationWarning.)
     """
 
     kernel: nnx.Param
     bias: nnx.Param | None
     gate: HardConcreteGate
     granularity: str
+    gate_defaults: ClassVar[GateConfig] = GateConfig()
 
-    def _kernel_view(self, z: Array) -> Array:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for old, new in _OLD_HOOKS.items():
+            if old in vars(cls) and new not in vars(cls):
+                warnings.warn(
+                    f"{cls.__name__}.{old} is the old name of L0Layer.{new}: rename the method to {new}.",
+                    DeprecationWarning,
+                    stacklevel=3,  # the class statement (through ABCMeta.__new__)
+                )
+                setattr(cls, new, vars(cls)[old])
+
+    def _init_params(
+        self,
+        kernel_shape: tuple[int, ...],
+        bias_shape: tuple[int, ...],
+        gate_shape: tuple[int, ...],
+        *,
+        use_bias: bool,
+        kernel_init: Callable,
+        bias_init: Callable,
+        param_dtype: Any,
+        gate_config: GateConfig,
+        rngs: nnx.Rngs,
+    ) -> None:
+        """Sets ``kernel``, ``bias`` and ``gate`` (of ``param_dtype``), drawn in this order from ``rngs``."""
+        check_init_arguments(type(self).__name__, rngs, kernel_init=kernel_init, bias_init=bias_init)
+        self.kernel = new_param(kernel_init, rngs, kernel_shape, param_dtype)
+        self.bias = optional_param(use_bias, bias_init, rngs, bias_shape, param_dtype)
+        self.gate = gate_config.build(gate_shape, param_dtype=param_dtype, rngs=rngs)
+
+    def kernel_view(self, z: Array) -> Array:
+        """``z``, an array of the gate's shape, laid out to broadcast against the kernel."""
         raise NotImplementedError
 
-    def _bias_view(self, z: Array) -> Array | None:
+    def bias_view(self, z: Array) -> Array | None:
+        """``z`` laid out like the bias, or None when the gates do not switch the bias."""
         raise NotImplementedError
 
-    def _apply(self, x: Array, kernel: Array, bias: Array | None) -> Array:
+    def forward(self, x: Array, kernel: Array, bias: Array | None) -> Array:
+        """The layer's operation on inputs ``x`` with the gated ``kernel`` and ``bias`` (or None)."""
         raise NotImplementedError
 
     def _gated(self, z: Array) -> tuple[Array, Array | None]:
         kernel = self.kernel[...]
-        kernel = kernel * self._kernel_view(z).astype(kernel.dtype)
+        kernel = kernel * self.kernel_view(z).astype(kernel.dtype)
         bias = None if self.bias is None else self.bias[...]
         if bias is not None:
-            zb = self._bias_view(z)
+            zb = self.bias_view(z)
             if zb is not None:
                 bias = bias * zb.astype(bias.dtype)
         return kernel, bias
@@ -121,7 +198,7 @@ class L0Layer(nnx.Module):
         x = jnp.asarray(checks.real_input("x", x))  # text, objects or complex numbers: named here
         z = self.gate(deterministic=deterministic, rngs=rngs)
         kernel, bias = self._gated(z)
-        y = self._apply(x, kernel, bias)
+        y = self.forward(x, kernel, bias)
         record.note(self, record.output_positions(y))
         return y
 
@@ -151,7 +228,7 @@ class L0Layer(nnx.Module):
           A float32 scalar; only weights whose gate is expected open pay.
         """
         kernel = self.kernel[...]
-        p = jnp.broadcast_to(self._kernel_view(self.gate.prob_nonzero()), kernel.shape)
+        p = jnp.broadcast_to(self.kernel_view(self.gate.prob_nonzero()), kernel.shape)
         k32 = kernel.astype(jnp.float32)
         return jnp.sum(p.astype(jnp.float32) * k32 * k32)
 
@@ -180,20 +257,16 @@ class L0Linear(L0Layer):
       gate: ``"weight"`` (one gate per weight, l0-python), ``"input"`` (one per input neuron,
         the paper's group sparsity) or ``"output"`` (one per output unit, bias gated too).
       use_bias: whether to add a bias.
-      init_keep_prob: initial keep probability of the gates, in (0, 1) (scalar or gate-shaped).
-      init_jitter: std of Gaussian noise added to the initial ``log_alpha`` (paper's code: 0.01).
-      temperature: concrete temperature beta > 0.
-      gamma: lower end of the stretch interval, < 0.
-      zeta: upper end of the stretch interval, > 1.
-      eval_rule: ``"median"`` or ``"paper"``, the deterministic gate of eval mode.
-      deterministic: default mode of the gate (False samples, True evaluates).
+      gate_config: the gates' hyperparameters (``GateConfig``); default ``GateConfig()``.
       kernel_init: initializer of the ``(in_features, out_features)`` kernel.
       bias_init: initializer of the ``(out_features,)`` bias.
       dtype: computation dtype (default: the wider of inputs and parameters).
       param_dtype: dtype of the parameters.
       precision: ``jax.lax.Precision`` of the matrix product.
-      rng_collection: ``nnx.Rngs`` stream of the gate noise.
       rngs: ``nnx.Rngs`` for initialisation (``params``) and gate noise.
+      **gate_keywords: any field of ``GateConfig`` (``init_keep_prob``, ``init_jitter``,
+        ``temperature``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
     """
 
     def __init__(
@@ -203,24 +276,19 @@ class L0Linear(L0Layer):
         *,
         gate: str = "weight",
         use_bias: bool = True,
-        init_keep_prob: Any = 0.5,
-        init_jitter: float = 0.0,
-        temperature: float = 2 / 3,
-        gamma: float = hc.GAMMA,
-        zeta: float = hc.ZETA,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
+        gate_config: GateConfig | None = None,
         kernel_init: Callable = default_kernel_init,
         bias_init: Callable = default_bias_init,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         precision: Any = None,
-        rng_collection: str = "gates",
         rngs: nnx.Rngs,
+        **gate_keywords: Unpack[GateKeywords],
     ):
-        in_features = _check_features("in_features", in_features)
-        out_features = _check_features("out_features", out_features)
+        in_features = positive_int("in_features", in_features)
+        out_features = positive_int("out_features", out_features)
         checks.check_choice("gate", gate, GRANULARITIES)
+        config = resolve_gate_config(self, gate_config, gate_keywords)
         gate_shape = {
             "weight": (in_features, out_features),
             "input": (in_features,),
@@ -230,35 +298,31 @@ class L0Linear(L0Layer):
         self.granularity = gate
         self.use_bias = use_bias
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
-        self.bias = (
-            nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else nnx.data(None)
-        )
-        self.gate = HardConcreteGate(
+        self._init_params(
+            (in_features, out_features),
+            (out_features,),
             gate_shape[gate],
-            init_keep_prob=init_keep_prob,
-            init_jitter=init_jitter,
-            temperature=temperature,
-            gamma=gamma,
-            zeta=zeta,
-            eval_rule=eval_rule,
-            deterministic=deterministic,
-            rng_collection=rng_collection,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
             param_dtype=param_dtype,
+            gate_config=config,
             rngs=rngs,
         )
 
-    def _kernel_view(self, z: Array) -> Array:
+    def kernel_view(self, z: Array) -> Array:
+        """``z`` (the gate's shape) as a column, a row or the kernel's shape, by granularity."""
         if self.granularity == "input":
             return z[:, None]
         if self.granularity == "output":
             return z[None, :]
         return z
 
-    def _bias_view(self, z: Array) -> Array | None:
+    def bias_view(self, z: Array) -> Array | None:
+        """``z`` itself for output gates (one per bias entry), None otherwise (the bias is not gated)."""
         return z if self.granularity == "output" else None
 
-    def _apply(self, x: Array, kernel: Array, bias: Array | None) -> Array:
+    def forward(self, x: Array, kernel: Array, bias: Array | None) -> Array:
         """x: (..., in_features) -> (..., out_features)."""
         self._input_check(x, self.in_features, 1, "(..., in_features)")
         dtype = compute_dtype(x.dtype, kernel.dtype, self.dtype)
@@ -266,10 +330,24 @@ class L0Linear(L0Layer):
         return y if bias is None else y + _last_axis(bias.astype(dtype), y.ndim)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _sequence(name: str, value: Any, expected: str) -> tuple:
+    """``value`` as a tuple, raising TypeError naming ``name`` when it is not one (a bool, a float, None)."""
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}.") from None
+
+
 def _tuple(name: str, value: Any, n: int) -> tuple[int, ...]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if _is_int(value):
         value = (int(value),) * n
-    value = tuple(cast(Any, value))  # a bool or other non-iterable raises TypeError
+    value = _sequence(name, value, f"a positive int or a sequence of {n} positive ints")
     if len(value) != n or any(
         isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in value
     ):
@@ -284,13 +362,17 @@ def _padding(padding: Any, n: int) -> str | tuple[tuple[int, int], ...]:
                 f"unknown padding {padding!r}; choose 'SAME', 'VALID', an int or (low, high) pairs."
             )
         return padding.upper()
-    if isinstance(padding, (int, np.integer)):
+    if _is_int(padding):
         return ((int(padding), int(padding)),) * n
-    pads = tuple(padding)
-    if len(pads) == n and all(isinstance(p, (int, np.integer)) for p in pads):
+    expected = f"'SAME', 'VALID', an int, {n} ints or {n} (low, high) pairs"
+    pads = _sequence("padding", padding, expected)
+    if len(pads) == n and all(_is_int(p) for p in pads):
         return tuple((int(p), int(p)) for p in pads)
-    if len(pads) == n and all(len(p) == 2 for p in pads):
-        return tuple((int(lo), int(hi)) for lo, hi in pads)
+    try:
+        if len(pads) == n and all(np.ndim(p) == 1 and len(p) == 2 for p in pads):
+            return tuple((int(lo), int(hi)) for lo, hi in pads)
+    except (TypeError, ValueError):
+        pass  # ragged, or not numbers: the error below says what padding may be
     raise ValueError(
         f"padding {padding!r} must be 'SAME', 'VALID', an int, {n} ints or {n} (low, high) pairs."
     )
@@ -339,12 +421,15 @@ class _ConvBase(L0Layer):
     feature_group_count: int
 
     def _init_conv(self, kernel_size, strides, padding, kernel_dilation, dtype, param_dtype, precision):
-        if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
+        if _is_int(kernel_size):
             raise ValueError(
                 f"kernel_size must be a tuple whose length is the spatial rank, e.g. (5, 5) for 2-D, "
                 f"got {kernel_size!r}."
             )
-        self.kernel_size = _tuple("kernel_size", kernel_size, len(tuple(cast(Any, kernel_size))))
+        sizes = _sequence(
+            "kernel_size", kernel_size, "a tuple of positive ints, one per spatial axis, e.g. (5, 5)"
+        )
+        self.kernel_size = _tuple("kernel_size", sizes, len(sizes))
         n = len(self.kernel_size)
         if n < 1:
             raise ValueError("kernel_size must have at least one spatial dimension.")
@@ -353,7 +438,7 @@ class _ConvBase(L0Layer):
         self.kernel_dilation = _tuple("kernel_dilation", kernel_dilation, n)
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
 
-    def _apply(self, x: Array, kernel: Array, bias: Array | None) -> Array:
+    def forward(self, x: Array, kernel: Array, bias: Array | None) -> Array:
         """x: (*batch, *spatial, in_features) -> (*batch, *spatial_out, out_features)."""
         n = len(self.kernel_size)
         self._input_check(x, self.in_features, n + 1, f"(*batch, {n} spatial axes, channels)")
@@ -390,20 +475,16 @@ class L0Conv(_ConvBase):
       kernel_dilation: an int or one int per spatial axis.
       structured: one gate per output channel (bias gated too) instead of one per weight.
       use_bias: whether to add a bias.
-      init_keep_prob: initial keep probability of the gates, in (0, 1).
-      init_jitter: std of Gaussian noise added to the initial ``log_alpha``.
-      temperature: concrete temperature beta > 0.
-      gamma: lower end of the stretch interval, < 0.
-      zeta: upper end of the stretch interval, > 1.
-      eval_rule: ``"median"`` or ``"paper"``.
-      deterministic: default mode of the gate.
+      gate_config: the gates' hyperparameters (``GateConfig``); default ``GateConfig()``.
       kernel_init: initializer of the ``(*kernel_size, in_features, out_features)`` kernel.
       bias_init: initializer of the ``(out_features,)`` bias.
       dtype: computation dtype.
       param_dtype: dtype of the parameters.
       precision: ``jax.lax.Precision`` of the convolution.
-      rng_collection: ``nnx.Rngs`` stream of the gate noise.
       rngs: ``nnx.Rngs`` for initialisation and gate noise.
+      **gate_keywords: any field of ``GateConfig`` (``init_keep_prob``, ``init_jitter``,
+        ``temperature``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
     """
 
     def __init__(
@@ -417,53 +498,42 @@ class L0Conv(_ConvBase):
         kernel_dilation: int | Sequence[int] = 1,
         structured: bool = False,
         use_bias: bool = True,
-        init_keep_prob: Any = 0.5,
-        init_jitter: float = 0.0,
-        temperature: float = 2 / 3,
-        gamma: float = hc.GAMMA,
-        zeta: float = hc.ZETA,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
+        gate_config: GateConfig | None = None,
         kernel_init: Callable = default_kernel_init,
         bias_init: Callable = default_bias_init,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         precision: Any = None,
-        rng_collection: str = "gates",
         rngs: nnx.Rngs,
+        **gate_keywords: Unpack[GateKeywords],
     ):
-        self.in_features = _check_features("in_features", in_features)
-        self.out_features = _check_features("out_features", out_features)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
+        config = resolve_gate_config(self, gate_config, gate_keywords)
         self._init_conv(kernel_size, strides, padding, kernel_dilation, dtype, param_dtype, precision)
         self.structured = bool(structured)
         self.granularity = "output" if self.structured else "weight"
         self.feature_group_count = 1
         self.use_bias = use_bias
         kshape = self.kernel_size + (self.in_features, self.out_features)
-        self.kernel = nnx.Param(kernel_init(rngs.params(), kshape, param_dtype))
-        self.bias = (
-            nnx.Param(bias_init(rngs.params(), (self.out_features,), param_dtype))
-            if use_bias
-            else nnx.data(None)
-        )
-        self.gate = HardConcreteGate(
+        self._init_params(
+            kshape,
+            (self.out_features,),
             (self.out_features,) if self.structured else kshape,
-            init_keep_prob=init_keep_prob,
-            init_jitter=init_jitter,
-            temperature=temperature,
-            gamma=gamma,
-            zeta=zeta,
-            eval_rule=eval_rule,
-            deterministic=deterministic,
-            rng_collection=rng_collection,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
             param_dtype=param_dtype,
+            gate_config=config,
             rngs=rngs,
         )
 
-    def _kernel_view(self, z: Array) -> Array:
+    def kernel_view(self, z: Array) -> Array:
+        """``z`` on the output-channel axis when structured, else ``z`` (one gate per weight)."""
         return _last_axis(z, self.kernel.ndim) if self.structured else z
 
-    def _bias_view(self, z: Array) -> Array | None:
+    def bias_view(self, z: Array) -> Array | None:
+        """``z`` when structured (a closed channel's bias closes too), None otherwise."""
         return z if self.structured else None
 
 
@@ -492,20 +562,16 @@ class L0DepthwiseConv(_ConvBase):
       padding: ``"SAME"``, ``"VALID"``, an int, one int per axis or (low, high) pairs.
       kernel_dilation: an int or one int per spatial axis.
       use_bias: whether to add a bias.
-      init_keep_prob: initial keep probability of the gates, in (0, 1).
-      init_jitter: std of Gaussian noise added to the initial ``log_alpha``.
-      temperature: concrete temperature beta > 0.
-      gamma: lower end of the stretch interval, < 0.
-      zeta: upper end of the stretch interval, > 1.
-      eval_rule: ``"median"`` or ``"paper"``.
-      deterministic: default mode of the gate.
+      gate_config: the gates' hyperparameters (``GateConfig``); default ``GateConfig()``.
       kernel_init: initializer of the ``(*kernel_size, 1, features * channel_multiplier)`` kernel.
       bias_init: initializer of the bias.
       dtype: computation dtype.
       param_dtype: dtype of the parameters.
       precision: ``jax.lax.Precision`` of the convolution.
-      rng_collection: ``nnx.Rngs`` stream of the gate noise.
       rngs: ``nnx.Rngs`` for initialisation and gate noise.
+      **gate_keywords: any field of ``GateConfig`` (``init_keep_prob``, ``init_jitter``,
+        ``temperature``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
     """
 
     def __init__(
@@ -518,54 +584,43 @@ class L0DepthwiseConv(_ConvBase):
         padding: Any = "SAME",
         kernel_dilation: int | Sequence[int] = 1,
         use_bias: bool = True,
-        init_keep_prob: Any = 0.5,
-        init_jitter: float = 0.0,
-        temperature: float = 2 / 3,
-        gamma: float = hc.GAMMA,
-        zeta: float = hc.ZETA,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
+        gate_config: GateConfig | None = None,
         kernel_init: Callable = default_kernel_init,
         bias_init: Callable = default_bias_init,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         precision: Any = None,
-        rng_collection: str = "gates",
         rngs: nnx.Rngs,
+        **gate_keywords: Unpack[GateKeywords],
     ):
-        self.features = _check_features("features", features)
-        self.channel_multiplier = checks.check_int_at_least("channel_multiplier", channel_multiplier, 1)
+        self.features = positive_int("features", features)
+        self.channel_multiplier = positive_int("channel_multiplier", channel_multiplier)
         self.in_features = self.features
         self.out_features = self.features * self.channel_multiplier
+        config = resolve_gate_config(self, gate_config, gate_keywords)
         self._init_conv(kernel_size, strides, padding, kernel_dilation, dtype, param_dtype, precision)
         self.granularity = "channel"
         self.feature_group_count = self.features
         self.use_bias = use_bias
         kshape = self.kernel_size + (1, self.out_features)
-        self.kernel = nnx.Param(kernel_init(rngs.params(), kshape, param_dtype))
-        self.bias = (
-            nnx.Param(bias_init(rngs.params(), (self.out_features,), param_dtype))
-            if use_bias
-            else nnx.data(None)
-        )
-        self.gate = HardConcreteGate(
+        self._init_params(
+            kshape,
+            (self.out_features,),
             (self.features,),
-            init_keep_prob=init_keep_prob,
-            init_jitter=init_jitter,
-            temperature=temperature,
-            gamma=gamma,
-            zeta=zeta,
-            eval_rule=eval_rule,
-            deterministic=deterministic,
-            rng_collection=rng_collection,
+            use_bias=use_bias,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
             param_dtype=param_dtype,
+            gate_config=config,
             rngs=rngs,
         )
 
-    def _kernel_view(self, z: Array) -> Array:
-        return _last_axis(self._bias_view(z), self.kernel.ndim)
+    def kernel_view(self, z: Array) -> Array:
+        """Each channel's gate repeated over its filters, on the output-channel axis."""
+        return _last_axis(self.bias_view(z), self.kernel.ndim)
 
-    def _bias_view(self, z: Array) -> Array:  # always gated: a channel's bias closes with it
+    def bias_view(self, z: Array) -> Array:
+        """Each channel's gate repeated over its outputs: a channel's bias always closes with it."""
         return jnp.repeat(z, self.channel_multiplier, total_repeat_length=self.out_features)
 
 
@@ -609,20 +664,20 @@ class SparseMLP(nnx.Module):
       gate: granularity of every layer, or one per layer (``"weight"``, ``"input"``, ``"output"``).
       activation: elementwise nonlinearity between layers (must map 0 to 0 for ``compress`` to
         remove units closed by output gates; relu, gelu, tanh, silu do).
-      init_keep_prob: initial keep probability, one value or one per layer.
-      init_jitter: std of Gaussian noise added to the initial ``log_alpha``.
-      temperature: concrete temperature beta > 0.
-      gamma: lower end of the stretch interval, < 0.
-      zeta: upper end of the stretch interval, > 1.
-      eval_rule: ``"median"`` or ``"paper"``.
-      deterministic: default mode of the gates.
+      gate_config: the gates' hyperparameters (``GateConfig``), for every layer; default
+        ``GateConfig()``. Its ``init_keep_prob``, like the keyword, is one value or one per layer.
       use_bias: whether layers add biases.
       kernel_init: kernel initializer of every layer.
       dtype: computation dtype.
       param_dtype: dtype of the parameters.
       precision: ``jax.lax.Precision`` of the matrix products.
       rngs: ``nnx.Rngs`` for initialisation and gate noise.
+      **gate_keywords: any field of ``GateConfig`` (``init_keep_prob``, ``init_jitter``,
+        ``temperature``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
     """
+
+    gate_defaults: ClassVar[GateConfig] = GateConfig()
 
     def __init__(
         self,
@@ -630,27 +685,26 @@ class SparseMLP(nnx.Module):
         *,
         gate: str | Sequence[str] = "weight",
         activation: Callable[[Array], Array] = nnx.relu,
-        init_keep_prob: Any = 0.5,
-        init_jitter: float = 0.0,
-        temperature: float = 2 / 3,
-        gamma: float = hc.GAMMA,
-        zeta: float = hc.ZETA,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
+        gate_config: GateConfig | None = None,
         use_bias: bool = True,
         kernel_init: Callable = default_kernel_init,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         precision: Any = None,
         rngs: nnx.Rngs,
+        **gate_keywords: Unpack[GateKeywords],
     ):
         features = tuple(features)
         if len(features) < 2:
             raise ValueError(f"features must list at least the input and output widths, got {features!r}.")
         n = len(features) - 1
         gates = _per_layer("gate", gate, n)
-        keeps = _per_layer("init_keep_prob", init_keep_prob, n)
-        self.features = tuple(_check_features("features", f) for f in features)
+        # init_keep_prob may be one value per layer, so it is set layer by layer, not in the config.
+        keep = gate_keywords.pop("init_keep_prob", None) if "init_keep_prob" in gate_keywords else None
+        config = resolve_gate_config(self, gate_config, gate_keywords)
+        keeps = _per_layer("init_keep_prob", config.init_keep_prob if keep is None else keep, n)
+        self.features = tuple(positive_int("features", f) for f in features)
+        check_init_arguments("SparseMLP", rngs, kernel_init=kernel_init, activation=activation)
         self.activation = activation
         self.layers = nnx.List(
             [
@@ -659,13 +713,7 @@ class SparseMLP(nnx.Module):
                     features[i + 1],
                     gate=gates[i],
                     use_bias=use_bias,
-                    init_keep_prob=keeps[i],
-                    init_jitter=init_jitter,
-                    temperature=temperature,
-                    gamma=gamma,
-                    zeta=zeta,
-                    eval_rule=eval_rule,
-                    deterministic=deterministic,
+                    gate_config=config.replace(init_keep_prob=keeps[i]),
                     kernel_init=kernel_init,
                     dtype=dtype,
                     param_dtype=param_dtype,

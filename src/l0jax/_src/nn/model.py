@@ -143,7 +143,7 @@ def set_temperature(model: nnx.Module, temperature: Any) -> None:
       model: a Flax NNX module.
       temperature: a positive scalar (Python float or array; may be traced).
     """
-    checks.check_positive("temperature", temperature, hint="It is the concrete temperature beta, e.g. 2/3.")
+    checks.check_positive("temperature", temperature, hint="It is the concrete temperature, e.g. 2/3.")
     t = jnp.asarray(temperature)
     if t.shape != ():
         raise ValueError(f"temperature must be a scalar, got shape {t.shape}.")
@@ -259,9 +259,9 @@ def _prune(model: nnx.Module, threshold: Array) -> None:
         keep = layer.gate.prob_nonzero() > threshold
         kernel = layer.kernel[...]
         layer.kernel[...] = jnp.where(
-            jnp.broadcast_to(layer._kernel_view(keep), kernel.shape), kernel, jnp.zeros_like(kernel)
+            jnp.broadcast_to(layer.kernel_view(keep), kernel.shape), kernel, jnp.zeros_like(kernel)
         )
-        keep_bias = layer._bias_view(keep)
+        keep_bias = layer.bias_view(keep)
         if layer.bias is not None and keep_bias is not None:
             bias = layer.bias[...]
             layer.bias[...] = jnp.where(keep_bias, bias, jnp.zeros_like(bias))

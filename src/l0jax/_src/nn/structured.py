@@ -26,43 +26,31 @@ the softmax, the scaling and the activation are not counted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from l0jax._src import checks
 from l0jax._src.nn import record
-from l0jax._src.nn.gate import HardConcreteGate, RngsLike
-from l0jax._src.nn.layers import compute_dtype
+from l0jax._src.nn.gate import GateConfig, GateKeywords, HardConcreteGate, RngsLike, resolve_gate_config
+from l0jax._src.nn.layers import (
+    check_init_arguments,
+    compute_dtype,
+    default_bias_init,
+    default_kernel_init,
+    new_param,
+    optional_param,
+    positive_int,
+)
 
 Array = jax.Array
-default_kernel_init = nnx.initializers.lecun_normal()
-default_bias_init = nnx.initializers.zeros_init()
-
-
-def _gate(shape, keep, jitter, temperature, eval_rule, deterministic, rng_collection, rngs):
-    return HardConcreteGate(
-        shape,
-        init_keep_prob=keep,
-        init_jitter=jitter,
-        temperature=temperature,
-        eval_rule=eval_rule,
-        deterministic=deterministic,
-        rng_collection=rng_collection,
-        rngs=rngs,
-    )
 
 
 def _lead(v: Array, ndim: int) -> Array:
     """``v`` with leading axes of size 1 up to ``ndim`` (broadcasting made explicit)."""
     return v.reshape((1,) * (ndim - v.ndim) + v.shape)
-
-
-def _positive(name: str, value: Any) -> int:
-    return checks.check_int_at_least(name, value, 1)
 
 
 class L0Structured(nnx.Module):
@@ -73,6 +61,7 @@ class L0Structured(nnx.Module):
     """
 
     block_gate: HardConcreteGate | None
+    gate_defaults: ClassVar[GateConfig] = GateConfig(init_keep_prob=0.9)
 
     def gates(self) -> list[HardConcreteGate]:
         """The module's gates."""
@@ -132,19 +121,18 @@ class L0MultiHeadAttention(L0Structured):
       out_features: width of the outputs (default ``in_features``).
       dim_gates: also gate each value dimension of each head (``(H, d)`` gates).
       block_gate: one more gate switching the whole block's output.
-      init_keep_prob: initial keep probability of every gate.
-      init_jitter: std of the Gaussian noise added to the initial gate logits.
-      temperature: concrete temperature beta > 0.
-      eval_rule: ``"median"`` or ``"paper"``, the deterministic gate of eval mode.
-      deterministic: default mode of the gates.
+      gate_config: the gates' hyperparameters (``GateConfig``); default
+        ``GateConfig(init_keep_prob=0.9)``.
       use_bias: whether the projections add biases.
       kernel_init: initializer of the four kernels.
       bias_init: initializer of the biases.
       dtype: computation dtype (default: the wider of inputs and parameters).
       param_dtype: dtype of the parameters.
       precision: ``jax.lax.Precision`` of the products.
-      rng_collection: ``nnx.Rngs`` stream of the gate noise.
       rngs: ``nnx.Rngs`` for initialisation (``params``) and gate noise.
+      **gate_keywords: any field of ``GateConfig`` (``init_keep_prob``, ``init_jitter``,
+        ``temperature``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
     """
 
     def __init__(
@@ -156,29 +144,27 @@ class L0MultiHeadAttention(L0Structured):
         *,
         dim_gates: bool = False,
         block_gate: bool = False,
-        init_keep_prob: float = 0.9,
-        init_jitter: float = 0.0,
-        temperature: float = 2 / 3,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
+        gate_config: GateConfig | None = None,
         use_bias: bool = True,
         kernel_init: Callable = default_kernel_init,
         bias_init: Callable = default_bias_init,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         precision: Any = None,
-        rng_collection: str = "gates",
         rngs: nnx.Rngs,
+        **gate_keywords: Unpack[GateKeywords],
     ):
-        self.num_heads = _positive("num_heads", num_heads)
-        self.in_features = _positive("in_features", in_features)
-        self.qkv_features = _positive("qkv_features", qkv_features or in_features)
-        self.out_features = _positive("out_features", out_features or in_features)
+        self.num_heads = positive_int("num_heads", num_heads)
+        self.in_features = positive_int("in_features", in_features)
+        self.qkv_features = positive_int("qkv_features", qkv_features or in_features)
+        self.out_features = positive_int("out_features", out_features or in_features)
         if self.qkv_features % self.num_heads:
             raise ValueError(
                 f"qkv_features ({self.qkv_features}) must be a multiple of num_heads ({self.num_heads})."
             )
         self.head_dim = self.qkv_features // self.num_heads
+        check_init_arguments(type(self).__name__, rngs, kernel_init=kernel_init, bias_init=bias_init)
+        config = resolve_gate_config(self, gate_config, gate_keywords)
         self.use_bias = use_bias
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
         h, d, i, o = self.num_heads, self.head_dim, self.in_features, self.out_features
@@ -191,17 +177,13 @@ class L0MultiHeadAttention(L0Structured):
         self.key = kernel((i, h, d), (i, h * d))
         self.value = kernel((i, h, d), (i, h * d))
         self.out = kernel((h, d, o), (h * d, o))
-        if use_bias:
-            self.query_bias = nnx.Param(bias_init(rngs.params(), (h, d), param_dtype))
-            self.key_bias = nnx.Param(bias_init(rngs.params(), (h, d), param_dtype))
-            self.value_bias = nnx.Param(bias_init(rngs.params(), (h, d), param_dtype))
-            self.out_bias = nnx.Param(bias_init(rngs.params(), (o,), param_dtype))
-        else:
-            self.query_bias = self.key_bias = self.value_bias = self.out_bias = nnx.data(None)
-        args = (init_keep_prob, init_jitter, temperature, eval_rule, deterministic, rng_collection, rngs)
-        self.head_gate = _gate((h,), *args)
-        self.dim_gate = _gate((h, d), *args) if dim_gates else nnx.data(None)
-        self.block_gate = _gate((1,), *args) if block_gate else nnx.data(None)
+        self.query_bias = optional_param(use_bias, bias_init, rngs, (h, d), param_dtype)
+        self.key_bias = optional_param(use_bias, bias_init, rngs, (h, d), param_dtype)
+        self.value_bias = optional_param(use_bias, bias_init, rngs, (h, d), param_dtype)
+        self.out_bias = optional_param(use_bias, bias_init, rngs, (o,), param_dtype)
+        self.head_gate = config.build((h,), rngs=rngs)
+        self.dim_gate = config.build((h, d), rngs=rngs) if dim_gates else nnx.data(None)
+        self.block_gate = config.build((1,), rngs=rngs) if block_gate else nnx.data(None)
 
     def gates(self) -> list[HardConcreteGate]:
         """The head gates, then the dimension and block gates when present."""
@@ -471,19 +453,18 @@ class L0MLPBlock(L0Structured):
       out_features: output width (default ``in_features``).
       activation: elementwise nonlinearity.
       block_gate: one more gate switching the whole block's output.
-      init_keep_prob: initial keep probability of every gate.
-      init_jitter: std of the Gaussian noise added to the initial gate logits.
-      temperature: concrete temperature beta > 0.
-      eval_rule: ``"median"`` or ``"paper"``.
-      deterministic: default mode of the gates.
+      gate_config: the gates' hyperparameters (``GateConfig``); default
+        ``GateConfig(init_keep_prob=0.9)``.
       use_bias: whether the dense layers add biases.
       kernel_init: initializer of both kernels.
       bias_init: initializer of the biases.
       dtype: computation dtype.
       param_dtype: dtype of the parameters.
       precision: ``jax.lax.Precision`` of the products.
-      rng_collection: ``nnx.Rngs`` stream of the gate noise.
       rngs: ``nnx.Rngs`` for initialisation and gate noise.
+      **gate_keywords: any field of ``GateConfig`` (``init_keep_prob``, ``init_jitter``,
+        ``temperature``, ``gamma``, ``zeta``, ``eval_rule``, ``deterministic``,
+        ``rng_collection``), overriding the field of ``gate_config``.
     """
 
     def __init__(
@@ -494,36 +475,32 @@ class L0MLPBlock(L0Structured):
         *,
         activation: Callable[[Array], Array] = nnx.gelu,
         block_gate: bool = False,
-        init_keep_prob: float = 0.9,
-        init_jitter: float = 0.0,
-        temperature: float = 2 / 3,
-        eval_rule: str = "median",
-        deterministic: bool | None = False,
+        gate_config: GateConfig | None = None,
         use_bias: bool = True,
         kernel_init: Callable = default_kernel_init,
         bias_init: Callable = default_bias_init,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         precision: Any = None,
-        rng_collection: str = "gates",
         rngs: nnx.Rngs,
+        **gate_keywords: Unpack[GateKeywords],
     ):
-        self.in_features = _positive("in_features", in_features)
-        self.hidden_features = _positive("hidden_features", hidden_features)
-        self.out_features = _positive("out_features", out_features or in_features)
+        self.in_features = positive_int("in_features", in_features)
+        self.hidden_features = positive_int("hidden_features", hidden_features)
+        self.out_features = positive_int("out_features", out_features or in_features)
+        check_init_arguments(
+            type(self).__name__, rngs, kernel_init=kernel_init, bias_init=bias_init, activation=activation
+        )
+        config = resolve_gate_config(self, gate_config, gate_keywords)
         self.activation = activation
         self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
         i, h, o = self.in_features, self.hidden_features, self.out_features
-        self.kernel1 = nnx.Param(kernel_init(rngs.params(), (i, h), param_dtype))
-        self.kernel2 = nnx.Param(kernel_init(rngs.params(), (h, o), param_dtype))
-        if use_bias:
-            self.bias1 = nnx.Param(bias_init(rngs.params(), (h,), param_dtype))
-            self.bias2 = nnx.Param(bias_init(rngs.params(), (o,), param_dtype))
-        else:
-            self.bias1 = self.bias2 = nnx.data(None)
-        args = (init_keep_prob, init_jitter, temperature, eval_rule, deterministic, rng_collection, rngs)
-        self.hidden_gate = _gate((h,), *args)
-        self.block_gate = _gate((1,), *args) if block_gate else nnx.data(None)
+        self.kernel1 = new_param(kernel_init, rngs, (i, h), param_dtype)
+        self.kernel2 = new_param(kernel_init, rngs, (h, o), param_dtype)
+        self.bias1 = optional_param(use_bias, bias_init, rngs, (h,), param_dtype)
+        self.bias2 = optional_param(use_bias, bias_init, rngs, (o,), param_dtype)
+        self.hidden_gate = config.build((h,), rngs=rngs)
+        self.block_gate = config.build((1,), rngs=rngs) if block_gate else nnx.data(None)
 
     def gates(self) -> list[HardConcreteGate]:
         """The hidden-unit gates, then the block gate when present."""
