@@ -498,7 +498,7 @@ def test_changing_lambdas_lr_temperature_or_epochs_does_not_recompile(small):
         {"lambda_l0": 0.5},
         {"lambda_l2": 1e-3},
         {"lr": 0.3},
-        {"beta": 0.4},
+        {"temperature": 0.4},
         {"epochs": 37},
         {"log_every": 7, "polish_epochs": 13},
         {"gamma": -0.2, "zeta": 1.2},
@@ -507,6 +507,41 @@ def test_changing_lambdas_lr_temperature_or_epochs_does_not_recompile(small):
         calibrate(M, y, key=1, **{"epochs": 20, **kw})
     assert engine.run_chunk._cache_size() == chunks
     assert engine.finish_run._cache_size() == polishes
+
+
+def test_beta_is_a_deprecated_alias_of_temperature_in_calibrate(small):
+    M, y = small
+    kw = dict(key=0, epochs=30, log_every=10, lambda_l0=1e-3)
+    new = calibrate(M, y, temperature=0.4, **kw)
+    with pytest.warns(DeprecationWarning, match=r"calibrate: beta= is deprecated; pass temperature= instead"):
+        old = calibrate(M, y, beta=0.4, **kw)
+    np.testing.assert_array_equal(old.weights, new.weights)
+    np.testing.assert_array_equal(old.history["loss"], new.history["loss"])
+    # Both ran at 0.4, not at the default 2/3 (the temperature is recorded in every history row).
+    np.testing.assert_array_equal(old.history["temperature"], np.float32(0.4))
+    with pytest.raises(ValueError, match="give temperature or its deprecated alias beta, not both"):
+        calibrate(M, y, temperature=0.5, beta=0.4, **kw)
+    # temperature=None, the default before the rename, is still the default.
+    np.testing.assert_array_equal(
+        calibrate(M, y, temperature=None, **kw).weights, calibrate(M, y, **kw).weights
+    )
+
+
+def test_sparse_calibration_weights_takes_beta_or_temperature(small):
+    M, y = small
+    kw = dict(lambda_l0=1e-3, epochs=30, verbose_freq=10)
+    by_beta = SparseCalibrationWeights(100, 0.4, seed=0).fit(M, y, **kw)  # l0-python's positional beta
+    by_name = SparseCalibrationWeights(100, temperature=0.4, seed=0).fit(M, y, **kw)
+    assert by_beta.beta == by_beta.temperature == by_name.beta == pytest.approx(0.4)
+    np.testing.assert_array_equal(by_beta.get_weights(True), by_name.get_weights(True))
+    np.testing.assert_array_equal(by_name.history_["temperature"], np.float32(0.4))
+    # Equal to the functional API at the same temperature.
+    functional = calibrate(M, y, key=0, temperature=0.4, lambda_l0=1e-3, epochs=30, log_every=10)
+    np.testing.assert_array_equal(by_name.get_weights(True), functional.weights)
+    with pytest.raises(ValueError, match="give beta .* or temperature, not both"):
+        SparseCalibrationWeights(100, beta=0.4, temperature=0.4)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        SparseCalibrationWeights(100, temperature=0.0)
 
 
 def test_polished_weights_hit_targets_at_least_as_well_as_sampled_ones():
