@@ -597,16 +597,8 @@ def fit_inputs(
 
 
 def held_out_data(model: _SparseL0Model, X: Any, y: Any) -> tuple[dm.MatrixOperator, Array]:
-    """Validation data for a model being fitted: X checked against its features, y encoded as in ``fit``.
-
-    Args:
-      model: the model, after ``fit_inputs`` (a logistic model maps the labels to the classes
-        learned there).
-      X: (n_val, n_features) as ``X_val``.
-      y: (n_val,) as ``y_val``.
-
-    Returns:
-      ``(design, targets)``, the targets in the design's dtype.
+    """``(design, targets)`` of validation data for ``model`` (after ``fit_inputs``): X checked against its
+    features, y encoded as in ``fit`` (a logistic model's labels mapped to the classes learned there).
     """
     design = dm.as_design(
         X, name="X_val", n_features=model.n_features, device=model.device, backend=model.backend
@@ -622,17 +614,8 @@ def fitted_model(
     history: dict[str, np.ndarray],
     classes: np.ndarray | None = None,
 ) -> ModelT:
-    """A model of class ``cls`` built with ``settings`` and set to fitted parameters (one point of a path).
-
-    Args:
-      cls: ``SparseL0Linear`` or ``SparseL0Logistic``.
-      settings: its constructor arguments.
-      params: the fitted parameter dict.
-      history: the fit's per-epoch history (``history_``).
-      classes: the logistic model's ``classes_``.
-
-    Returns:
-      The fitted model.
+    """A model of class ``cls`` built with ``settings`` (its constructor arguments) and set to a fit's
+    parameters, history and (logistic) classes: one point of a path.
     """
     model = cls(**settings)
     model._set_params(params)
