@@ -520,8 +520,11 @@ def test_beta_is_a_deprecated_alias_of_temperature_in_calibrate(small):
     M, y = small
     kw = dict(key=0, epochs=30, log_every=10, lambda_l0=1e-3)
     new = calibrate(M, y, temperature=0.4, **kw)
-    with pytest.warns(DeprecationWarning, match=r"calibrate: beta= is deprecated; pass temperature= instead"):
+    with pytest.warns(
+        DeprecationWarning, match=r"calibrate: beta= is deprecated; pass temperature= instead"
+    ) as record:
         old = calibrate(M, y, beta=0.4, **kw)
+    assert record[0].filename == __file__  # the warning points at the caller's line
     np.testing.assert_array_equal(old.weights, new.weights)
     np.testing.assert_array_equal(old.history["loss"], new.history["loss"])
     # Both ran at 0.4, not at the default 2/3 (the temperature is recorded in every history row).

@@ -159,8 +159,9 @@ def test_temperature_is_a_constant_or_a_schedule_and_beta_its_deprecated_alias()
     new = l0jax.calibrate_path(M, y, temperature=0.4, **kw)
     with pytest.warns(
         DeprecationWarning, match="calibrate_path: beta= is deprecated; pass temperature= instead"
-    ):
+    ) as record:
         old = l0jax.calibrate_path(M, y, beta=0.4, **kw)
+    assert record[0].filename == __file__  # the warning points at the caller's line
     np.testing.assert_array_equal(old.weights, new.weights)
     assert not np.array_equal(new.weights, l0jax.calibrate_path(M, y, **kw).weights)  # 0.4 is not 2/3
     with pytest.raises(ValueError, match="give temperature or its deprecated alias beta, not both"):

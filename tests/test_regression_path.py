@@ -52,8 +52,11 @@ def test_beta_is_a_deprecated_alias_of_temperature_in_l0_path(data):
     X, y, _, _ = data
     kw = dict(epochs=60, lr=0.05, seed=4)
     new = l0jax.l0_path(X, y, LAMBDAS, temperature=0.5, **kw)
-    with pytest.warns(DeprecationWarning, match="l0_path: beta= is deprecated; pass temperature= instead"):
+    with pytest.warns(
+        DeprecationWarning, match="l0_path: beta= is deprecated; pass temperature= instead"
+    ) as rec:
         old = l0jax.l0_path(X, y, LAMBDAS, beta=0.5, **kw)
+    assert rec[0].filename == __file__  # the warning points at the caller's line
     np.testing.assert_array_equal(old.coef, new.coef)
     np.testing.assert_array_equal(old.history["loss"], new.history["loss"])
     # The path's models carry the temperature (not the default 2/3).
