@@ -332,6 +332,18 @@ def test_non_finite_loss_error_and_calibration_state_are_public(small):
     assert "NonFiniteLossError" in l0jax.__all__ and "CalibrationState" in l0jax.__all__
 
 
+def test_predict_takes_every_sparse_format(small):
+    M, y = small
+    model = SparseCalibrationWeights(n_features=100, seed=0).fit(M, y, epochs=5, verbose_freq=5)
+    expected = M.astype(np.float64) @ model.get_weights(deterministic=True).astype(np.float64)
+    for fmt in ("csr", "csc", "coo", "bsr", "lil", "dok"):
+        np.testing.assert_allclose(model.predict(M.asformat(fmt)), expected, rtol=1e-12)
+    bad = M.todok()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="M must be finite"):
+        model.predict(bad)
+
+
 def test_second_matrix_of_same_shape_and_nnz_gets_its_own_predictions(small):
     M, y = small
     M2 = M.copy()

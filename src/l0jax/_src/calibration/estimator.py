@@ -369,7 +369,10 @@ class SparseCalibrationWeights:
         if shape is None or len(shape) != 2 or shape[1] != self.n_features:
             raise ValueError(f"M must have shape (m, {self.n_features}), got {shape}.")
         if not isinstance(M, MatrixOperator):
-            data = np.asarray(M) if isinstance(M, jax.Array) or not is_sparse(M) else M.data
+            if isinstance(M, jax.Array) or not is_sparse(M):
+                data = np.asarray(M)
+            else:  # only these formats keep their stored values in .data (lil and dok hold lists, dicts)
+                data = M.data if M.format in ("csr", "csc", "coo") else M.tocsr().data
             checks.check_finite("M", data)
         return host_predict(M, self.get_weights(deterministic=True))
 
