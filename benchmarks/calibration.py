@@ -65,7 +65,7 @@ from l0jax._src.calibration.blocks import shape_of
 from l0jax._src.operators import as_operator
 
 _STRESS = {
-    "beta": 0.66,
+    "temperature": 0.66,
     "lambda_l0": 5e-5,
     "lr": 0.2,
     "loss_type": "relative",
@@ -74,7 +74,7 @@ _STRESS = {
 }
 SETTINGS = {
     "A": {
-        "beta": 0.35,
+        "temperature": 0.35,
         "lambda_l0": 1e-6,
         "lr": 0.01,
         "loss_type": "relative",
@@ -293,7 +293,7 @@ def time_l0jax(name: str, M: sp.csr_matrix, y: np.ndarray, epochs: int) -> dict:
 
 # Runs after _common.CALIBRATION_PRELUDE (M, y, kw = the settings, cfg = the payload).
 REFERENCE = r"""
-model = SparseCalibrationWeights(n_features=M.shape[1], beta=kw["beta"], init_keep_prob=kw["init_keep_prob"],
+model = SparseCalibrationWeights(n_features=M.shape[1], beta=kw["temperature"], init_keep_prob=kw["init_keep_prob"],
                                  log_weight_jitter_sd=kw["log_weight_jitter_sd"], seed=0)
 fit = dict(lambda_l0=kw["lambda_l0"], lr=kw["lr"], loss_type=kw["loss_type"], verbose=False)
 out = {"torch": torch.__version__}

@@ -43,13 +43,19 @@ from l0jax.demo import district_totals, world_bank_survey
 MAX_SHARE = 0.05
 # Both libraries get the same settings; the small L2 on the weights (l0-python's lambda_l2) spreads the
 # total over the kept households, which helps the untargeted totals.
-SETTINGS = {"lr": 0.1, "beta": 2 / 3, "init_keep_prob": 0.5, "loss_type": "relative", "lambda_l2": 1e-8}
+SETTINGS = {
+    "lr": 0.1,
+    "temperature": 2 / 3,
+    "init_keep_prob": 0.5,
+    "loss_type": "relative",
+    "lambda_l2": 1e-8,
+}
 
 # Runs after _common.CALIBRATION_PRELUDE (M, y, kw = the settings, cfg = the payload).
 REFERENCE = r"""
 out = {"torch": torch.__version__, "fits": []}
 for lam in cfg["lambdas"]:
-    model = SparseCalibrationWeights(n_features=M.shape[1], beta=kw["beta"], init_keep_prob=kw["init_keep_prob"],
+    model = SparseCalibrationWeights(n_features=M.shape[1], beta=kw["temperature"], init_keep_prob=kw["init_keep_prob"],
                                      seed=0)
     t = time.perf_counter()
     model.fit(M, y, lambda_l0=lam, lambda_l2=kw["lambda_l2"], lr=kw["lr"], epochs=cfg["epochs"],
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     n = census.matrix.shape[1]
     print(
         f"census selection: {census.matrix.shape[0]} targets x {n:,} households ({census.matrix.nnz:,} nonzeros); "
-        f"{args.epochs} epochs, lr {SETTINGS['lr']}, beta {SETTINGS['beta']:.3f}, keep-probability "
+        f"{args.epochs} epochs, lr {SETTINGS['lr']}, temperature {SETTINGS['temperature']:.3f}, keep-probability "
         f"{SETTINGS['init_keep_prob']}, lambda_l2 {SETTINGS['lambda_l2']:g}, relative loss; "
         f"goal: at most {MAX_SHARE:.0%} kept "
         f"({int(MAX_SHARE * n):,}), every target within 2%\n"

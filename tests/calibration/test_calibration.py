@@ -61,13 +61,17 @@ def _rel_err(y, pred):
 # -- l0-python's test_calibration.py, ported ---------------------------------------------------
 
 
-def test_weights_are_non_negative_numpy(small, seed):
+def test_weights_are_numpy_and_gated(small, seed):
     M, y = small
     model = SparseCalibrationWeights(n_features=100, init_weights=1.0, seed=seed).fit(M, y, epochs=100)
     w = model.get_weights(deterministic=True)
     assert isinstance(w, np.ndarray) and w.shape == (100,)
-    assert np.all(w >= 0)
-    assert np.all(model.get_weights(deterministic=False) >= 0)
+    # exp(log_weight) * gate: zero exactly where the deterministic gate is closed, positive elsewhere.
+    np.testing.assert_array_equal(w > 0, model.get_deterministic_gates() > 0)
+    # Sampled gates lie in [0, 1]: a sampled weight never exceeds the ungated one.
+    sampled = model.get_weights(deterministic=False)
+    assert np.all(np.isfinite(sampled))
+    assert np.all(sampled <= np.exp(model.log_weight.astype(np.float64)) * (1 + 1e-6))
     # The fit moved the weights towards the targets: closer than the initial weights of 1.
     assert _rel_err(y, M @ w).mean() < 0.5 * _rel_err(y, M @ np.ones(100)).mean()
 
@@ -311,8 +315,11 @@ def test_extreme_log_alpha_stays_finite(small):
 
 
 def test_public_names():
-    for name in ("calibrate", "CalibrationResult", "SparseCalibrationWeights"):
-        assert name in l0jax.__all__ and getattr(l0jax, name) is not None
+    from l0jax._src.calibration import api, estimator, result
+
+    assert {"calibrate", "CalibrationResult", "SparseCalibrationWeights"} <= set(l0jax.__all__)
+    assert l0jax.calibrate is api.calibrate and l0jax.CalibrationResult is result.CalibrationResult
+    assert l0jax.SparseCalibrationWeights is estimator.SparseCalibrationWeights
     assert l0jax.__all__ == sorted(l0jax.__all__)
 
 
@@ -323,6 +330,18 @@ def test_non_finite_loss_error_and_calibration_state_are_public(small):
     assert isinstance(info.value, FloatingPointError)
     assert isinstance(info.value.state, l0jax.CalibrationState)
     assert "NonFiniteLossError" in l0jax.__all__ and "CalibrationState" in l0jax.__all__
+
+
+def test_predict_takes_every_sparse_format(small):
+    M, y = small
+    model = SparseCalibrationWeights(n_features=100, seed=0).fit(M, y, epochs=5, verbose_freq=5)
+    expected = M.astype(np.float64) @ model.get_weights(deterministic=True).astype(np.float64)
+    for fmt in ("csr", "csc", "coo", "bsr", "lil", "dok"):
+        np.testing.assert_allclose(model.predict(M.asformat(fmt)), expected, rtol=1e-12)
+    bad = M.todok()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="M must be finite"):
+        model.predict(bad)
 
 
 def test_second_matrix_of_same_shape_and_nnz_gets_its_own_predictions(small):
@@ -498,7 +517,7 @@ def test_changing_lambdas_lr_temperature_or_epochs_does_not_recompile(small):
         {"lambda_l0": 0.5},
         {"lambda_l2": 1e-3},
         {"lr": 0.3},
-        {"beta": 0.4},
+        {"temperature": 0.4},
         {"epochs": 37},
         {"log_every": 7, "polish_epochs": 13},
         {"gamma": -0.2, "zeta": 1.2},
@@ -507,6 +526,44 @@ def test_changing_lambdas_lr_temperature_or_epochs_does_not_recompile(small):
         calibrate(M, y, key=1, **{"epochs": 20, **kw})
     assert engine.run_chunk._cache_size() == chunks
     assert engine.finish_run._cache_size() == polishes
+
+
+def test_beta_is_a_deprecated_alias_of_temperature_in_calibrate(small):
+    M, y = small
+    kw = dict(key=0, epochs=30, log_every=10, lambda_l0=1e-3)
+    new = calibrate(M, y, temperature=0.4, **kw)
+    with pytest.warns(
+        DeprecationWarning, match=r"calibrate: beta= is deprecated; pass temperature= instead"
+    ) as record:
+        old = calibrate(M, y, beta=0.4, **kw)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+    np.testing.assert_array_equal(old.weights, new.weights)
+    np.testing.assert_array_equal(old.history["loss"], new.history["loss"])
+    # Both ran at 0.4, not at the default 2/3 (the temperature is recorded in every history row).
+    np.testing.assert_array_equal(old.history["temperature"], np.float32(0.4))
+    with pytest.raises(ValueError, match="give temperature or its deprecated alias beta, not both"):
+        calibrate(M, y, temperature=0.5, beta=0.4, **kw)
+    # temperature=None, the default before the rename, is still the default.
+    np.testing.assert_array_equal(
+        calibrate(M, y, temperature=None, **kw).weights, calibrate(M, y, **kw).weights
+    )
+
+
+def test_sparse_calibration_weights_takes_beta_or_temperature(small):
+    M, y = small
+    kw = dict(lambda_l0=1e-3, epochs=30, verbose_freq=10)
+    by_beta = SparseCalibrationWeights(100, 0.4, seed=0).fit(M, y, **kw)  # l0-python's positional beta
+    by_name = SparseCalibrationWeights(100, temperature=0.4, seed=0).fit(M, y, **kw)
+    assert by_beta.beta == by_beta.temperature == by_name.beta == pytest.approx(0.4)
+    np.testing.assert_array_equal(by_beta.get_weights(True), by_name.get_weights(True))
+    np.testing.assert_array_equal(by_name.history_["temperature"], np.float32(0.4))
+    # Equal to the functional API at the same temperature.
+    functional = calibrate(M, y, key=0, temperature=0.4, lambda_l0=1e-3, epochs=30, log_every=10)
+    np.testing.assert_array_equal(by_name.get_weights(True), functional.weights)
+    with pytest.raises(ValueError, match="give beta .* or temperature, not both"):
+        SparseCalibrationWeights(100, beta=0.4, temperature=0.4)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        SparseCalibrationWeights(100, temperature=0.0)
 
 
 def test_polished_weights_hit_targets_at_least_as_well_as_sampled_ones():
@@ -598,7 +655,6 @@ def test_custom_optimizer_and_temperature_schedule(small):
     np.testing.assert_allclose(
         res.history["temperature"], [schedule(k) for k in (50, 100, 150, 200)], rtol=1e-6
     )
-    assert np.all(res.weights >= 0)
 
 
 def test_verbose_shows_a_progress_bar(small, capsys):

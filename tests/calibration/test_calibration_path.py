@@ -151,6 +151,45 @@ def test_non_finite_points_are_scored_infinitely_bad():
             )
 
 
+def test_temperature_is_a_constant_or_a_schedule_and_beta_its_deprecated_alias():
+    rng = np.random.default_rng(0)
+    M = rng.uniform(0, 1, (20, 300)) * (rng.uniform(0, 1, (20, 300)) < 0.3)
+    y = M @ rng.uniform(0.5, 1.5, 300)
+    kw = dict(key=0, lambdas=[1e-4, 1e-2], holdout=[0, 5, 10, 15], lr=0.1, epochs=60, log_every=30)
+    new = l0jax.calibrate_path(M, y, temperature=0.4, **kw)
+    with pytest.warns(
+        DeprecationWarning, match="calibrate_path: beta= is deprecated; pass temperature= instead"
+    ) as record:
+        old = l0jax.calibrate_path(M, y, beta=0.4, **kw)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+    np.testing.assert_array_equal(old.weights, new.weights)
+    assert not np.array_equal(new.weights, l0jax.calibrate_path(M, y, **kw).weights)  # 0.4 is not 2/3
+    with pytest.raises(ValueError, match="give temperature or its deprecated alias beta, not both"):
+        l0jax.calibrate_path(M, y, temperature=0.4, beta=0.4, **kw)
+    # A schedule: each point is the fit calibrate makes with that schedule on the fit rows.
+    schedule = l0jax.temperature_schedule(2.0, 0.5, 60)
+    annealed = l0jax.calibrate_path(M, y, temperature=schedule, **kw)
+    fit = annealed.fit_rows
+    single = l0jax.calibrate(
+        M[fit],
+        y[fit],
+        key=0,
+        lambda_l0=1e-2,
+        temperature=schedule,
+        lr=0.1,
+        epochs=60,
+        log_every=30,
+        loss_type="relative",
+        warn_targets=False,
+    )
+    np.testing.assert_allclose(single.history["temperature"], [schedule(30), schedule(60)], rtol=1e-6)
+    # Batched and single products round differently in float32; nothing else differs.
+    np.testing.assert_allclose(
+        annealed.weights[1], single.weights, rtol=1e-3, atol=1e-3 * single.weights.max()
+    )
+    assert not np.allclose(annealed.weights[1], new.weights[1], rtol=1e-3, atol=1e-3 * single.weights.max())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

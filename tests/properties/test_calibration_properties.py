@@ -70,7 +70,9 @@ def problems(draw):
 
 
 def _check_result(res, exact_m, n=6):
-    assert res.weights.shape == (n,) and np.all(np.isfinite(res.weights)) and np.all(res.weights >= 0)
+    assert res.weights.shape == (n,) and np.all(np.isfinite(res.weights))
+    # exp(log_weight) * gate: zero exactly where the deterministic gate is closed.
+    np.testing.assert_array_equal(res.weights > 0, res.gates > 0)
     np.testing.assert_allclose(
         res.predictions, exact_m @ res.weights.astype(np.float64), rtol=2e-5, atol=1e-30
     )
@@ -112,7 +114,8 @@ def test_sparse_calibration_weights_fit_and_predict(problem):
     assert (fitted is not None) == valid
     if valid:
         w = model.get_weights(deterministic=True)
-        assert w.shape == (6,) and np.all(w >= 0)
+        assert w.shape == (6,)
+        np.testing.assert_array_equal(w > 0, model.get_deterministic_gates() > 0)
         np.testing.assert_allclose(model.predict(M), exact_m @ w.astype(np.float64), rtol=2e-5)
 
 
@@ -143,7 +146,7 @@ def test_calibrate_path_fits_every_grid_point_or_names_the_argument(problem, lam
     assert (path is not None) == valid
     if valid:
         k = len(lambdas)
-        assert path.weights.shape == (k, 6) and np.all(path.weights >= 0)
+        assert path.weights.shape == (k, 6) and np.all(np.isfinite(path.weights))
         assert path.holdout_rows.size == 1 and path.fit_rows.size == 3 and 0 <= path.best < k
         assert np.all(np.isfinite(path.fit_error)) and path.active.shape == (k,)
 

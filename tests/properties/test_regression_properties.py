@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import special
 
 import l0jax
 from tests.properties.support import ALL_DTYPES, MATRIX_KINDS, WRONG_TYPES, arrays, as_format, cast, outcome
@@ -99,7 +100,9 @@ def test_sparse_l0_logistic_gives_probabilities_and_labels(design, data):
     labels = np.asarray(model.predict(X))
     assert proba.shape in ((8,), (8, 2))
     positive = proba if proba.ndim == 1 else proba[:, 1]
-    assert np.all((positive >= 0) & (positive <= 1))
+    # The positive class's probability is the sigmoid of the decision function.
+    logits = np.asarray(model.decision_function(X), np.float64)
+    np.testing.assert_allclose(positive, special.expit(logits), rtol=1e-5, atol=1e-7)
     assert labels.shape == (8,) and set(labels.tolist()) <= set(np.asarray(model.classes_).tolist())
     np.testing.assert_array_equal(labels == model.classes_[1], positive > 0.5)
 

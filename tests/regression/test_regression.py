@@ -244,6 +244,25 @@ def test_lambda_l0_alias_and_column_targets(small):
         l0jax.SparseL0Linear(12).fit(X, y, lambda_reg=0.1, lambda_l0=0.1)
 
 
+def test_beta_and_temperature_name_the_same_argument(small):
+    X, y = small
+    by_beta = l0jax.SparseL0Linear(12, beta=0.5, seed=9).fit(X, y, lambda_l0=0.2, epochs=50)
+    by_name = l0jax.SparseL0Linear(12, temperature=0.5, seed=9).fit(X, y, lambda_l0=0.2, epochs=50)
+    assert by_beta.beta == by_beta.temperature == by_name.beta == by_name.temperature == 0.5
+    for name in ("weight", "log_alpha", "bias"):
+        np.testing.assert_array_equal(np.asarray(by_beta.params[name]), np.asarray(by_name.params[name]))
+    np.testing.assert_array_equal(by_beta.history_["loss"], by_name.history_["loss"])
+    with pytest.raises(ValueError, match=r"give beta \(l0-python's name\) or temperature, not both"):
+        l0jax.SparseL0Linear(12, beta=0.5, temperature=0.5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        l0jax.SparseL0Logistic(12, temperature=0.0)
+    # A bad L0 strength is named as the caller named it.
+    with pytest.raises(ValueError, match="lambda_l0 must be >= 0"):
+        l0jax.SparseL0Linear(12).fit(X, y, lambda_l0=-1.0)
+    with pytest.raises(ValueError, match="lambda_reg must be >= 0"):
+        l0jax.SparseL0Linear(12).fit(X, y, lambda_reg=-1.0)
+
+
 def test_extreme_log_alpha_stays_finite():
     model = l0jax.SparseL0Linear(12)
     for value in (1e3, -1e3):

@@ -42,10 +42,27 @@ def test_path_of_20_lambdas_compiles_once_and_reruns_without_compiling(data, tra
     assert traced_path[1] == 1
     before = train._run_path_chunk._cache_size()
     other = l0jax.l0_path(
-        X, y, LAMBDAS[::-1] * 0.5, X_val=Xv, y_val=yv, epochs=130, lr=0.05, beta=0.5, seed=4
+        X, y, LAMBDAS[::-1] * 0.5, X_val=Xv, y_val=yv, epochs=130, lr=0.05, temperature=0.5, seed=4
     )
     assert train._run_path_chunk._cache_size() == before
     assert other.history["loss"].shape == (20, 130)
+
+
+def test_beta_is_a_deprecated_alias_of_temperature_in_l0_path(data):
+    X, y, _, _ = data
+    kw = dict(epochs=60, lr=0.05, seed=4)
+    new = l0jax.l0_path(X, y, LAMBDAS, temperature=0.5, **kw)
+    with pytest.warns(
+        DeprecationWarning, match="l0_path: beta= is deprecated; pass temperature= instead"
+    ) as rec:
+        old = l0jax.l0_path(X, y, LAMBDAS, beta=0.5, **kw)
+    assert rec[0].filename == __file__  # the warning points at the caller's line
+    np.testing.assert_array_equal(old.coef, new.coef)
+    np.testing.assert_array_equal(old.history["loss"], new.history["loss"])
+    # The path's models carry the temperature (not the default 2/3).
+    assert old.model(0).temperature == new.model(0).temperature == 0.5
+    with pytest.raises(ValueError, match="give temperature or its deprecated alias beta, not both"):
+        l0jax.l0_path(X, y, LAMBDAS, temperature=0.5, beta=0.5, **kw)
 
 
 def test_every_seed_keeps_the_true_features_at_the_validated_lambda(data):

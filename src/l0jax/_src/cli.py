@@ -241,7 +241,24 @@ def _calibrate_command(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from l0jax._src.renamed import DEFAULT_TEMPERATURE
+
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if args.beta is not None:  # the deprecated name of --temperature
+        if args.temperature is not None:
+            print(
+                "l0jax calibrate: error: give --temperature or its deprecated alias --beta, not both.",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            "l0jax calibrate: warning: --beta is deprecated; use --temperature (same meaning).",
+            file=sys.stderr,
+        )
+        args.temperature = args.beta
+    vars(args).pop("beta")  # one name in run_config.json
+    if args.temperature is None:
+        args.temperature = DEFAULT_TEMPERATURE
     if args.num_processes is not None:  # one of several processes (possibly on several hosts)
         import jax
 
@@ -345,7 +362,7 @@ def _calibrate_command(args: argparse.Namespace) -> int:
                 lr=args.lr,
                 epochs=args.epochs,
                 loss_type=args.loss,
-                beta=args.beta,
+                temperature=args.temperature,
                 init_keep_prob=args.init_keep_prob,
                 distance=args.distance,
                 distance_strength=args.distance_strength,
@@ -474,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--lambda-l2", type=float, default=0.0)
     cal.add_argument("--loss", default="relative", choices=("relative", "relative_abs", "mse"))
-    cal.add_argument("--beta", type=float, default=2 / 3, help="gate temperature")
+    cal.add_argument("--temperature", type=float, help="gate temperature (default 2/3)")
+    cal.add_argument("--beta", type=float, help="deprecated alias of --temperature")
     cal.add_argument("--init-keep-prob", type=float, default=0.5)
     cal.add_argument("--distance", choices=("chi2", "raking"), help="stay close to --initial-weights")
     cal.add_argument("--distance-strength", type=float, default=1e-3)

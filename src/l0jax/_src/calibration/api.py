@@ -12,6 +12,8 @@ from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import model, production
 from l0jax._src.calibration.fit import FitSettings, run_fit
 from l0jax._src.calibration.result import CalibrationResult
+from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
+from l0jax._src.schedules import Schedule
 
 
 def calibrate(
@@ -26,7 +28,7 @@ def calibrate(
     loss_type: str = "mse",
     init_weights: Any = None,
     init_keep_prob: Any = 0.5,
-    beta: float = 2 / 3,
+    temperature: Schedule | float | None = DEFAULT_TEMPERATURE,
     gamma: float = hc.GAMMA,
     zeta: float = hc.ZETA,
     log_weight_jitter_sd: float = 0.0,
@@ -36,7 +38,6 @@ def calibrate(
     normalize_groups: bool = True,
     group_multipliers: Mapping[Any, float] | None = None,
     optimizer: optax.GradientTransformation | None = None,
-    temperature: Any = None,
     eval_rule: str = "median",
     polish: bool = True,
     polish_epochs: int | None = None,
@@ -57,6 +58,7 @@ def calibrate(
     warn_targets: bool = True,
     weight_bounds: tuple[float, float] | None = None,
     devices: Any = None,
+    beta: float | None = None,
 ) -> CalibrationResult:
     """Finds sparse non-negative household weights ``w`` with ``M @ w`` close to ``targets``.
 
@@ -92,7 +94,9 @@ def calibrate(
       init_weights: starting weights, None (all 1), a scalar or shape (n,), >= 0.
       init_keep_prob: starting keep probability of the gates, scalar or shape (n,), in [0, 1]
         (clipped into (0, 1)).
-      beta: gate temperature (when ``temperature`` is None), > 0.
+      temperature: the gate temperature: a constant > 0, or a schedule of the step count such as
+        ``l0jax.temperature_schedule(2.0, 0.5, epochs)`` (annealed by ``anneal_temperature``).
+        None means the default, 2/3.
       gamma: stretch interval lower end, < 0.
       zeta: stretch interval upper end, > 1.
       log_weight_jitter_sd: sd of Gaussian jitter added to the initial log weights.
@@ -103,8 +107,6 @@ def calibrate(
       group_multipliers: {group id: factor} scaling the loss of whole groups; needs ``target_groups``.
       optimizer: an optax transformation for the parameters (default: Adam at ``lr``). A new object
         compiles anew; reuse the object to reuse the compiled loop.
-      temperature: None (constant ``beta``), a constant, or a schedule such as
-        ``l0jax.temperature_schedule(2.0, 0.5, epochs)`` (annealed by ``anneal_temperature``).
       eval_rule: rule of the deterministic gates, ``"median"`` or ``"paper"``.
       polish: refit the active weights with frozen deterministic gates after training.
       polish_epochs: Adam steps of the polish; default ``default_polish_epochs(epochs)``.
@@ -113,8 +115,8 @@ def calibrate(
       backend: how products with M run: ``"auto"`` (chosen from the shape, density and device
         kind), ``"dense"``, ``"sparse"``, ``"ell"`` or ``"scipy"`` (CPU only).
       state: a ``CalibrationState`` (``result.state``) to continue from: its parameters, optimizer
-        moments, key and step count are kept (no new jitter); the lambdas, ``lr`` and ``beta`` given
-        here replace the old ones. ``init_*``, jitter and ``key`` are then not used.
+        moments, key and step count are kept (no new jitter); the lambdas, ``lr`` and ``temperature``
+        given here replace the old ones. ``init_*``, jitter and ``key`` are then not used.
       target_active: keep K households: an int K, or a float in (0, 1) for a fraction of them. The
         multiplier of the budget "K open gates" is adapted by dual ascent after every epoch and acts
         as an offset of the gate logits (``l0jax._src.calibration.dual``); the budget falls from all
@@ -158,6 +160,8 @@ def calibrate(
         order (the gate noise is the same); ``result.state`` and checkpoints do not depend on the
         layout. In a multi-process run (``jax.distributed.initialize``) every process makes the
         same call with the same ``devices``, and builds only its own devices' columns.
+      beta: deprecated alias of ``temperature`` (l0-python's name); warns with a
+        ``DeprecationWarning``. Give one of the two.
 
     Returns:
       A ``CalibrationResult``.
@@ -168,6 +172,14 @@ def calibrate(
       NonFiniteLossError: (a ``FloatingPointError``) the loss became non-finite; it carries the
         epoch and the last finite state.
     """
+    temperature = aliased(
+        "calibrate",
+        "temperature",
+        DEFAULT_TEMPERATURE if temperature is None else temperature,
+        "beta",
+        beta,
+        given=temperature is not None and temperature is not DEFAULT_TEMPERATURE,
+    )
     settings = FitSettings(
         lambda_l0=lambda_l0,
         lambda_l2=lambda_l2,
@@ -176,7 +188,6 @@ def calibrate(
         loss_type=loss_type,
         init_weights=init_weights,
         init_keep_prob=init_keep_prob,
-        beta=beta,
         gamma=gamma,
         zeta=zeta,
         log_weight_jitter_sd=log_weight_jitter_sd,
@@ -196,17 +207,6 @@ def calibrate(
         warn_targets=warn_targets,
         weight_bounds=weight_bounds,
         devices=devices,
-        options=production.ProductionOptions(
-            target_active=target_active,
-            target_active_rate=target_active_rate,
-            distance=distance,
-            distance_strength=distance_strength,
-            aggregates=aggregates,
-            tol=tol,
-            callbacks=tuple(callbacks),
-            checkpoint_path=checkpoint_path,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-        ),
+        options=production.ProductionOptions.from_arguments(locals()),
     )
     return run_fit(M, targets, settings, key=key, state=state)

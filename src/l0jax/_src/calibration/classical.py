@@ -163,7 +163,7 @@ def _converged(residual: Array, scale: Array, tol: Array) -> Array:
     return jnp.max(jnp.abs(residual) / scale) <= tol
 
 
-def newton_impl(
+def solve_impl(
     method: str,
     gram: DenseGram | PaddedGram,
     targets: Array,
@@ -173,7 +173,7 @@ def newton_impl(
     scale: Array,
     tol: Array,
     max_iter: Array,
-) -> NewtonState:
+) -> tuple[NewtonState, Array]:
     """Newton's method on the dual ``h(lam)`` with a line search (module docstring); pure, jit- and vmap-safe.
 
     Args:
@@ -188,7 +188,8 @@ def newton_impl(
       max_iter: most Newton steps.
 
     Returns:
-      The final ``NewtonState``; the weights are ``design * g_weight(method, state.u, lower, upper)``.
+      ``(state, g)``: the final ``NewtonState`` and the g-weights of its end point,
+      ``g_weight(method, state.u, lower, upper)``, shape (n,) (the weights are ``design * g``).
     """
 
     def residual_at(u):
@@ -253,22 +254,7 @@ def newton_impl(
         _converged(r0, scale, tol),
         jnp.zeros((), bool),
     )
-    return jax.lax.while_loop(cond, body, init)
-
-
-def solve_impl(
-    method: str,
-    gram: DenseGram | PaddedGram,
-    targets: Array,
-    design: Array,
-    lower: Array,
-    upper: Array,
-    scale: Array,
-    tol: Array,
-    max_iter: Array,
-) -> tuple[NewtonState, Array]:
-    """``newton_impl`` and the g-weights of its end point: ``(state, g)``, g of shape (n,)."""
-    state = newton_impl(method, gram, targets, design, lower, upper, scale, tol, max_iter)
+    state = jax.lax.while_loop(cond, body, init)
     return state, g_weight(method, state.u, lower, upper)
 
 

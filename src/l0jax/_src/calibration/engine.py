@@ -87,7 +87,7 @@ def held_temperature() -> optax.GradientTransformation:
     """A constant-temperature ``anneal_temperature`` whose value lives in its state, not in code.
 
     ``init`` starts at NaN and ``set_temperature`` writes the value, so one compiled step serves
-    every temperature (``anneal_temperature(beta)`` would bake ``beta`` into the program).
+    every temperature (``anneal_temperature(t)`` with a constant ``t`` would bake it into the program).
     ``l0jax.current_temperature`` reads it like any annealed temperature.
     """
 
@@ -150,7 +150,7 @@ def _map_states(tree: Any, kind: type, fn: Callable[[Any], Any]) -> Any:
 
 def set_temperature(opt_state: Any, value: float) -> Any:
     """Writes a constant temperature into the ``held_temperature`` state of ``opt_state`` (if any)."""
-    checks.check_positive("beta", value, hint="It is the gate temperature, e.g. 2/3.")
+    checks.check_positive("temperature", value, hint="It is the gate temperature, e.g. 2/3.")
     v = jnp.asarray(value, jnp.float32)
     return _map_states(opt_state, HeldTemperatureState, lambda s: s._replace(temperature=v))
 
@@ -194,7 +194,7 @@ def init_state(
     hparams: HyperParams,
     *,
     lr: float | None = None,
-    beta: float | None = None,
+    temperature: float | None = None,
 ) -> CalibrationState:
     """The state before the first epoch.
 
@@ -204,7 +204,7 @@ def init_state(
       key: base PRNG key of the training noise.
       hparams: the hyperparameters.
       lr: learning rate for injected-hyperparameter optimizers (the default Adam).
-      beta: the constant temperature, when no schedule was given.
+      temperature: the constant temperature, when no schedule was given.
 
     Returns:
       A ``CalibrationState`` with ``step = 0``.
@@ -212,8 +212,8 @@ def init_state(
     opt_state = jax.jit(config.tx.init)(params)  # one compiled call instead of many eager ones
     if lr is not None:
         opt_state = set_learning_rate(opt_state, lr)
-    if beta is not None:
-        opt_state = set_temperature(opt_state, beta)
+    if temperature is not None:
+        opt_state = set_temperature(opt_state, temperature)
     return CalibrationState(
         params=params, opt_state=opt_state, key=key, step=jnp.zeros((), jnp.int32), hparams=hparams
     )
@@ -380,6 +380,11 @@ def finish_impl(
 finish_run = jax.jit(finish_impl, static_argnums=0)
 
 
+def polish_start(log_weight: Array, lr: float) -> Any:
+    """The optimizer state a polish starts from: a fresh Adam at ``lr`` for ``log_weight`` (shape (n,))."""
+    return set_learning_rate(jax.jit(_ADAM.init)(log_weight), lr)
+
+
 def finish(
     config: StepConfig, state: CalibrationState, problem: Problem, polish_epochs: int, lr: float
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -388,7 +393,7 @@ def finish(
     Returns:
       ``(weights, gates, end objective, start objective)`` as NumPy values.
     """
-    opt = set_learning_rate(jax.jit(_ADAM.init)(state.params["log_weight"]), lr)
+    opt = polish_start(state.params["log_weight"], lr)
     w, gates, end, start = fetch_tree(
         finish_run(config, state, problem, opt, jnp.asarray(polish_epochs, jnp.int32))
     )

@@ -34,6 +34,7 @@ from l0jax._src.calibration import engine, model, production, sharding
 from l0jax._src.calibration.fit import FitSettings, host_predict, run_fit
 from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.operators import BACKENDS, MatrixOperator, is_sparse
+from l0jax._src.renamed import DEFAULT_TEMPERATURE, temperature_argument
 
 # The object API's one-off evaluations, compiled once per shape rather than op by op.
 _deterministic_gates = jax.jit(model.deterministic_gates, static_argnums=3)
@@ -61,7 +62,7 @@ class SparseCalibrationWeights:
 
     Args:
       n_features: number of households (columns of M), >= 1.
-      beta: gate temperature, > 0.
+      beta: the gate temperature, > 0 (l0-python's name; ``temperature`` is the library's).
       gamma: stretch interval lower end, < 0.
       zeta: stretch interval upper end, > 1.
       init_keep_prob: starting keep probability, scalar or shape (n_features,), in [0, 1].
@@ -76,12 +77,13 @@ class SparseCalibrationWeights:
       backend: matrix backend, ``"auto"``, ``"dense"``, ``"sparse"``, ``"ell"`` or ``"scipy"``.
       devices: None (one device), or the devices to split the households over (an int, a sequence
         of ``jax.Device`` or a 1-D mesh; see ``l0jax.calibrate``).
+      temperature: the gate temperature under the library's name; give it or ``beta``.
     """
 
     def __init__(
         self,
         n_features: int,
-        beta: float = 2 / 3,
+        beta: float = DEFAULT_TEMPERATURE,
         gamma: float = hc.GAMMA,
         zeta: float = hc.ZETA,
         init_keep_prob: Any = 0.5,
@@ -96,13 +98,15 @@ class SparseCalibrationWeights:
         eval_rule: str = "median",
         backend: str = "auto",
         devices: Any = None,
+        temperature: float | None = None,
     ):
         self.n_features = checks.check_int_at_least("n_features", n_features, 1)
-        checks.check_positive("beta", beta, hint="It is the gate temperature, e.g. 2/3.")
+        name, temperature = temperature_argument(beta, temperature)
+        checks.check_positive(name, temperature, hint="It is the gate temperature, e.g. 2/3.")
         checks.check_stretch(gamma, zeta)
         checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
         checks.check_choice("backend", backend, BACKENDS)
-        self.beta, self.gamma, self.zeta = float(beta), float(gamma), float(zeta)
+        self.temperature, self.gamma, self.zeta = float(temperature), float(gamma), float(zeta)
         self.log_weight_jitter_sd = float(log_weight_jitter_sd)
         self.log_alpha_jitter_sd = float(log_alpha_jitter_sd)
         self.init_weights, self.init_keep_prob = init_weights, init_keep_prob
@@ -146,6 +150,11 @@ class SparseCalibrationWeights:
         return np.asarray(params["log_alpha"]) if "log_alpha" in params else None
 
     @property
+    def beta(self) -> float:
+        """The gate temperature under l0-python's name (``temperature``)."""
+        return self.temperature
+
+    @property
     def state(self) -> model.CalibrationState | None:
         """The training state (None before the first ``fit``)."""
         return self._state
@@ -159,14 +168,13 @@ class SparseCalibrationWeights:
         if self._state is not None:
             return self._state.params, engine.current_temperature(self._state.opt_state), self._state.hparams
         hp = model.make_hyperparams(0.0, 0.0, self.gamma, self.zeta)
-        return self._init_params, jnp.float32(self.beta), hp
+        return self._init_params, jnp.float32(self.temperature), hp
 
     def _model_settings(self) -> dict[str, Any]:
         """The constructor's settings of every fit (the rest are ``fit``'s arguments)."""
         return dict(
             init_weights=self.init_weights,
             init_keep_prob=self.init_keep_prob,
-            beta=self.beta,
             gamma=self.gamma,
             zeta=self.zeta,
             log_weight_jitter_sd=self.log_weight_jitter_sd,
@@ -229,7 +237,8 @@ class SparseCalibrationWeights:
           polish: refit the active weights with frozen deterministic gates afterwards.
           polish_epochs: epochs of the polish (default from ``epochs``).
           optimizer: optax transformation (default Adam); a continued fit must keep the same one.
-          temperature: None (``beta``), a constant or a schedule of the step count.
+          temperature: None (the constructor's temperature; when continuing, the previous
+            ``fit``'s), a constant or a schedule of the step count.
           target_active: keep K households (int) or a fraction (float in (0, 1)), by dual ascent on
             the budget's multiplier (see ``l0jax.calibrate``).
           target_active_rate: dual-ascent step of the budget's multiplier.
@@ -268,24 +277,13 @@ class SparseCalibrationWeights:
                 normalize_groups=normalize_groups,
                 group_multipliers=group_multipliers,
                 optimizer=optimizer,
-                temperature=temperature,
+                temperature=self.temperature if temperature is None else temperature,
                 polish=polish,
                 polish_epochs=polish_epochs,
                 log_every=verbose_freq,
                 verbose=verbose,
                 weight_bounds=weight_bounds,
-                options=production.ProductionOptions(
-                    target_active=target_active,
-                    target_active_rate=target_active_rate,
-                    distance=distance,
-                    distance_strength=distance_strength,
-                    aggregates=aggregates,
-                    tol=tol,
-                    callbacks=tuple(callbacks),
-                    checkpoint_path=checkpoint_path,
-                    checkpoint_every=checkpoint_every,
-                    resume=resume,
-                ),
+                options=production.ProductionOptions.from_arguments(locals()),
                 **self._model_settings(),
             )
             result = run_fit(
@@ -371,7 +369,10 @@ class SparseCalibrationWeights:
         if shape is None or len(shape) != 2 or shape[1] != self.n_features:
             raise ValueError(f"M must have shape (m, {self.n_features}), got {shape}.")
         if not isinstance(M, MatrixOperator):
-            data = np.asarray(M) if isinstance(M, jax.Array) or not is_sparse(M) else M.data
+            if isinstance(M, jax.Array) or not is_sparse(M):
+                data = np.asarray(M)
+            else:  # only these formats keep their stored values in .data (lil and dok hold lists, dicts)
+                data = M.data if M.format in ("csr", "csc", "coo") else M.tocsr().data
             checks.check_finite("M", data)
         return host_predict(M, self.get_weights(deterministic=True))
 

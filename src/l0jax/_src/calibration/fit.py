@@ -22,6 +22,7 @@ from l0jax._src.calibration import blocks, diagnostics, engine, losses, model, p
 from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.host_operators import row_block
 from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
+from l0jax._src.renamed import DEFAULT_TEMPERATURE
 from l0jax._src.schedules import Schedule
 
 Array = jax.Array
@@ -43,7 +44,6 @@ class FitSettings:
     loss_type: str = "mse"
     init_weights: Any = None
     init_keep_prob: Any = 0.5
-    beta: float = 2 / 3
     gamma: float = hc.GAMMA
     zeta: float = hc.ZETA
     log_weight_jitter_sd: float = 0.0
@@ -53,7 +53,7 @@ class FitSettings:
     normalize_groups: bool = True
     group_multipliers: Mapping[Any, float] | None = None
     optimizer: optax.GradientTransformation | None = None
-    temperature: Schedule | float | None = None
+    temperature: Schedule | float = DEFAULT_TEMPERATURE
     eval_rule: str = "median"
     polish: bool = True
     polish_epochs: int | None = None
@@ -157,12 +157,11 @@ def run_fit(
         "verbose_freq" if n_features is not None else "log_every", log_every, 1
     )
     checks.check_positive("lr", s.lr, hint="It is the learning rate, e.g. 0.01.")
-    checks.check_positive("beta", s.beta, hint="It is the gate temperature, e.g. 2/3.")
+    if not callable(s.temperature):
+        checks.check_positive("temperature", s.temperature, hint="It is the gate temperature, e.g. 2/3.")
     hparams = model.make_hyperparams(lambda_l0, s.lambda_l2, s.gamma, s.zeta)
     if polish_epochs is not None:
         polish_epochs = checks.check_int_at_least("polish_epochs", polish_epochs, 1)
-    if s.temperature is not None and not callable(s.temperature):
-        checks.check_positive("temperature", s.temperature, hint="A constant temperature, or a schedule.")
     key = checks.as_key(key)
     if weight_bounds is not None:
         weight_bounds = model.check_weight_bounds(weight_bounds)
@@ -214,14 +213,15 @@ def run_fit(
     if weight_bounds is not None:
         problem = problem._replace(bounds=model.make_weight_bounds(weight_bounds, s.init_weights, n, dt))
     config = engine.StepConfig(tx=engine.make_optimizer(s.optimizer, s.temperature), eval_rule=s.eval_rule)
-    const_beta = s.beta if s.temperature is None else (None if callable(s.temperature) else s.temperature)
+    # A constant temperature is held in the optimizer state (set below); a schedule anneals it.
+    held = None if callable(s.temperature) else s.temperature
     run = None
     if options is not None:  # keep-K, distance, aggregates, checkpoints, callbacks (production.py)
         settings = production.settings_of(
             lr=s.lr,
             lambda_l0=lambda_l0,
             lambda_l2=s.lambda_l2,
-            beta=const_beta,
+            temperature=held,
             epochs=epochs,
             loss_type=s.loss_type,
             use_gates=s.use_gates,
@@ -261,19 +261,19 @@ def run_fit(
                 log_alpha=init_log_alpha,
                 weight_bounds=weight_bounds,
             )
-            state = engine.init_state(config, params, key, hparams, lr=s.lr, beta=const_beta)
+            state = engine.init_state(config, params, key, hparams, lr=s.lr, temperature=held)
         else:
             check_state(state, config, n, s.use_gates)
             opt_state = engine.set_learning_rate(state.opt_state, s.lr)
-            if const_beta is not None:
-                opt_state = engine.set_temperature(opt_state, const_beta)
+            if held is not None:
+                opt_state = engine.set_temperature(opt_state, held)
             state = state._replace(opt_state=opt_state, hparams=hparams)
 
         todo = epochs
         if run is not None:
             state = run.prepare(state)
             if not continuing:
-                state = run.resume(state, lr=s.lr, beta=const_beta)
+                state = run.resume(state, lr=s.lr, temperature=held)
             todo = run.remaining(state, epochs, continuing)
         if layout is not None:
             state = layout.place(state)  # padded and split over the mesh

@@ -440,7 +440,7 @@ def objective(
       params: current parameters.
       problem: the matrix, targets, scales and weights.
       hparams: lambdas and the stretch interval.
-      temperature: gate temperature (beta).
+      temperature: gate temperature.
       key: the run's PRNG key.
       step: the epoch; the gates' noise is ``gate_noise(key, n, step)``.
 

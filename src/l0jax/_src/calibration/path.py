@@ -30,6 +30,8 @@ from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.distance import DISTANCES, distance_term
 from l0jax._src.calibration.production import TARGET_ACTIVE_ANNEAL
 from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
+from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
+from l0jax._src.schedules import Schedule
 
 Array = jax.Array
 
@@ -228,7 +230,7 @@ def calibrate_path(
     loss_type: str = "relative",
     init_weights: Any = None,
     init_keep_prob: float = 0.5,
-    beta: float = 2 / 3,
+    temperature: Schedule | float = DEFAULT_TEMPERATURE,
     gamma: float = hc.GAMMA,
     zeta: float = hc.ZETA,
     lambda_l2: float = 0.0,
@@ -244,6 +246,7 @@ def calibrate_path(
     log_every: int = 100,
     backend: str = "auto",
     tolerance: float = 0.0,
+    beta: float | None = None,
 ) -> CalibrationPath:
     """Calibrates for every lambda (or keep-K count) of a grid in one compiled run; chooses on held-out targets.
 
@@ -275,7 +278,8 @@ def calibrate_path(
       loss_type: ``"relative"``, ``"relative_abs"`` or ``"mse"``.
       init_weights: starting (design) weights, scalar or shape (n,).
       init_keep_prob: starting keep probability of the gates.
-      beta: gate temperature.
+      temperature: the gate temperature: a constant > 0, or a schedule of the step count (see
+        ``l0jax.calibrate``).
       gamma: stretch interval lower end.
       zeta: stretch interval upper end.
       lambda_l2: L2 strength.
@@ -292,6 +296,8 @@ def calibrate_path(
       backend: matrix backend (see ``l0jax.calibrate``).
       tolerance: choose the sparsest point whose held-out error is at most ``(1 + tolerance)``
         times the smallest (0: the smallest; e.g. 0.1 trades 10% of held-out error for sparsity).
+      beta: deprecated alias of ``temperature`` (l0-python's name); warns with a
+        ``DeprecationWarning``. Give one of the two.
 
     Returns:
       A ``CalibrationPath`` (the curve, each point's weights, and ``best``).
@@ -301,12 +307,23 @@ def calibrate_path(
     """
     from l0jax._src.calibration.fit import default_polish_epochs, targets_vector
 
+    temperature = aliased(
+        "calibrate_path",
+        "temperature",
+        temperature,
+        "beta",
+        beta,
+        given=temperature is not DEFAULT_TEMPERATURE,
+    )
     checks.check_choice("loss_type", loss_type, losses.LOSS_TYPES)
     checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
     epochs = checks.check_int_at_least("epochs", epochs, 1)
     log_every = checks.check_int_at_least("log_every", log_every, 1)
     checks.check_positive("lr", lr, hint="It is the learning rate, e.g. 0.1.")
-    checks.check_positive("beta", beta, hint="It is the gate temperature, e.g. 2/3.")
+    # A constant temperature is held in the optimizer state (set by init_state); a schedule anneals it.
+    held = None if callable(temperature) else temperature
+    if held is not None:
+        checks.check_positive("temperature", held, hint="It is the gate temperature, e.g. 2/3.")
     checks.check_positive("target_active_rate", target_active_rate)
     checks.check_nonnegative(
         "tolerance", tolerance, hint="It is the relative slack on the smallest held-out error."
@@ -351,7 +368,7 @@ def calibrate_path(
         budgets = jnp.asarray(grid, jnp.float32)
     else:
         budgets = jnp.zeros((k,), jnp.float32)
-    config = engine.StepConfig(tx=engine.make_optimizer(None, None), eval_rule=eval_rule)
+    config = engine.StepConfig(tx=engine.make_optimizer(None, temperature), eval_rule=eval_rule)
 
     with jax.numpy_dtype_promotion("standard"):
         params = model.init_params(
@@ -363,7 +380,7 @@ def calibrate_path(
             log_alpha_jitter_sd=log_alpha_jitter_sd,
             weight_bounds=weight_bounds,
         )
-        state = engine.init_state(config, params, key, hparams, lr=lr, beta=beta)
+        state = engine.init_state(config, params, key, hparams, lr=lr, temperature=held)
         if kind == "target_active":
             state = state._replace(dual=dual.init_dual())
         states = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k, *jnp.shape(x))), state)
@@ -398,7 +415,7 @@ def calibrate_path(
                 else checks.check_int_at_least("polish_epochs", polish_epochs, 1)
             )
         )
-        opt = engine.set_learning_rate(jax.jit(engine._ADAM.init)(states.params["log_weight"][0]), lr)
+        opt = engine.polish_start(states.params["log_weight"][0], lr)
         opt = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k, *jnp.shape(x))), opt)
         weights = np.asarray(path_finish(config, states, problem, opt, jnp.asarray(p_epochs, jnp.int32))[0])
     if weight_bounds is not None:

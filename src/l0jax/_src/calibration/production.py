@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ _MAY_CHANGE = (
     "lr",
     "lambda_l0",
     "lambda_l2",
-    "beta",
+    "temperature",
     "distance_strength",
     "aggregate_lambdas",
     "target_active",
@@ -73,6 +73,26 @@ class ProductionOptions:
     checkpoint_path: str | os.PathLike | None = None
     checkpoint_every: int | None = None
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        # Any sequence of callbacks (a list, typically) is kept as a tuple: the options stay hashable
+        # and comparable, and the caller's list may change afterwards without changing the run.
+        object.__setattr__(self, "callbacks", tuple(self.callbacks))
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> ProductionOptions:
+        """The options among a function's arguments, taken by name.
+
+        ``calibrate`` and ``SparseCalibrationWeights.fit`` take every option as a keyword argument
+        of the same name and pass their ``locals()`` here.
+
+        Args:
+          arguments: a mapping holding at least every field of ``ProductionOptions``.
+
+        Returns:
+          The options.
+        """
+        return cls(**{field.name: arguments[field.name] for field in dataclasses.fields(cls)})
 
     def active(self) -> bool:
         """Whether any option is set (otherwise the plain fit runs untouched)."""
@@ -253,7 +273,7 @@ class Run:
         return state
 
     def resume(
-        self, fresh: model.CalibrationState, *, lr: float, beta: float | None
+        self, fresh: model.CalibrationState, *, lr: float, temperature: float | None
     ) -> model.CalibrationState:
         """The state to start from: the checkpoint's when resuming (and one exists), else ``fresh``."""
         opts = self.opts
@@ -262,7 +282,9 @@ class Run:
         # (resume=True without a checkpoint_path was refused by the option checks.)
         if opts.resume and opts.checkpoint_path is not None and Path(opts.checkpoint_path).exists():
             state, header = ckpt.load_checkpoint(opts.checkpoint_path, fresh, fingerprint=self.fingerprint)
-            old = header.get("settings", {})
+            old = dict(header.get("settings", {}))
+            if "beta" in old:  # checkpoints of earlier versions called the temperature beta
+                old.setdefault("temperature", old.pop("beta"))
             for key in _MUST_MATCH:
                 if key in old and old[key] != self.settings.get(key):
                     raise ckpt.CheckpointError(
@@ -283,8 +305,8 @@ class Run:
                     stacklevel=4,
                 )
             opt_state = engine.set_learning_rate(state.opt_state, lr)
-            if beta is not None:
-                opt_state = engine.set_temperature(opt_state, beta)
+            if temperature is not None:
+                opt_state = engine.set_temperature(opt_state, temperature)
             start = state._replace(opt_state=opt_state, hparams=fresh.hparams)
             self.prior_history = {k: list(v) for k, v in header.get("history", {}).items()}
         elif opts.resume:

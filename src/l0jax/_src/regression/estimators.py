@@ -15,7 +15,7 @@ Differences from l0-python's ``l0.sparse.SparseL0Linear`` (each a fix, documente
 
 from __future__ import annotations
 
-from typing import Any, Self, cast
+from typing import Any, NamedTuple, Self, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from l0jax._src.regression import design as dm
 from l0jax._src.regression import objective as obj
 from l0jax._src.regression import refine as rf
 from l0jax._src.regression import train
+from l0jax._src.renamed import DEFAULT_TEMPERATURE, temperature_argument
 
 Array = jax.Array
 
@@ -41,7 +42,8 @@ def _root_key(seed: Any, key: Any) -> Array:
     return jax.random.key(int(seed))
 
 
-def _check_refine(refine: Any) -> bool:
+def check_refine(refine: Any) -> bool:
+    """``refine`` as a bool (``fit``'s and ``l0_path``'s argument); anything else is a ValueError."""
     if not isinstance(refine, (bool, np.bool_)):
         raise ValueError(
             f"refine must be True (refine the support after the stochastic phase) or False, got {refine!r}."
@@ -59,7 +61,7 @@ class _SparseL0Model:
         self,
         n_features: int,
         fit_intercept: bool = True,
-        beta: float = 2 / 3,
+        beta: float = DEFAULT_TEMPERATURE,
         gamma: float = -0.1,
         zeta: float = 1.1,
         init_keep_prob: float = 0.5,
@@ -69,18 +71,20 @@ class _SparseL0Model:
         key: Array | None = None,
         eval_rule: str = "median",
         backend: str = "auto",
+        temperature: float | None = None,
     ) -> None:
         self.n_features = checks.check_int_at_least("n_features", n_features, 1)
         if not isinstance(fit_intercept, (bool, np.bool_)):
             raise ValueError(f"fit_intercept must be True or False, got {fit_intercept!r}.")
-        checks.check_positive("beta", beta, hint="It is the concrete temperature, e.g. 2/3.")
+        name, temperature = temperature_argument(beta, temperature)
+        checks.check_positive(name, temperature, hint="It is the concrete temperature, e.g. 2/3.")
         checks.check_stretch(gamma, zeta)
         checks.check_open_unit("init_keep_prob", init_keep_prob)
         checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
         checks.check_choice("backend", backend, dm.operators.BACKENDS)
         self.backend = backend
         self.fit_intercept = bool(fit_intercept)
-        self.beta, self.gamma, self.zeta = float(beta), float(gamma), float(zeta)
+        self.temperature, self.gamma, self.zeta = float(temperature), float(gamma), float(zeta)
         self.init_keep_prob = float(init_keep_prob)
         self.eval_rule = eval_rule
         self.device = dm.resolve_device(device)
@@ -117,6 +121,11 @@ class _SparseL0Model:
         return self._params
 
     @property
+    def beta(self) -> float:
+        """The gate temperature under l0-python's name (``temperature``)."""
+        return self.temperature
+
+    @property
     def weight(self) -> Array:
         """The ungated weights theta tilde, shape (n_features,)."""
         return self.params["weight"]
@@ -136,9 +145,9 @@ class _SparseL0Model:
         # and learning rate matter to fit, which builds its own with _hyper_for.
         return self._hyper_for(self.params["weight"].dtype, 0.0, 0.01)
 
-    def _hyper_for(self, dtype: Any, lambda_reg: Any, lr: Any) -> obj.GateHyper:
+    def _hyper_for(self, dtype: Any, lambda_l0: Any, lr: Any) -> obj.GateHyper:
         f = lambda v: jnp.asarray(v, dtype)  # noqa: E731
-        return obj.GateHyper(f(lambda_reg), f(lr), f(self.beta), f(self.gamma), f(self.zeta))
+        return obj.GateHyper(f(lambda_l0), f(lr), f(self.temperature), f(self.gamma), f(self.zeta))
 
     def _require_fitted(self, what: str) -> None:
         if not self._fitted:
@@ -150,31 +159,6 @@ class _SparseL0Model:
         return dm.as_targets(y, n_samples, name=name)
 
     # -- fitting -----------------------------------------------------------------------------
-
-    def _prepare(self, X: Any, y: Any, lambda_reg: Any, lr: Any, epochs: Any):
-        checks.check_nonnegative("lambda_reg", lambda_reg, hint="It is the L0 strength, e.g. 0.01.")
-        checks.check_positive("lr", lr, hint="It is Adam's learning rate, e.g. 0.01.")
-        epochs = checks.check_int_at_least("epochs", epochs, 1)
-        design = dm.as_design(X, n_features=self.n_features, device=self.device, backend=self.backend)
-        y = self._encode_targets(y, design.shape[0], learn=True)
-        yj = jnp.asarray(y, design.dtype)
-        if self.device is not None:
-            yj = jax.device_put(yj, self.device)
-        hyper = self._hyper_for(design.dtype, lambda_reg, lr)
-        return design, y, yj, hyper, epochs
-
-    def _carry(self, y: np.ndarray, dtype: Any, n_lambdas: int | None = None) -> Any:
-        carry = train.initial_carry(
-            self._key,
-            y,
-            self.init_keep_prob,
-            n_features=self.n_features,
-            kind=self._kind,
-            fit_intercept=self.fit_intercept,
-            dtype=dtype,
-            n_lambdas=n_lambdas,
-        )
-        return jax.device_put(carry, self.device)
 
     def fit(
         self,
@@ -189,15 +173,15 @@ class _SparseL0Model:
         lambda_l0: float | None = None,
         refine: bool = True,
     ) -> Self:
-        """Fits by full-batch Adam on ``data_loss + lambda_reg * expected L0``, then refines the support.
+        """Fits by full-batch Adam on ``data_loss + lambda_l0 * expected L0``, then refines the support.
 
         The Adam phase is compiled (``lax.scan``); the refinement (``refine=True``) is deterministic.
 
         Starts from the seed's initialisation every time (weights N(0, 0.1^2), log_alpha =
         logit(init_keep_prob) + N(0, 0.01^2), intercept at the data's mean), so the same arguments
-        give bitwise the same fit. Changing ``lambda_reg``, ``lr`` or ``epochs`` does not recompile.
+        give bitwise the same fit. Changing ``lambda_l0``, ``lr`` or ``epochs`` does not recompile.
 
-        The refinement minimises ``data_loss + lambda_reg * (number of selected features)`` exactly
+        The refinement minimises ``data_loss + lambda_l0 * (number of selected features)`` exactly
         over supports reachable by single exchanges: it refits the coefficients on the support the
         gates selected (least squares, or Newton's method for the logistic model), then drops, adds
         or swaps one feature at a time while the objective strictly falls, from that support and
@@ -208,13 +192,12 @@ class _SparseL0Model:
         Args:
           X_sparse: (n_samples, n_features) scipy sparse matrix/array (any format) or dense array.
           y: (n_samples,) targets (0/1 or two class labels for the logistic model).
-          lambda_reg: L0 strength, >= 0 (default 0.01); ``lambda_l0`` is accepted as an alias
-            (the name in l0-python's README).
+          lambda_reg: the L0 strength under l0-python's name (``lambda_l0`` is the library's).
           lr: Adam learning rate, > 0.
           epochs: number of full-batch steps, >= 1.
           verbose: print l0-python's progress line every ``verbose_freq`` epochs.
           verbose_freq: epochs between progress lines, >= 1.
-          lambda_l0: alias of ``lambda_reg``; give one of the two.
+          lambda_l0: the L0 strength, >= 0 (default 0.01); give it or ``lambda_reg``.
           refine: run the deterministic refinement after the stochastic phase (True by default;
             False keeps the relaxation's own result, as l0-python returns it).
 
@@ -224,14 +207,18 @@ class _SparseL0Model:
           ``objective`` before and after and the number of ``moves``.
         """
         if lambda_l0 is not None and lambda_reg is not None:
-            raise ValueError("give lambda_reg or its alias lambda_l0, not both.")
-        lambda_reg = lambda_l0 if lambda_l0 is not None else (0.01 if lambda_reg is None else lambda_reg)
+            raise ValueError(
+                "give lambda_l0 or lambda_reg (l0-python's name), not both; they are the same argument."
+            )
+        lambda_name = "lambda_reg" if lambda_reg is not None else "lambda_l0"
+        lambda_l0 = lambda_reg if lambda_reg is not None else (0.01 if lambda_l0 is None else lambda_l0)
         if not isinstance(verbose, (bool, np.bool_)):
             raise ValueError(f"verbose must be True or False, got {verbose!r}.")
         verbose_freq = checks.check_int_at_least("verbose_freq", verbose_freq, 1)
-        refine = _check_refine(refine)
-        design, y, yj, hyper, epochs = self._prepare(X_sparse, y, lambda_reg, lr, epochs)
-        carry = self._carry(y, design.dtype)
+        refine = check_refine(refine)
+        design, yj, hyper, epochs, carry, key = fit_inputs(
+            self, X_sparse, y, lambda_l0, lr, epochs, lambda_name=lambda_name
+        )
 
         on_chunk = None
         if verbose:
@@ -253,7 +240,7 @@ class _SparseL0Model:
             design,
             yj,
             hyper,
-            self._key,
+            key,
             epochs,
             kind=self._kind,
             eval_rule=self.eval_rule,
@@ -286,7 +273,7 @@ class _SparseL0Model:
             yj,
             coef,
             gates,
-            hyper.lambda_reg,
+            hyper.lambda_l0,
             kind=self._kind,
             fit_intercept=self.fit_intercept,
             threshold=train.ACTIVE_THRESHOLD,
@@ -295,7 +282,9 @@ class _SparseL0Model:
         dtype = params["weight"].dtype
         new = {
             "weight": jnp.asarray(out.coef, dtype),
-            "log_alpha": jnp.asarray(rf.gate_locations(support, self.beta, self.gamma, self.zeta), dtype),
+            "log_alpha": jnp.asarray(
+                rf.gate_locations(support, self.temperature, self.gamma, self.zeta), dtype
+            ),
         }
         if "bias" in params:
             new["bias"] = jnp.asarray(out.intercept, dtype)
@@ -303,7 +292,7 @@ class _SparseL0Model:
         loss_after, _ = train.evaluate_path(
             jax.tree.map(lambda v: v[None], new), design, yj, hyper, kind=self._kind, eval_rule=self.eval_rule
         )
-        lam = float(hyper.lambda_reg)
+        lam = float(hyper.lambda_l0)
         if float(loss_after[0]) + lam * int(support.sum()) > float(loss_before[0]) + lam * int(before.sum()):
             # Only possible when the stochastic support is larger than the search's bound K
             # (``refine.max_support``) and was cut to fit: the stochastic fit is then kept.
@@ -406,7 +395,7 @@ class _SparseL0Model:
 class SparseL0Linear(_SparseL0Model):
     """L0-regularised linear regression with one hard-concrete gate per feature (l0-python's API).
 
-    Minimises ``mean((y - X @ (w * z) - b)**2) + lambda_reg * sum_j P(z_j != 0)`` over w, b and the
+    Minimises ``mean((y - X @ (w * z) - b)**2) + lambda_l0 * sum_j P(z_j != 0)`` over w, b and the
     gate locations log_alpha (Louizos et al. 2018) with full-batch Adam in a compiled loop.
 
     Example:
@@ -424,7 +413,8 @@ class SparseL0Linear(_SparseL0Model):
     Args:
       n_features: number of columns of X, >= 1.
       fit_intercept: fit an (ungated) intercept.
-      beta: temperature of the hard-concrete gates, > 0.
+      beta: temperature of the hard-concrete gates, > 0 (l0-python's name; ``temperature`` is the
+        library's).
       gamma: lower end of the stretch interval, < 0.
       zeta: upper end of the stretch interval, > 1.
       init_keep_prob: initial probability of keeping each feature, in (0, 1).
@@ -436,6 +426,7 @@ class SparseL0Linear(_SparseL0Model):
       eval_rule: test-time gate rule, "median" (l0-python >= 0.6) or "paper" (eq. 13).
       backend: how X is multiplied: "auto" (by measurement: dense XLA or, on CPU, scipy CSR
         kernels; see ``as_operator``), "dense", "sparse" (``segment_sum``) or "scipy".
+      temperature: the gate temperature under the library's name; give it or ``beta``.
 
     Differences from l0-python (bugs fixed): see ``l0jax._src.regression.estimators``' module
     docstring: reproducible fits, scipy sparse arrays accepted, no stale cache, input checks.
@@ -467,7 +458,8 @@ class SparseL0Logistic(_SparseL0Model):
     Args:
       n_features: number of columns of X, >= 1.
       fit_intercept: fit an (ungated) intercept.
-      beta: temperature of the hard-concrete gates, > 0.
+      beta: temperature of the hard-concrete gates, > 0 (l0-python's name; ``temperature`` is the
+        library's).
       gamma: lower end of the stretch interval, < 0.
       zeta: upper end of the stretch interval, > 1.
       init_keep_prob: initial probability of keeping each feature, in (0, 1).
@@ -476,6 +468,7 @@ class SparseL0Logistic(_SparseL0Model):
       key: a JAX PRNG key used instead of ``seed``.
       eval_rule: test-time gate rule, "median" or "paper".
       backend: "auto", "dense", "sparse" or "scipy" (see ``SparseL0Linear``).
+      temperature: the gate temperature under the library's name; give it or ``beta``.
     """
 
     _kind = "logistic"
@@ -535,3 +528,99 @@ class SparseL0Logistic(_SparseL0Model):
         """
         # classes_ is set by fit; _decision raises the named error for an unfitted model first.
         return cast(np.ndarray, self.classes_)[(np.asarray(self._decision(X_sparse)) > 0).astype(np.int64)]
+
+
+ModelT = TypeVar("ModelT", bound=_SparseL0Model)
+
+
+class FitInputs(NamedTuple):
+    """What the training loop takes for one model's fit, built by ``fit_inputs``."""
+
+    design: dm.MatrixOperator  # X behind the matvec seam, (n_samples, n_features)
+    y: Array  # (n_samples,) targets (0/1 for the logistic model), in the design's dtype and device
+    hyper: obj.GateHyper
+    epochs: int
+    carry: Any  # (params, opt_state) to start from, on the model's device (train.initial_carry)
+    key: Array  # the model's PRNG key: initialisation and gate noise
+
+
+def fit_inputs(
+    model: _SparseL0Model,
+    X: Any,
+    y: Any,
+    lambda_l0: Any,
+    lr: Any,
+    epochs: Any,
+    *,
+    n_lambdas: int | None = None,
+    lambda_name: str = "lambda_l0",
+) -> FitInputs:
+    """Checks a fit's arguments and builds the training loop's inputs from ``model``'s settings.
+
+    ``fit`` trains one model on them; ``l0_path`` trains ``n_lambdas`` at once (the carry then has
+    a leading axis of that length, and the path sets its own L0 strengths in ``hyper``).
+
+    Args:
+      model: the (linear or logistic) model whose settings apply; a logistic model learns
+        ``classes_`` from ``y``.
+      X: (n_samples, n_features) design, sparse or dense.
+      y: (n_samples,) targets or class labels.
+      lambda_l0: L0 strength, >= 0.
+      lr: Adam's learning rate, > 0.
+      epochs: number of epochs, >= 1.
+      n_lambdas: None for one fit, or the number of fits trained together.
+      lambda_name: the name under which the caller took ``lambda_l0``, for the error message.
+
+    Returns:
+      The ``FitInputs``.
+    """
+    checks.check_nonnegative(lambda_name, lambda_l0, hint="It is the L0 strength, e.g. 0.01.")
+    checks.check_positive("lr", lr, hint="It is Adam's learning rate, e.g. 0.01.")
+    epochs = checks.check_int_at_least("epochs", epochs, 1)
+    design = dm.as_design(X, n_features=model.n_features, device=model.device, backend=model.backend)
+    targets = model._encode_targets(y, design.shape[0], learn=True)
+    yj = jnp.asarray(targets, design.dtype)
+    if model.device is not None:
+        yj = jax.device_put(yj, model.device)
+    carry = train.initial_carry(
+        model._key,
+        targets,
+        model.init_keep_prob,
+        n_features=model.n_features,
+        kind=model._kind,
+        fit_intercept=model.fit_intercept,
+        dtype=design.dtype,
+        n_lambdas=n_lambdas,
+    )
+    hyper = model._hyper_for(design.dtype, lambda_l0, lr)
+    return FitInputs(design, yj, hyper, epochs, jax.device_put(carry, model.device), model._key)
+
+
+def held_out_data(model: _SparseL0Model, X: Any, y: Any) -> tuple[dm.MatrixOperator, Array]:
+    """``(design, targets)`` of validation data for ``model`` (after ``fit_inputs``): X checked against its
+    features, y encoded as in ``fit`` (a logistic model's labels mapped to the classes learned there).
+    """
+    design = dm.as_design(
+        X, name="X_val", n_features=model.n_features, device=model.device, backend=model.backend
+    )
+    targets = model._encode_targets(y, design.shape[0], name="y_val", learn=False)
+    return design, jnp.asarray(targets, design.dtype)
+
+
+def fitted_model(
+    cls: type[ModelT],
+    settings: dict[str, Any],
+    params: obj.Params,
+    history: dict[str, np.ndarray],
+    classes: np.ndarray | None = None,
+) -> ModelT:
+    """A model of class ``cls`` built with ``settings`` (its constructor arguments) and set to a fit's
+    parameters, history and (logistic) classes: one point of a path.
+    """
+    model = cls(**settings)
+    model._set_params(params)
+    model._fitted = True
+    model.history_ = history
+    if isinstance(model, SparseL0Logistic):
+        model.classes_ = classes
+    return model

@@ -27,9 +27,9 @@ Params = dict[str, Array]
 class GateHyper(NamedTuple):
     """Hyperparameters of the gates and the fit, all arrays so that changing them never recompiles."""
 
-    lambda_reg: Array  # L0 strength, >= 0
+    lambda_l0: Array  # L0 strength, >= 0
     lr: Array  # Adam learning rate, > 0
-    temperature: Array  # beta
+    temperature: Array
     gamma: Array
     zeta: Array
 
@@ -70,7 +70,7 @@ def initial_bias(y: np.ndarray, kind: str) -> float:
 
 
 def sample_gates(key: Array, params: Params, hyper: GateHyper) -> Array:
-    """Training-time gates z ~ HardConcrete(log_alpha, beta) (eqs. 9-10)."""
+    """Training-time gates z ~ HardConcrete(log_alpha, temperature) (eqs. 9-10)."""
     return hc.hard_concrete(key, params["log_alpha"], hyper.temperature, gamma=hyper.gamma, zeta=hyper.zeta)
 
 
@@ -130,4 +130,4 @@ def objective(
     z = sample_gates(key, params, hyper)
     loss = data_loss(y, linear_predictor(params, design, z), kind)
     penalty = expected_l0(params, hyper)
-    return loss + hyper.lambda_reg * penalty, (loss, penalty)
+    return loss + hyper.lambda_l0 * penalty, (loss, penalty)

@@ -16,9 +16,11 @@ import numpy as np
 
 from l0jax._src import checks
 from l0jax._src.regression import design as dm
+from l0jax._src.regression import estimators as est
 from l0jax._src.regression import refine as rf
 from l0jax._src.regression import train
-from l0jax._src.regression.estimators import SparseL0Linear, SparseL0Logistic, _check_refine
+from l0jax._src.regression.estimators import SparseL0Linear, SparseL0Logistic
+from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
 
 _MODELS = {"linear": SparseL0Linear, "logistic": SparseL0Logistic}
 
@@ -66,13 +68,13 @@ class L0Path:
             raise ValueError(
                 f"index must be an integer in [0, {k}) (the path has {k} lambdas), got {index!r}."
             )
-        model = _MODELS[self.kind](**self._settings)
-        model._set_params({name: jnp.asarray(value[index]) for name, value in self._params.items()})
-        model._fitted = True
-        model.history_ = {name: value[index] for name, value in self.history.items()}
-        if self.kind == "logistic":
-            model.classes_ = self._classes
-        return model
+        return est.fitted_model(
+            _MODELS[self.kind],
+            self._settings,
+            {name: jnp.asarray(value[index]) for name, value in self._params.items()},
+            {name: value[index] for name, value in self.history.items()},
+            self._classes,
+        )
 
 
 def l0_path(
@@ -84,7 +86,7 @@ def l0_path(
     X_val: Any = None,
     y_val: Any = None,
     fit_intercept: bool = True,
-    beta: float = 2 / 3,
+    temperature: float = DEFAULT_TEMPERATURE,
     gamma: float = -0.1,
     zeta: float = 1.1,
     init_keep_prob: float = 0.5,
@@ -96,12 +98,13 @@ def l0_path(
     device: Any = None,
     backend: str = "auto",
     refine: bool = True,
+    beta: float | None = None,
 ) -> L0Path:
     """Fits an L0-regularised linear or logistic model for every lambda in one compiled run.
 
     The fits are vmapped over lambda: the program compiles once per data shape and grid length, and
     a new grid of the same length, new epochs or new hyperparameters reuse it. Entry i equals
-    ``SparseL0Linear(...).fit(X, y, lambda_reg=lambdas[i], ...)`` with the same seed (up to float
+    ``SparseL0Linear(...).fit(X, y, lambda_l0=lambdas[i], ...)`` with the same seed (up to float
     rounding: batched matrix products sum in another order). With ``refine=True`` (the default)
     every lambda's support is then refined as in ``fit``, all lambdas in one compiled run that
     shares one Gram matrix.
@@ -126,7 +129,7 @@ def l0_path(
       X_val: optional (n_val, n_features) validation data.
       y_val: (n_val,) validation targets; give both or neither.
       fit_intercept: fit an intercept.
-      beta: gate temperature, > 0.
+      temperature: gate temperature, > 0.
       gamma: lower end of the stretch interval, < 0.
       zeta: upper end of the stretch interval, > 1.
       init_keep_prob: initial keep probability, in (0, 1).
@@ -138,10 +141,15 @@ def l0_path(
       device: None, a ``jax.Device`` or "cpu"/"cuda"/"gpu"/"tpu".
       backend: how X is multiplied: "auto", "dense", "sparse" or "scipy" (see ``as_operator``).
       refine: refine every lambda's support after the stochastic phase (see ``SparseL0Linear.fit``).
+      beta: deprecated alias of ``temperature`` (l0-python's name); warns with a
+        ``DeprecationWarning``. Give one of the two.
 
     Returns:
       An ``L0Path``.
     """
+    temperature = aliased(
+        "l0_path", "temperature", temperature, "beta", beta, given=temperature is not DEFAULT_TEMPERATURE
+    )
     checks.check_choice("kind", kind, tuple(_MODELS))
     try:
         lambdas = np.asarray(lambdas, dtype=np.float64)
@@ -153,13 +161,13 @@ def l0_path(
     if (X_val is None) != (y_val is None):
         raise ValueError("give both X_val and y_val for validation losses, or neither.")
     checks.check_choice("backend", backend, dm.operators.BACKENDS)
-    refine = _check_refine(refine)
+    refine = est.check_refine(refine)
     design = dm.as_design(X, device=dm.resolve_device(device), backend=backend)
     n_features = design.shape[1]
     settings = dict(
         n_features=n_features,
         fit_intercept=fit_intercept,
-        beta=beta,
+        temperature=temperature,
         gamma=gamma,
         zeta=zeta,
         init_keep_prob=init_keep_prob,
@@ -170,21 +178,18 @@ def l0_path(
         backend=backend,
     )
     model = _MODELS[kind](**settings)
-    design, y, yj, hyper, epochs = model._prepare(design, y, 0.0, lr, epochs)
-    hyper = hyper._replace(lambda_reg=jnp.asarray(lambdas, hyper.lr.dtype))
+    design, yj, hyper, epochs, carry, root_key = est.fit_inputs(
+        model, design, y, 0.0, lr, epochs, n_lambdas=lambdas.shape[0]
+    )
+    hyper = hyper._replace(lambda_l0=jnp.asarray(lambdas, hyper.lr.dtype))
     if model.device is not None:
         hyper = jax.device_put(hyper, model.device)
 
     if X_val is not None:  # checked before the (long) training
-        design_val = dm.as_design(
-            X_val, name="X_val", n_features=n_features, device=model.device, backend=backend
-        )
-        y_val = model._encode_targets(y_val, design_val.shape[0], name="y_val", learn=False)
-        yv = jnp.asarray(y_val, design_val.dtype)
+        design_val, yv = est.held_out_data(model, X_val, y_val)
 
-    carry = model._carry(y, design.dtype, n_lambdas=lambdas.shape[0])
     batched, history = train.run_path(
-        carry, design, yj, hyper, model._key, epochs, kind=kind, eval_rule=eval_rule
+        carry, design, yj, hyper, root_key, epochs, kind=kind, eval_rule=eval_rule
     )
     if refine:
         gates = train.evaluate_path(batched, design, yj, hyper, kind=kind, eval_rule=eval_rule)[1]
@@ -193,14 +198,14 @@ def l0_path(
             yj,
             batched["weight"] * gates,
             gates,
-            hyper.lambda_reg,
+            hyper.lambda_l0,
             kind=kind,
             fit_intercept=model.fit_intercept,
             threshold=train.ACTIVE_THRESHOLD,
             path=True,
         )
         dtype = batched["weight"].dtype
-        log_alpha = rf.gate_locations(np.asarray(out.support), model.beta, model.gamma, model.zeta)
+        log_alpha = rf.gate_locations(np.asarray(out.support), model.temperature, model.gamma, model.zeta)
         refined = {"weight": jnp.asarray(out.coef, dtype), "log_alpha": jnp.asarray(log_alpha, dtype)}
         if "bias" in batched:
             refined["bias"] = jnp.asarray(out.intercept, dtype)

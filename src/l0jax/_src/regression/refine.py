@@ -504,7 +504,7 @@ def refine(
     y: Array,
     coef: Array,
     gates: Array,
-    lambda_reg: Array,
+    lambda_l0: Array,
     *,
     kind: str,
     fit_intercept: bool,
@@ -518,7 +518,7 @@ def refine(
       y: targets, (n,), in the design's dtype (0/1 for logistic).
       coef: (p,) gated coefficients of the stochastic phase, or (k, p) on a path.
       gates: (p,) deterministic gates, or (k, p) on a path.
-      lambda_reg: () the L0 strength, or (k,) on a path; an array argument (no recompilation).
+      lambda_l0: () the L0 strength, or (k,) on a path; an array argument (no recompilation).
       kind: "linear" or "logistic".
       fit_intercept: fit an unpenalised intercept.
       threshold: a gate above it puts its feature in the starting support.
@@ -536,23 +536,23 @@ def refine(
         jnp.asarray(y, dtype),
         jnp.asarray(coef, dtype),
         jnp.asarray(gates, dtype),
-        jnp.asarray(lambda_reg, dtype),
+        jnp.asarray(lambda_l0, dtype),
         fit_intercept=bool(fit_intercept),
         k=k,
         threshold=float(threshold),
     )
 
 
-def gate_locations(support: Any, beta: float, gamma: float, zeta: float) -> np.ndarray:
+def gate_locations(support: Any, temperature: float, gamma: float, zeta: float) -> np.ndarray:
     """``log_alpha`` values whose deterministic gates are exactly 1 on ``support`` and 0 elsewhere.
 
-    Under both test-time rules (``median``: ``sigmoid(log_alpha / beta)``; ``paper``:
+    Under both test-time rules (``median``: ``sigmoid(log_alpha / temperature)``; ``paper``:
     ``sigmoid(log_alpha)``), stretched to (gamma, zeta) and clipped: a margin of 4 beyond the
     clipping points on the logit scale.
 
     Args:
       support: (..., p) booleans.
-      beta: temperature.
+      temperature: the gate temperature.
       gamma: lower end of the stretch interval.
       zeta: upper end of the stretch interval.
 
@@ -562,5 +562,5 @@ def gate_locations(support: Any, beta: float, gamma: float, zeta: float) -> np.n
     width = zeta - gamma
     open_at = np.log((1 - gamma) / width) - np.log1p(-(1 - gamma) / width)
     closed_at = np.log(-gamma / width) - np.log1p(gamma / width)
-    level = max(1.0, beta) * (max(abs(open_at), abs(closed_at)) + 4.0)
+    level = max(1.0, temperature) * (max(abs(open_at), abs(closed_at)) + 4.0)
     return np.where(np.asarray(support), level, -level)

@@ -89,12 +89,12 @@ def _single_chunk(carry, design, y, hyper, key, start, epochs, *, kind, eval_rul
 
 def _path_chunk(carry, design, y, hyper, key, start, epochs, *, kind, eval_rule, length):
 
-    def one(c, lambda_reg):
+    def one(c, lambda_l0):
         return _chunk_body(
-            c, design, y, hyper._replace(lambda_reg=lambda_reg), key, start, epochs, kind, eval_rule, length
+            c, design, y, hyper._replace(lambda_l0=lambda_l0), key, start, epochs, kind, eval_rule, length
         )
 
-    return jax.vmap(one)(carry, hyper.lambda_reg)
+    return jax.vmap(one)(carry, hyper.lambda_l0)
 
 
 _STATIC = ("kind", "eval_rule", "length")
@@ -262,13 +262,13 @@ def run_path(
     eval_rule: str = "median",
     chunk: int = CHUNK,
 ) -> tuple[obj.Params, History]:
-    """Trains one model per lambda in ``hyper.lambda_reg`` (shape (k,)) in one vmapped program.
+    """Trains one model per lambda in ``hyper.lambda_l0`` (shape (k,)) in one vmapped program.
 
     Args:
       carry: ``(params, opt_state)`` batched over lambdas, from ``initial_carry(..., n_lambdas=k)``.
       design: X behind the ``matvec`` seam.
       y: targets, (n_samples,).
-      hyper: hyperparameters; ``lambda_reg`` has shape (k,), the rest are scalars.
+      hyper: hyperparameters; ``lambda_l0`` has shape (k,), the rest are scalars.
       key: PRNG key of the gate noise, shared by every lambda.
       epochs: number of epochs, >= 1.
       kind: ``"linear"`` or ``"logistic"``.
