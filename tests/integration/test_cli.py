@@ -299,18 +299,17 @@ def test_a_folder_with_blocks_of_different_heights_is_a_one_line_error(problem, 
     assert "different numbers of rows" in err and err.count("\n") == 1
 
 
-def test_beta_is_a_deprecated_alias_of_temperature(files, tmp_path, capsys):
-    d, _, _ = files
-    base = ["calibrate", "--matrix", d / "M.npz", "--targets", d / "targets.csv", "--epochs", 50, "--quiet"]
-    assert _run(*base, "--temperature", 0.4, "--out", tmp_path / "new") == 0
+def test_beta_is_a_deprecated_alias_of_temperature(problem, tmp_path, capsys):
+    base = ["--epochs", 50, "--quiet"]
+    assert problem.calibrate(tmp_path / "new", *base, "--temperature", 0.4) == 0
     capsys.readouterr()
-    assert _run(*base, "--beta", 0.4, "--out", tmp_path / "old") == 0
+    assert problem.calibrate(tmp_path / "old", *base, "--beta", 0.4) == 0
     err = capsys.readouterr().err
     assert "l0jax calibrate: warning: --beta is deprecated; use --temperature (same meaning)." in err
     assert (tmp_path / "old" / "weights.csv").read_text() == (tmp_path / "new" / "weights.csv").read_text()
     for run in ("old", "new"):
         arguments = json.loads((tmp_path / run / "run_config.json").read_text())["arguments"]
         assert arguments["temperature"] == 0.4 and "beta" not in arguments
-    assert _run(*base, "--temperature", 0.4, "--beta", 0.4, "--out", tmp_path / "both") == 2
+    assert problem.calibrate(tmp_path / "both", *base, "--temperature", 0.4, "--beta", 0.4) == 2
     assert "give --temperature or its deprecated alias --beta, not both" in capsys.readouterr().err
     assert not (tmp_path / "both").exists()
