@@ -1,5 +1,7 @@
 """The pure hard-concrete core against its closed forms (Louizos et al. 2018, eqs. 9-14)."""
 
+import warnings
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -379,3 +381,12 @@ def test_hash_noise_rejects_bad_arguments():
         l0jax.hard_concrete(0, jnp.zeros(3), 0.5, noise="hash")
     with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
         l0jax.hash_uniform(jnp.float32(0.0), (3,))
+
+
+def test_float64_noise_is_float32_outside_64_bit_mode_without_a_warning(key):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # jax.random warns when asked for a dtype it would truncate
+        assert l0jax.uniform_noise(key, (3,), jnp.float64).dtype == jnp.float32
+        with jax.enable_x64(True):
+            u = l0jax.uniform_noise(key, (3,), jnp.float64)
+            assert u.dtype == jnp.float64 and bool(jnp.all((u > 0) & (u < 1)))

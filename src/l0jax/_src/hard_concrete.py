@@ -43,11 +43,16 @@ _HASH_BITS = 23
 
 
 def _compute_dtype(dtype: DTypeLike) -> np.dtype:
-    """At least float32: half precision is too coarse for the noise and the logits."""
+    """At least float32: half precision is too coarse for the noise and the logits.
+
+    float64 stays float64 only inside ``jax.enable_x64()``; outside it JAX stores float32 anyway,
+    so the noise is drawn in float32 rather than asked of ``jax.random`` in a dtype it would
+    truncate (with a warning) on the way out.
+    """
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         return jnp.result_type(float)
-    return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
+    return jax.dtypes.canonicalize_dtype(dtype) if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
 
 
 def _real_jnp(name: str, x: ArrayLike) -> Array:
@@ -86,7 +91,8 @@ def uniform_noise(key: Array, shape: tuple[int, ...], dtype: DTypeLike = jnp.flo
     Args:
       key: a JAX PRNG key.
       shape: shape of the noise, the shape of ``log_alpha``.
-      dtype: compute dtype; half precisions are drawn in float32.
+      dtype: compute dtype; half precisions are drawn in float32, and float64 only in 64-bit mode
+        (``with jax.enable_x64():``), float32 otherwise.
 
     Returns:
       An array of ``shape`` in the open interval (0, 1): the smallest value is the dtype's smallest
