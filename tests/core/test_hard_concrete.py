@@ -379,3 +379,13 @@ def test_hash_noise_rejects_bad_arguments():
         l0jax.hard_concrete(0, jnp.zeros(3), 0.5, noise="hash")
     with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
         l0jax.hash_uniform(jnp.float32(0.0), (3,))
+
+
+def test_option_aliases_match_the_runtime_choices():
+    # The Literal aliases of the signatures and the tuples the runtime checks use list the same options.
+    from typing import get_args
+
+    from l0jax._src import aliases, hard_concrete
+
+    assert get_args(aliases.EvalRule) == hard_concrete.EVAL_RULES
+    assert get_args(aliases.NoiseKind) == hard_concrete.NOISE_KINDS

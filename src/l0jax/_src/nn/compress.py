@@ -34,7 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.typing import Dtype, PaddingLike, PrecisionLike
 
+from l0jax._src.nn.gate import RngsLike
 from l0jax._src.nn.layers import L0Conv, L0DepthwiseConv, L0Layer, L0Linear
 from l0jax._src.nn.model import l0_layers, path_name, structured_modules
 from l0jax._src.nn.structured import L0Structured
@@ -85,8 +87,8 @@ class CompressedLinear(nnx.Linear):
         bias: Array | None,
         *,
         input_index: Sequence[int] | np.ndarray | None = None,
-        dtype: Any = None,
-        precision: Any = None,
+        dtype: Dtype | None = None,
+        precision: PrecisionLike = None,
     ):
         kernel = jnp.asarray(kernel)
         super().__init__(
@@ -102,7 +104,7 @@ class CompressedLinear(nnx.Linear):
         )
         _load(self, kernel, bias, input_index)
 
-    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
+    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
         """x: (..., n_inputs) -> (..., out). ``deterministic``/``rngs`` are accepted and ignored, so
         model code written for the gated layer runs unchanged.
         """
@@ -134,12 +136,12 @@ class CompressedConv(nnx.Conv):
         bias: Array | None,
         *,
         strides: Sequence[int],
-        padding: Any,
+        padding: PaddingLike,
         kernel_dilation: Sequence[int],
         feature_group_count: int = 1,
         input_index: Sequence[int] | np.ndarray | None = None,
-        dtype: Any = None,
-        precision: Any = None,
+        dtype: Dtype | None = None,
+        precision: PrecisionLike = None,
     ):
         kernel = jnp.asarray(kernel)
         super().__init__(
@@ -160,7 +162,7 @@ class CompressedConv(nnx.Conv):
         )
         _load(self, kernel, bias, input_index)
 
-    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
+    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
         """``x``: ``(*batch, *spatial, n_inputs)`` -> ``(*batch, *spatial_out, out)``.
 
         ``deterministic`` and ``rngs`` are accepted and ignored.
@@ -399,6 +401,7 @@ def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool 
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
+    from flax.typing import Dtype, PaddingLike, PrecisionLike
       >>> from l0jax.nn import SparseMLP, compress
       >>> mlp = SparseMLP((20, 16, 3), gate="input", rngs=nnx.Rngs(0))
       >>> # Close the input gates of 6 of the 16 hidden units.
