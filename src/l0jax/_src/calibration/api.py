@@ -9,9 +9,13 @@ from typing import Any
 import optax
 
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import model, production
+from l0jax._src.calibration.distance import Distance
 from l0jax._src.calibration.fit import FitSettings, run_fit
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.result import CalibrationResult
+from l0jax._src.operators import Backend
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
 from l0jax._src.schedules import Schedule
 
@@ -25,7 +29,7 @@ def calibrate(
     lambda_l2: float = 0.0,
     lr: float = 0.01,
     epochs: int = 1000,
-    loss_type: str = "mse",
+    loss_type: LossType = "mse",
     init_weights: Any = None,
     init_keep_prob: Any = 0.5,
     temperature: Schedule | float | None = DEFAULT_TEMPERATURE,
@@ -38,16 +42,16 @@ def calibrate(
     normalize_groups: bool = True,
     group_multipliers: Mapping[Any, float] | None = None,
     optimizer: optax.GradientTransformation | None = None,
-    eval_rule: str = "median",
+    eval_rule: EvalRule = "median",
     polish: bool = True,
     polish_epochs: int | None = None,
     log_every: int = 100,
     verbose: bool = False,
-    backend: str = "auto",
+    backend: Backend = "auto",
     state: model.CalibrationState | None = None,
     target_active: int | float | None = None,
     target_active_rate: float = 0.05,
-    distance: str | None = None,
+    distance: Distance | None = None,
     distance_strength: float = 1e-3,
     aggregates: Sequence[tuple[Any, Any, float]] | None = None,
     tol: float | None = None,

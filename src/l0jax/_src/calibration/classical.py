@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +49,12 @@ import numpy as np
 from l0jax._src import checks
 from l0jax._src.calibration import feasibility
 from l0jax._src.calibration.diagnostics import CalibrationWarning
-from l0jax._src.calibration.gram import DenseGram, PaddedGram, gram_matrix
+from l0jax._src.calibration.gram import DenseGram, GramLayout, PaddedGram, gram_matrix
 
 Array = jax.Array
-METHODS = ("linear", "raking", "logit")
+CalibrationMethod = Literal["linear", "raking", "logit"]
+"""The calibration distance of classical calibration (Deville and Saerndal 1992)."""
+METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
 # Armijo constant of the line search, and the most step halvings before the step counts as failed.
 _ARMIJO = 1e-4
 _HALVINGS = 60
@@ -70,7 +72,7 @@ def _logit_constants(lower: Array, upper: Array) -> tuple[Array, Array]:
     return a, c
 
 
-def g_weight(method: str, u: Array, lower: Array, upper: Array) -> Array:
+def g_weight(method: CalibrationMethod, u: Array, lower: Array, upper: Array) -> Array:
     """``F(u)``: the ratio ``w/d`` of a household with ``u = x' lam`` (DS eq. 2.4).
 
     Args:
@@ -90,7 +92,7 @@ def g_weight(method: str, u: Array, lower: Array, upper: Array) -> Array:
     return lower + (upper - lower) * jax.nn.sigmoid(a * u + c)
 
 
-def g_weight_slope(method: str, u: Array, lower: Array, upper: Array) -> Array:
+def g_weight_slope(method: CalibrationMethod, u: Array, lower: Array, upper: Array) -> Array:
     """``F'(u)``: 0 where a truncated method sits at a bound."""
     if method == "linear":
         return ((u > lower - 1) & (u < upper - 1)).astype(u.dtype)
@@ -102,7 +104,7 @@ def g_weight_slope(method: str, u: Array, lower: Array, upper: Array) -> Array:
     return (upper - lower) * a * s * (1 - s)
 
 
-def g_weight_integral(method: str, u: Array, lower: Array, upper: Array) -> Array:
+def g_weight_integral(method: CalibrationMethod, u: Array, lower: Array, upper: Array) -> Array:
     """``Phi(u)``, a primitive of ``F`` (up to a constant): the dual function's per-household term.
 
     For the truncated methods, with ``c = clip(u, F^{-1}(L), F^{-1}(U))``, it is the primitive of the
@@ -164,7 +166,7 @@ def _converged(residual: Array, scale: Array, tol: Array) -> Array:
 
 
 def solve_impl(
-    method: str,
+    method: CalibrationMethod,
     gram: DenseGram | PaddedGram,
     targets: Array,
     design: Array,
@@ -266,7 +268,7 @@ solve = jax.jit(solve_impl, static_argnums=0)
 # --------------------------------------------------------------------------------------------
 
 
-def resolve_bounds(method: str, bounds: Any) -> tuple[float, float]:
+def resolve_bounds(method: CalibrationMethod, bounds: Any) -> tuple[float, float]:
     """Checks ``bounds`` on ``w/d`` and returns ``(L, U)`` with the method's defaults.
 
     Raises:
@@ -443,12 +445,12 @@ def calibrate_classical(
     targets: Any,
     design_weights: Any,
     *,
-    method: str = "linear",
+    method: CalibrationMethod = "linear",
     bounds: tuple[float, float] | None = None,
     max_iter: int = 50,
     tol: float | None = None,
     target_names: Sequence[str] | None = None,
-    layout: str = "auto",
+    layout: GramLayout = "auto",
 ) -> ClassicalCalibration:
     """Calibrates design weights to known totals exactly: R's ``survey::calibrate``, by Newton's method.
 

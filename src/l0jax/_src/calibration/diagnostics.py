@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from l0jax._src import checks
 from l0jax._src.calibration.blocks import ColumnBlocks
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.operators import MatrixOperator, is_sparse
 
 
@@ -249,7 +250,7 @@ def check_targets(
     *,
     target_names: Sequence[str] | None = None,
     initial_weights: Any = None,
-    loss_type: str | None = None,
+    loss_type: LossType | None = None,
     far_factor: float | None = 10.0,
     warn: bool = True,
 ) -> list[str]:

@@ -30,10 +30,13 @@ import optax
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import engine, model, production, sharding
+from l0jax._src.calibration.distance import Distance
 from l0jax._src.calibration.fit import FitSettings, host_predict, run_fit
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.result import CalibrationResult
-from l0jax._src.operators import BACKENDS, MatrixOperator, is_sparse
+from l0jax._src.operators import BACKENDS, Backend, MatrixOperator, is_sparse
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, temperature_argument
 
 # The object API's one-off evaluations, compiled once per shape rather than op by op.
@@ -95,8 +98,8 @@ class SparseCalibrationWeights:
         seed: int | None = None,
         *,
         key: Any = None,
-        eval_rule: str = "median",
-        backend: str = "auto",
+        eval_rule: EvalRule = "median",
+        backend: Backend = "auto",
         devices: Any = None,
         temperature: float | None = None,
     ):
@@ -195,7 +198,7 @@ class SparseCalibrationWeights:
         lambda_l2: float = 0.0,
         lr: float = 0.01,
         epochs: int = 1000,
-        loss_type: str = "mse",
+        loss_type: LossType = "mse",
         verbose: bool = False,
         verbose_freq: int = 100,
         target_groups: Any = None,
@@ -208,7 +211,7 @@ class SparseCalibrationWeights:
         temperature: Any = None,
         target_active: int | float | None = None,
         target_active_rate: float = 0.05,
-        distance: str | None = None,
+        distance: Distance | None = None,
         distance_strength: float = 1e-3,
         aggregates: Sequence[tuple[Any, Any, float]] | None = None,
         tol: float | None = None,

@@ -18,10 +18,12 @@ import optax
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import blocks, diagnostics, engine, losses, model, production, sharding
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.host_operators import row_block
-from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
+from l0jax._src.operators import Backend, MatrixOperator, as_operator, is_sparse
 from l0jax._src.renamed import DEFAULT_TEMPERATURE
 from l0jax._src.schedules import Schedule
 
@@ -41,7 +43,7 @@ class FitSettings:
     lambda_l2: float = 0.0
     lr: float = 0.01
     epochs: int = 1000
-    loss_type: str = "mse"
+    loss_type: LossType = "mse"
     init_weights: Any = None
     init_keep_prob: Any = 0.5
     gamma: float = hc.GAMMA
@@ -54,12 +56,12 @@ class FitSettings:
     group_multipliers: Mapping[Any, float] | None = None
     optimizer: optax.GradientTransformation | None = None
     temperature: Schedule | float = DEFAULT_TEMPERATURE
-    eval_rule: str = "median"
+    eval_rule: EvalRule = "median"
     polish: bool = True
     polish_epochs: int | None = None
     log_every: int = 100
     verbose: bool = False
-    backend: str = "auto"
+    backend: Backend = "auto"
     warn_targets: bool = True
     weight_bounds: tuple[float, float] | None = None
     devices: Any = None

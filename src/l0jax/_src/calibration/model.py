@@ -35,6 +35,7 @@ import numpy as np
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import losses, penalties
 from l0jax._src.operators import MatrixOperator
 
@@ -304,7 +305,7 @@ def deterministic_gates(
     params: Params,
     temperature: Array,
     hparams: HyperParams,
-    rule: str,
+    rule: EvalRule,
     bounds: WeightBounds | None = None,
     mask: Array | None = None,
 ) -> Array | None:

@@ -25,11 +25,13 @@ import scipy.sparse as sp
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import dual, engine, losses, model
 from l0jax._src.calibration.diagnostics import CalibrationWarning
-from l0jax._src.calibration.distance import DISTANCES, distance_term
+from l0jax._src.calibration.distance import DISTANCES, Distance, distance_term
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.production import TARGET_ACTIVE_ANNEAL
-from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
+from l0jax._src.operators import Backend, MatrixOperator, as_operator, is_sparse
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
 from l0jax._src.schedules import Schedule
 
@@ -192,7 +194,7 @@ def _path_finish_impl(config, states, problem, opt_states, num_steps):
 path_finish = jax.jit(_path_finish_impl, static_argnums=0)
 
 
-def _snap(states: model.CalibrationState, counts: np.ndarray, rule: str) -> model.CalibrationState:
+def _snap(states: model.CalibrationState, counts: np.ndarray, rule: EvalRule) -> model.CalibrationState:
     """Keep-K: every point's multiplier takes the value opening exactly its K gates (``dual.snap_to_budget``)."""
     la = np.array(states.params["log_alpha"])
     temps = np.asarray(engine.current_temperature(states.opt_state))
@@ -227,7 +229,7 @@ def calibrate_path(
     counts: Any = None,
     epochs: int = 1000,
     lr: float = 0.1,
-    loss_type: str = "relative",
+    loss_type: LossType = "relative",
     init_weights: Any = None,
     init_keep_prob: float = 0.5,
     temperature: Schedule | float = DEFAULT_TEMPERATURE,
@@ -236,15 +238,15 @@ def calibrate_path(
     lambda_l2: float = 0.0,
     log_weight_jitter_sd: float = 0.0,
     log_alpha_jitter_sd: float = 0.01,
-    distance: str | None = None,
+    distance: Distance | None = None,
     distance_strength: float = 1e-3,
     weight_bounds: tuple[float, float] | None = None,
     target_active_rate: float = 0.05,
-    eval_rule: str = "median",
+    eval_rule: EvalRule = "median",
     polish: bool = True,
     polish_epochs: int | None = None,
     log_every: int = 100,
-    backend: str = "auto",
+    backend: Backend = "auto",
     tolerance: float = 0.0,
     beta: float | None = None,
 ) -> CalibrationPath:

@@ -30,7 +30,7 @@ from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import checkpoint as ckpt
 from l0jax._src.calibration import dual, engine, hierarchy, model
-from l0jax._src.calibration.distance import DISTANCES, distance_term
+from l0jax._src.calibration.distance import DISTANCES, Distance, distance_term
 from l0jax._src.calibration.sharding import fetch
 
 Array = jax.Array
@@ -65,7 +65,7 @@ class ProductionOptions:
 
     target_active: int | float | None = None
     target_active_rate: float = 0.05
-    distance: str | None = None
+    distance: Distance | None = None
     distance_strength: float = 1e-3
     aggregates: Any = None
     tol: float | None = None

@@ -54,6 +54,7 @@ from l0jax._src.calibration import blocks as colblocks
 from l0jax._src.calibration import checkpoint as ckpt
 from l0jax._src.host_operators import scipy_chunk_products
 from l0jax._src.operators import (
+    Backend,
     DenseOperator,
     EllOperator,
     MatrixOperator,
@@ -457,7 +458,7 @@ class ShardedOperator(MatrixOperator):
         spec: tuple,
         shape: tuple[int, int],
         dtype: Any,
-        backend: str,
+        backend: Backend,
         keep: Any = None,
     ):
         self.leaves = list(leaves)
@@ -518,7 +519,7 @@ def shard_operator(
     layout: Layout,
     *,
     m: int,
-    backend: str = "auto",
+    backend: Backend = "auto",
     dtype: Any = np.float32,
     name: str = "M",
     fingerprint: bool = False,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,9 @@ from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.gram import DenseGram, PaddedGram
 
 Array = jax.Array
-REPLICATE_METHODS = ("JK1", "JKn", "bootstrap")
+ReplicateMethod = Literal["JK1", "JKn", "bootstrap"]
+"""The replicate-weight variance method."""
+REPLICATE_METHODS: tuple[ReplicateMethod, ...] = get_args(ReplicateMethod)
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +351,7 @@ class ReplicateWeights:
 def replicate_weights(
     design_weights: Any,
     *,
-    method: str = "JK1",
+    method: ReplicateMethod = "JK1",
     strata: Any = None,
     clusters: Any = None,
     fpc: Any = None,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l0jax._src import checks, operators
+from l0jax._src.operators import Backend
 
 Array = jax.Array
 MatrixOperator = operators.MatrixOperator
@@ -38,7 +39,7 @@ def as_design(
     name: str = "X",
     n_features: int | None = None,
     device: Any = None,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> MatrixOperator:
     """Validates X and wraps it for the compiled loop.
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
+from l0jax._src.operators import Backend
 from l0jax._src.regression import design as dm
 from l0jax._src.regression import objective as obj
 from l0jax._src.regression import refine as rf
@@ -54,7 +56,7 @@ def check_refine(refine: Any) -> bool:
 class _SparseL0Model:
     """Shared implementation of the linear and logistic models (see their docstrings)."""
 
-    _kind = "linear"
+    _kind: obj.ModelKind = "linear"
     _loss_name = "mse"
 
     def __init__(
@@ -69,8 +71,8 @@ class _SparseL0Model:
         seed: int | None = 0,
         *,
         key: Array | None = None,
-        eval_rule: str = "median",
-        backend: str = "auto",
+        eval_rule: EvalRule = "median",
+        backend: Backend = "auto",
         temperature: float | None = None,
     ) -> None:
         self.n_features = checks.check_int_at_least("n_features", n_features, 1)
@@ -82,11 +84,11 @@ class _SparseL0Model:
         checks.check_open_unit("init_keep_prob", init_keep_prob)
         checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
         checks.check_choice("backend", backend, dm.operators.BACKENDS)
-        self.backend = backend
+        self.backend: Backend = backend
         self.fit_intercept = bool(fit_intercept)
         self.temperature, self.gamma, self.zeta = float(temperature), float(gamma), float(zeta)
         self.init_keep_prob = float(init_keep_prob)
-        self.eval_rule = eval_rule
+        self.eval_rule: EvalRule = eval_rule
         self.device = dm.resolve_device(device)
         self.seed = seed
         self._key = _root_key(seed, key)
@@ -432,7 +434,7 @@ class SparseL0Linear(_SparseL0Model):
     docstring: reproducible fits, scipy sparse arrays accepted, no stale cache, input checks.
     """
 
-    _kind = "linear"
+    _kind: obj.ModelKind = "linear"
     _loss_name = "mse"
 
     def predict(self, X_sparse: Any) -> Array:
@@ -471,7 +473,7 @@ class SparseL0Logistic(_SparseL0Model):
       temperature: the gate temperature under the library's name; give it or ``beta``.
     """
 
-    _kind = "logistic"
+    _kind: obj.ModelKind = "logistic"
     _loss_name = "bce"
     classes_: np.ndarray | None = None
 

@@ -15,11 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from l0jax._src import checks
+from l0jax._src.aliases import EvalRule
+from l0jax._src.operators import Backend
 from l0jax._src.regression import design as dm
 from l0jax._src.regression import estimators as est
 from l0jax._src.regression import refine as rf
 from l0jax._src.regression import train
 from l0jax._src.regression.estimators import SparseL0Linear, SparseL0Logistic
+from l0jax._src.regression.objective import ModelKind
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
 
 _MODELS = {"linear": SparseL0Linear, "logistic": SparseL0Logistic}
@@ -82,7 +85,7 @@ def l0_path(
     y: Any,
     lambdas: Any,
     *,
-    kind: str = "linear",
+    kind: ModelKind = "linear",
     X_val: Any = None,
     y_val: Any = None,
     fit_intercept: bool = True,
@@ -94,9 +97,9 @@ def l0_path(
     epochs: int = 1000,
     seed: int | None = 0,
     key: jax.Array | None = None,
-    eval_rule: str = "median",
+    eval_rule: EvalRule = "median",
     device: Any = None,
-    backend: str = "auto",
+    backend: Backend = "auto",
     refine: bool = True,
     beta: float | None = None,
 ) -> L0Path:
