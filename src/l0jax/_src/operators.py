@@ -44,6 +44,7 @@ Example::
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, Literal, cast, get_args
 
 import jax
@@ -51,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from jax.core import Tracer
-from jax.typing import DTypeLike
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks, host_operators
 
@@ -62,6 +63,8 @@ Leaf = jax.Array | np.ndarray
 Backend = Literal["auto", "dense", "sparse", "ell", "scipy"]
 """How a matrix is multiplied: chosen by size, dense XLA, BCOO, ELL (padded rows), or scipy on the host."""
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
+MatrixLike = ArrayLike | sp.sparray | sp.spmatrix | Sequence[Sequence[float]]
+"""A matrix as users pass it: a JAX or NumPy array, a scipy sparse matrix or array, or nested lists."""
 _INT32_MAX = np.iinfo(np.int32).max
 
 # Cost rule for backend="auto" on CPU, measured on a 2-core AMD EPYC (jax 0.10, scipy 1.17): a dense

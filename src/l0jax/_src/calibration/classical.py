@@ -45,9 +45,11 @@ from typing import Any, Literal, NamedTuple, get_args
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 from l0jax._src.calibration import feasibility
+from l0jax._src.calibration.blocks import CalibrationMatrix
 from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.gram import DenseGram, GramLayout, PaddedGram, gram_matrix
 
@@ -302,7 +304,7 @@ def resolve_bounds(method: CalibrationMethod, bounds: Any) -> tuple[float, float
     return lo, hi
 
 
-def check_design_weights(design_weights: Any, n: int) -> np.ndarray:
+def check_design_weights(design_weights: ArrayLike, n: int) -> np.ndarray:
     """``design_weights`` as float64 of shape (n,): finite, >= 0, not all zero."""
     d = checks.real_array("design_weights", design_weights)
     if d.ndim == 0:
@@ -360,7 +362,7 @@ def precision_of(gram: DenseGram | PaddedGram) -> Any:
     return jax.enable_x64(True) if dtype_of(gram) == np.float64 else contextlib.nullcontext()
 
 
-def default_tol(dtype: Any) -> float:
+def default_tol(dtype: DTypeLike) -> float:
     """1e-10 in float64, 1e-5 in float32 (where 1e-10 is below rounding)."""
     return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
 
@@ -397,7 +399,14 @@ class ClassicalCalibration:
     tol: float = dataclasses.field(repr=False, default=1e-10)
     max_iter: int = dataclasses.field(repr=False, default=50)
 
-    def total(self, y: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None) -> Any:
+    def total(
+        self,
+        y: ArrayLike,
+        *,
+        strata: ArrayLike | None = None,
+        clusters: ArrayLike | None = None,
+        fpc: ArrayLike | None = None,
+    ) -> Any:
         """The calibrated total ``sum_j w_j y_j`` with its linearised (GREG residual) standard error.
 
         See ``l0jax.calibrated_total``.
@@ -406,7 +415,14 @@ class ClassicalCalibration:
 
         return variance.calibrated_total(self, y, strata=strata, clusters=clusters, fpc=fpc)
 
-    def mean(self, y: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None) -> Any:
+    def mean(
+        self,
+        y: ArrayLike,
+        *,
+        strata: ArrayLike | None = None,
+        clusters: ArrayLike | None = None,
+        fpc: ArrayLike | None = None,
+    ) -> Any:
         """The calibrated mean ``sum_j w_j y_j / sum_j w_j`` with its linearised standard error.
 
         See ``l0jax.calibrated_mean``.
@@ -441,9 +457,9 @@ class ClassicalCalibration:
 
 
 def calibrate_classical(
-    M: Any,
-    targets: Any,
-    design_weights: Any,
+    M: CalibrationMatrix,
+    targets: ArrayLike,
+    design_weights: ArrayLike,
     *,
     method: CalibrationMethod = "linear",
     bounds: tuple[float, float] | None = None,

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 from l0jax._src.calibration.penalties import PenaltyTerm
@@ -105,7 +106,7 @@ class DistanceTerm(PenaltyTerm):
 
 
 def distance_term(
-    kind: Distance, design_weights: Any, n: int, strength: float, dtype: Any = jnp.float32
+    kind: Distance, design_weights: ArrayLike | None, n: int, strength: float, dtype: DTypeLike = jnp.float32
 ) -> DistanceTerm:
     """Checks the arguments and builds the distance term.
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
@@ -22,6 +23,7 @@ from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import blocks, diagnostics, engine, losses, model, production, sharding
 from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.result import CalibrationResult
+from l0jax._src.calibration.sharding import DevicesLike
 from l0jax._src.host_operators import row_block
 from l0jax._src.operators import Backend, MatrixOperator, as_operator, is_sparse
 from l0jax._src.renamed import DEFAULT_TEMPERATURE
@@ -44,14 +46,14 @@ class FitSettings:
     lr: float = 0.01
     epochs: int = 1000
     loss_type: LossType = "mse"
-    init_weights: Any = None
-    init_keep_prob: Any = 0.5
+    init_weights: ArrayLike | None = None
+    init_keep_prob: ArrayLike = 0.5
     gamma: float = hc.GAMMA
     zeta: float = hc.ZETA
     log_weight_jitter_sd: float = 0.0
     log_alpha_jitter_sd: float = 0.01
     use_gates: bool = True
-    target_groups: Any = None
+    target_groups: ArrayLike | None = None
     normalize_groups: bool = True
     group_multipliers: Mapping[Any, float] | None = None
     optimizer: optax.GradientTransformation | None = None
@@ -64,7 +66,7 @@ class FitSettings:
     backend: Backend = "auto"
     warn_targets: bool = True
     weight_bounds: tuple[float, float] | None = None
-    devices: Any = None
+    devices: DevicesLike = None
     options: production.ProductionOptions | None = None
 
 
@@ -124,10 +126,10 @@ def check_state(state: model.CalibrationState, config: engine.StepConfig, n: int
 
 def run_fit(
     M: Any,
-    targets: Any,
+    targets: ArrayLike,
     s: FitSettings,
     *,
-    key: Any,
+    key: jax.Array | int,
     state: model.CalibrationState | None = None,
     n_features: int | None = None,
     init_log_alpha: Any = None,

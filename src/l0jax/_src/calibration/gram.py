@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.typing import DTypeLike
 
 from l0jax._src import checks
 from l0jax._src.operators import check_matrix, is_sparse
@@ -169,7 +170,7 @@ def compute_dtype() -> Any:
 
 
 def gram_matrix(
-    M: Any, *, layout: GramLayout = "auto", dtype: Any = None, name: str = "M"
+    M: Any, *, layout: GramLayout = "auto", dtype: DTypeLike | None = None, name: str = "M"
 ) -> DenseGram | PaddedGram:
     """Validates M (targets x households) and stores it for Newton's method.
 

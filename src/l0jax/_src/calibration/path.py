@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
@@ -140,7 +141,7 @@ def _rows(M: Any, rows: np.ndarray) -> Any:
     return np.asarray(M)[rows]
 
 
-def _grid(lambdas: Any, counts: Any, n: int) -> tuple[np.ndarray, str]:
+def _grid(lambdas: ArrayLike | None, counts: ArrayLike | None, n: int) -> tuple[np.ndarray, str]:
     if (lambdas is None) == (counts is None):
         raise ValueError("give exactly one grid: lambdas= (L0 strengths) or counts= (households to keep).")
     if lambdas is not None:
@@ -220,17 +221,17 @@ def _relative_errors(M: Any, weights: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def calibrate_path(
-    M: Any,
-    targets: Any,
+    M: Any,  # a CalibrationMatrix: Any because the body dispatches on its form at runtime
+    targets: ArrayLike,
     *,
-    key: Any,
+    key: jax.Array | int,
     holdout: Any,
-    lambdas: Any = None,
-    counts: Any = None,
+    lambdas: ArrayLike | None = None,
+    counts: ArrayLike | None = None,
     epochs: int = 1000,
     lr: float = 0.1,
     loss_type: LossType = "relative",
-    init_weights: Any = None,
+    init_weights: ArrayLike | None = None,
     init_keep_prob: float = 0.5,
     temperature: Schedule | float = DEFAULT_TEMPERATURE,
     gamma: float = hc.GAMMA,

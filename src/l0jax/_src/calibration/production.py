@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
@@ -212,9 +213,9 @@ class Run:
         M: Any,
         targets: np.ndarray,
         n: int,
-        init_weights: Any,
+        init_weights: ArrayLike | None,
         settings: dict[str, Any],
-        dtype: Any = jnp.float32,
+        dtype: DTypeLike = jnp.float32,
         layout: Any = None,
         fingerprint: str | None = None,
     ):

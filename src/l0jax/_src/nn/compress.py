@@ -401,7 +401,6 @@ def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool 
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
-    from flax.typing import Dtype, PaddingLike, PrecisionLike
       >>> from l0jax.nn import SparseMLP, compress
       >>> mlp = SparseMLP((20, 16, 3), gate="input", rngs=nnx.Rngs(0))
       >>> # Close the input gates of 6 of the 16 hidden units.

@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from l0jax._src import hard_concrete as hc
 from l0jax._src.aliases import EvalRule
@@ -39,7 +40,7 @@ class GateHyper(NamedTuple):
 
 
 def init_params(
-    rng: np.random.Generator, n_features: int, bias: float | None, init_keep_prob: float, dtype: Any
+    rng: np.random.Generator, n_features: int, bias: float | None, init_keep_prob: float, dtype: DTypeLike
 ) -> dict[str, np.ndarray]:
     """l0-python's initialisation: weight ~ N(0, 0.1^2), log_alpha = logit(keep) + N(0, 0.01^2).
 

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import DTypeLike
 
 from l0jax._src.aliases import EvalRule
 from l0jax._src.regression import objective as obj
@@ -114,7 +115,7 @@ def initial_carry(
     n_features: int,
     kind: ModelKind,
     fit_intercept: bool,
-    dtype: Any,
+    dtype: DTypeLike,
     n_lambdas: int | None = None,
 ) -> tuple[dict[str, np.ndarray], Any]:
     """``(params, opt_state)`` to start training from, built on the host (no compilation).
@@ -157,7 +158,7 @@ def unfitted_params(
     init_keep_prob: float,
     *,
     n_features: int,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     zero_weights: bool = True,
     bias: float | None = None,
 ) -> dict[str, np.ndarray]:
