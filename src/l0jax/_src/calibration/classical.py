@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,9 @@ from l0jax._src.calibration import feasibility
 from l0jax._src.calibration.blocks import CalibrationMatrix
 from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.gram import DenseGram, GramLayout, PaddedGram, gram_matrix
+
+if TYPE_CHECKING:  # variance imports this module
+    from l0jax._src.calibration.variance import ReplicateCalibration, ReplicateWeights, SurveyEstimate
 
 Array = jax.Array
 CalibrationMethod = Literal["linear", "raking", "logit"]
@@ -406,7 +409,7 @@ class ClassicalCalibration:
         strata: ArrayLike | None = None,
         clusters: ArrayLike | None = None,
         fpc: ArrayLike | None = None,
-    ) -> Any:
+    ) -> SurveyEstimate:
         """The calibrated total ``sum_j w_j y_j`` with its linearised (GREG residual) standard error.
 
         See ``l0jax.calibrated_total``.
@@ -422,7 +425,7 @@ class ClassicalCalibration:
         strata: ArrayLike | None = None,
         clusters: ArrayLike | None = None,
         fpc: ArrayLike | None = None,
-    ) -> Any:
+    ) -> SurveyEstimate:
         """The calibrated mean ``sum_j w_j y_j / sum_j w_j`` with its linearised standard error.
 
         See ``l0jax.calibrated_mean``.
@@ -431,7 +434,7 @@ class ClassicalCalibration:
 
         return variance.calibrated_mean(self, y, strata=strata, clusters=clusters, fpc=fpc)
 
-    def replicate(self, replicate_weights: Any) -> Any:
+    def replicate(self, replicate_weights: ReplicateWeights) -> ReplicateCalibration:
         """Recalibrates each replicate of ``replicate_weights`` (``l0jax.replicate_weights``) in one run.
 
         See ``l0jax.recalibrate_replicates``.

@@ -41,6 +41,7 @@ from l0jax._src.calibration.result import CalibrationResult
 from l0jax._src.calibration.sharding import DevicesLike
 from l0jax._src.operators import BACKENDS, Backend, MatrixOperator, is_sparse
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, temperature_argument
+from l0jax._src.schedules import Schedule
 
 # The object API's one-off evaluations, compiled once per shape rather than op by op.
 _deterministic_gates = jax.jit(model.deterministic_gates, static_argnums=3)
@@ -211,7 +212,7 @@ class SparseCalibrationWeights:
         polish: bool = True,
         polish_epochs: int | None = None,
         optimizer: optax.GradientTransformation | None = None,
-        temperature: Any = None,
+        temperature: Schedule | float | None = None,
         target_active: int | float | None = None,
         target_active_rate: float = 0.05,
         distance: Distance | None = None,

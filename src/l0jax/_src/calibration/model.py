@@ -207,7 +207,7 @@ def init_params(
     log_weight_jitter_sd: float = 0.0,
     log_alpha_jitter_sd: float = 0.01,
     use_gates: bool = True,
-    log_alpha: Any = None,
+    log_alpha: ArrayLike | None = None,
     weight_bounds: tuple[float, float] | None = None,
 ) -> Params:
     """Starting parameters: log weights and gate logits, each with optional Gaussian jitter.

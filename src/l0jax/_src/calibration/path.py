@@ -225,7 +225,7 @@ def calibrate_path(
     targets: ArrayLike,
     *,
     key: jax.Array | int,
-    holdout: Any,
+    holdout: ArrayLike,
     lambdas: ArrayLike | None = None,
     counts: ArrayLike | None = None,
     epochs: int = 1000,

@@ -243,18 +243,18 @@ class SurveyEstimate:
       method: ``"linearization"``, or the replicate method (``"JK1"``, ``"JKn"``, ``"bootstrap"``).
     """
 
-    estimate: ArrayLike
-    se: ArrayLike
+    estimate: float | np.ndarray
+    se: float | np.ndarray
     kind: str
     method: str
 
     @property
-    def variance(self) -> Any:
+    def variance(self) -> float | np.ndarray:
         """``se ** 2``."""
         return np.square(self.se)
 
     @property
-    def cv(self) -> Any:
+    def cv(self) -> float | np.ndarray:
         """Coefficient of variation ``se / |estimate|``."""
         return np.asarray(self.se) / np.abs(np.asarray(self.estimate))
 

@@ -44,6 +44,9 @@ from l0jax._src.nn.structured import L0Structured
 Array = jax.Array
 Shrinkable = L0Linear | L0Conv | L0DepthwiseConv
 
+# The layers of one chain (modules or dotted paths), a list of chains, or None for the default.
+ChainSpec = Sequence[nnx.Module | str] | Sequence[Sequence[nnx.Module | str]] | None
+
 
 def _load(
     layer: CompressedLinear | CompressedConv,
@@ -387,7 +390,7 @@ def _compress_chain(
     return modules
 
 
-def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool = True) -> nnx.Module:
+def compress(model: nnx.Module, *, chain: ChainSpec = None, remove_dead_outputs: bool = True) -> nnx.Module:
     """Returns a smaller dense copy of ``model`` with closed neurons and channels removed.
 
     Each L0 layer is replaced by a ``CompressedLinear`` or ``CompressedConv`` (subclasses of
