@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -44,6 +45,34 @@ exclude_patterns = ["_build", "_readme_draft.md", "**.ipynb_checkpoints", "Thumb
 apigen.write_api_pages(DOCS)
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+# Signatures show the library's type aliases by name rather than their expanded unions.
+autodoc_type_aliases = {
+    name: name
+    for name in (
+        "ArrayLike",
+        "DTypeLike",
+        "MatrixLike",
+        "CalibrationMatrix",
+        "DevicesLike",
+        "DeviceLike",
+        "Backend",
+        "EvalRule",
+        "NoiseKind",
+        "LossType",
+        "Distance",
+        "GramLayout",
+        "CalibrationMethod",
+        "ReplicateMethod",
+        "ModelKind",
+        "ScheduleKind",
+        "Granularity",
+        "PenaltyUnit",
+        "SizeUnit",
+        "ChainSpec",
+        "Pool",
+        "Schedule",
+    )
+}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -134,6 +163,17 @@ def _constructor_signature(app, what, name, obj, options, signature, return_anno
     return f"({', '.join(parts)})", None
 
 
+def _alias_names(app, what, name, obj, options, signature, return_annotation):
+    """Type aliases by their names: autodoc writes an alias inside a union as ``TypeAliasForwardRef('X')``."""
+
+    def plain(text: str | None) -> str | None:
+        return text and re.sub(r"TypeAliasForwardRef\('([^']+)'\)", r"\1", text)
+
+    if "TypeAliasForwardRef" not in (signature or "") + (return_annotation or ""):
+        return None
+    return plain(signature), plain(return_annotation)
+
+
 def _check_api_pages(app, exception) -> None:
     """Fails the build (a warning, an error under -W) when a public name has no page."""
     if exception is None and app.builder.format == "html":
@@ -146,6 +186,7 @@ def setup(app) -> None:
     app.connect("source-read", _notebook_size)
     app.connect("autodoc-skip-member", _skip_tuple_fields)
     app.connect("autodoc-process-signature", _constructor_signature)
+    app.connect("autodoc-process-signature", _alias_names)
     app.connect("build-finished", _check_api_pages)
 
 

@@ -390,3 +390,13 @@ def test_float64_noise_is_float32_outside_64_bit_mode_without_a_warning(key):
         with jax.enable_x64(True):
             u = l0jax.uniform_noise(key, (3,), jnp.float64)
             assert u.dtype == jnp.float64 and bool(jnp.all((u > 0) & (u < 1)))
+
+
+def test_option_aliases_match_the_runtime_choices():
+    # The Literal aliases of the signatures and the tuples the runtime checks use list the same options.
+    from typing import get_args
+
+    from l0jax._src import aliases, hard_concrete
+
+    assert get_args(aliases.EvalRule) == hard_concrete.EVAL_RULES
+    assert get_args(aliases.NoiseKind) == hard_concrete.NOISE_KINDS

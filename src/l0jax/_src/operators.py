@@ -44,14 +44,15 @@ Example::
 from __future__ import annotations
 
 import functools
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, Literal, cast, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from jax.core import Tracer
-from jax.typing import DTypeLike
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks, host_operators
 
@@ -59,7 +60,11 @@ Array = jax.Array
 # An operator's arrays: on the device, or NumPy arrays about to be stacked and split over a mesh
 # (calibration/sharding.py builds its block operators on the host).
 Leaf = jax.Array | np.ndarray
-BACKENDS = ("auto", "dense", "sparse", "ell", "scipy")
+Backend = Literal["auto", "dense", "sparse", "ell", "scipy"]
+"""How a matrix is multiplied: chosen by size, dense XLA, BCOO, ELL (padded rows), or scipy on the host."""
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+MatrixLike = ArrayLike | sp.sparray | sp.spmatrix | Sequence[Sequence[float]]
+"""A matrix as users pass it: a JAX or NumPy array, a scipy sparse matrix or array, or nested lists."""
 _INT32_MAX = np.iinfo(np.int32).max
 
 # Cost rule for backend="auto" on CPU, measured on a 2-core AMD EPYC (jax 0.10, scipy 1.17): a dense
@@ -208,7 +213,7 @@ def _check_jax_dense(name: str, M: Array, dtype: np.dtype) -> None:
 
 def choose_backend(
     shape: tuple[int, int], nnz: int, *, itemsize: int = 4, platform: str | None = None
-) -> str:
+) -> Backend:
     """The backend ``as_operator(..., backend="auto")`` picks for a matrix.
 
     On CPU it compares the predicted time of one ``M @ w`` plus one ``M.T @ r``: about
@@ -609,7 +614,7 @@ class ScipyOperator(MatrixOperator):
 def as_operator(
     M: Any,
     *,
-    backend: str = "auto",
+    backend: Backend = "auto",
     dtype: DTypeLike = jnp.float32,
     name: str = "M",
     threads: int | None = None,

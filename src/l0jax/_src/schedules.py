@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +21,14 @@ from l0jax._src import checks
 
 Array = jax.Array
 Schedule = Callable[[ArrayLike], Array]
-SCHEDULE_KINDS = ("exponential", "linear", "cosine")
+ScheduleKind = Literal["exponential", "linear", "cosine"]
+"""The shape of a temperature schedule."""
+SCHEDULE_KINDS: tuple[ScheduleKind, ...] = get_args(ScheduleKind)
 
 
-def temperature_schedule(init: float, final: float, steps: int, kind: str = "exponential") -> Schedule:
+def temperature_schedule(
+    init: float, final: float, steps: int, kind: ScheduleKind = "exponential"
+) -> Schedule:
     """Anneals the temperature from ``init`` to ``final`` over ``steps`` steps.
 
     Values equal l0-python's ``TemperatureScheduler(init, final, steps, kind).get_temperature(count)``

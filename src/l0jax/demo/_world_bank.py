@@ -10,7 +10,7 @@ a table is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +21,9 @@ from l0jax._src import checks
 if TYPE_CHECKING:
     import polars as pl
 
-POOLS = ("sample", "census")
+Pool = Literal["sample", "census"]
+"""Which World Bank table the demo draws from."""
+POOLS: tuple[Pool, ...] = get_args(Pool)
 # svy's names of the two bundled tables.
 _TABLES = {"sample": "hld_sample_wb_2023", "census": "hld_pop_wb_2023"}
 
@@ -57,7 +59,7 @@ class SurveyProblem:
     data: pl.DataFrame
 
 
-def world_bank_households(pool: str = "census") -> pl.DataFrame:
+def world_bank_households(pool: Pool = "census") -> pl.DataFrame:
     """The World Bank household table bundled with svy, one row per household.
 
     The columns the calibration problems use are ``hid`` (household id), ``hhsize``, ``rooms``,
@@ -88,24 +90,24 @@ def world_bank_households(pool: str = "census") -> pl.DataFrame:
     return svy.datasets.load(_TABLES[pool], source="bundled")
 
 
-def _column(frame: Any, name: str) -> np.ndarray:
+def _column(frame: pl.DataFrame, name: str) -> np.ndarray:
     return frame[name].to_numpy()
 
 
-def _water_groups(sample: Any) -> dict[str, str]:
+def _water_groups(sample: pl.DataFrame) -> dict[str, str]:
     """Maps each water source to itself, or to "other" when the sample has too few households of it."""
     values, counts = np.unique(_column(sample, "water"), return_counts=True)
     common = {v for v, c in zip(values, counts, strict=True) if c >= _WATER_MIN_SAMPLE_COUNT and v != "Other"}
     return {v: (v if v in common else "other") for v in values}
 
 
-def _region(frame: Any) -> np.ndarray:
+def _region(frame: pl.DataFrame) -> np.ndarray:
     return np.char.add(
         np.char.add(_column(frame, "geo1").astype(str), "/"), _column(frame, "urbrur").astype(str)
     )
 
 
-def _census_levels(census: Any) -> dict[str, list[Any]]:
+def _census_levels(census: pl.DataFrame) -> dict[str, list[Any]]:
     """The toilet and region levels, from the census: the targets are census totals, so every
     frame's rows must follow these levels, even a sample in which some level has no household.
     """
@@ -113,7 +115,7 @@ def _census_levels(census: Any) -> dict[str, list[Any]]:
 
 
 def _indicator_rows(
-    frame: Any, water: dict[str, str], levels: dict[str, list[Any]]
+    frame: pl.DataFrame, water: dict[str, str], levels: dict[str, list[Any]]
 ) -> tuple[list[str], list[np.ndarray]]:
     """Target names and household-level rows (values per household) for every target."""
     names: list[str] = []
@@ -143,7 +145,7 @@ def _indicator_rows(
     return names, rows
 
 
-def world_bank_survey(pool: str = "sample") -> SurveyProblem:
+def world_bank_survey(pool: Pool = "sample") -> SurveyProblem:
     """The World Bank household calibration problem (svy's bundled data), with census totals as targets.
 
     Targets (computed exactly from the census): households by size (1..7, 8+), by rooms (1..5, 6+),

@@ -6,48 +6,56 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import optax
+from jax.typing import ArrayLike
 
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import model, production
+from l0jax._src.calibration.blocks import CalibrationMatrix
+from l0jax._src.calibration.distance import Distance
 from l0jax._src.calibration.fit import FitSettings, run_fit
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.result import CalibrationResult
+from l0jax._src.calibration.sharding import DevicesLike
+from l0jax._src.operators import Backend
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
 from l0jax._src.schedules import Schedule
 
 
 def calibrate(
-    M: Any,
-    targets: Any,
+    M: CalibrationMatrix,
+    targets: ArrayLike,
     *,
-    key: Any,
+    key: jax.Array | int,
     lambda_l0: float | None = None,
     lambda_l2: float = 0.0,
     lr: float = 0.01,
     epochs: int = 1000,
-    loss_type: str = "mse",
-    init_weights: Any = None,
-    init_keep_prob: Any = 0.5,
+    loss_type: LossType = "mse",
+    init_weights: ArrayLike | None = None,
+    init_keep_prob: ArrayLike = 0.5,
     temperature: Schedule | float | None = DEFAULT_TEMPERATURE,
     gamma: float = hc.GAMMA,
     zeta: float = hc.ZETA,
     log_weight_jitter_sd: float = 0.0,
     log_alpha_jitter_sd: float = 0.01,
     use_gates: bool = True,
-    target_groups: Any = None,
+    target_groups: ArrayLike | None = None,
     normalize_groups: bool = True,
     group_multipliers: Mapping[Any, float] | None = None,
     optimizer: optax.GradientTransformation | None = None,
-    eval_rule: str = "median",
+    eval_rule: EvalRule = "median",
     polish: bool = True,
     polish_epochs: int | None = None,
     log_every: int = 100,
     verbose: bool = False,
-    backend: str = "auto",
+    backend: Backend = "auto",
     state: model.CalibrationState | None = None,
     target_active: int | float | None = None,
     target_active_rate: float = 0.05,
-    distance: str | None = None,
+    distance: Distance | None = None,
     distance_strength: float = 1e-3,
     aggregates: Sequence[tuple[Any, Any, float]] | None = None,
     tol: float | None = None,
@@ -57,7 +65,7 @@ def calibrate(
     resume: bool = False,
     warn_targets: bool = True,
     weight_bounds: tuple[float, float] | None = None,
-    devices: Any = None,
+    devices: DevicesLike = None,
     beta: float | None = None,
 ) -> CalibrationResult:
     """Finds sparse non-negative household weights ``w`` with ``M @ w`` close to ``targets``.

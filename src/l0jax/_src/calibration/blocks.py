@@ -23,9 +23,11 @@ from typing import Any
 import jax
 import numpy as np
 import scipy.sparse as sp
+from jax.typing import DTypeLike
 
 from l0jax._src import checks
 from l0jax._src import operators as ops
+from l0jax._src.operators import MatrixLike
 
 
 class ColumnBlocks:
@@ -194,6 +196,11 @@ class ColumnBlocks:
         return f"ColumnBlocks({len(self)} blocks, {self.n:,} columns)"
 
 
+CalibrationMatrix = MatrixLike | ColumnBlocks | Sequence[MatrixLike]
+"""The matrix M of calibration: one matrix (``MatrixLike``), or its column blocks (``ColumnBlocks``, or a
+list of matrices, one per block of consecutive households)."""
+
+
 def _npz_shape(path: Path) -> tuple[int, int]:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -257,7 +264,7 @@ def _columns(name: str, M: Any, lo: int, hi: int) -> sp.csc_matrix:
 
 
 def column_range(
-    M: Any, lo: int, hi: int, *, m: int, dtype: Any = np.float32, name: str = "M"
+    M: Any, lo: int, hi: int, *, m: int, dtype: DTypeLike = np.float32, name: str = "M"
 ) -> sp.csr_matrix:
     """Columns ``lo:hi`` of ``M`` as the canonical CSR of their transpose, shape (hi - lo, m).
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.typing import ArrayLike
 
 from l0jax._src.calibration.blocks import as_column_blocks, is_column_input
 from l0jax._src.calibration.model import CalibrationState
@@ -118,7 +119,7 @@ def csr_lanes(csr: sp.csr_matrix, n: int, *, offset: int = 0, transposed: bool =
     return lanes
 
 
-def fingerprint_of(shape: tuple[int, int], lanes: np.ndarray, targets: Any) -> str:
+def fingerprint_of(shape: tuple[int, int], lanes: np.ndarray, targets: ArrayLike) -> str:
     """The fingerprint from the matrix's shape, its ``entry_lanes`` (summed over its parts) and the targets."""
     h = hashlib.blake2b(digest_size=16)
     h.update(f"entries {shape[0]} {shape[1]}".encode())
@@ -128,7 +129,7 @@ def fingerprint_of(shape: tuple[int, int], lanes: np.ndarray, targets: Any) -> s
     return h.hexdigest()
 
 
-def fingerprint(M: Any, targets: Any) -> str:
+def fingerprint(M: Any, targets: ArrayLike) -> str:
     """A hash of the matrix and the targets (BLAKE2b, hex), the same for any storage of the same values.
 
     The matrix is hashed as the set of its nonzero entries (row, column, value as float32, the

@@ -40,19 +40,26 @@ import contextlib
 import dataclasses
 import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 from l0jax._src.calibration import feasibility
+from l0jax._src.calibration.blocks import CalibrationMatrix
 from l0jax._src.calibration.diagnostics import CalibrationWarning
-from l0jax._src.calibration.gram import DenseGram, PaddedGram, gram_matrix
+from l0jax._src.calibration.gram import DenseGram, GramLayout, PaddedGram, gram_matrix
+
+if TYPE_CHECKING:  # variance imports this module
+    from l0jax._src.calibration.variance import ReplicateCalibration, ReplicateWeights, SurveyEstimate
 
 Array = jax.Array
-METHODS = ("linear", "raking", "logit")
+CalibrationMethod = Literal["linear", "raking", "logit"]
+"""The calibration distance of classical calibration (Deville and Saerndal 1992)."""
+METHODS: tuple[CalibrationMethod, ...] = get_args(CalibrationMethod)
 # Armijo constant of the line search, and the most step halvings before the step counts as failed.
 _ARMIJO = 1e-4
 _HALVINGS = 60
@@ -70,7 +77,7 @@ def _logit_constants(lower: Array, upper: Array) -> tuple[Array, Array]:
     return a, c
 
 
-def g_weight(method: str, u: Array, lower: Array, upper: Array) -> Array:
+def g_weight(method: CalibrationMethod, u: Array, lower: Array, upper: Array) -> Array:
     """``F(u)``: the ratio ``w/d`` of a household with ``u = x' lam`` (DS eq. 2.4).
 
     Args:
@@ -90,7 +97,7 @@ def g_weight(method: str, u: Array, lower: Array, upper: Array) -> Array:
     return lower + (upper - lower) * jax.nn.sigmoid(a * u + c)
 
 
-def g_weight_slope(method: str, u: Array, lower: Array, upper: Array) -> Array:
+def g_weight_slope(method: CalibrationMethod, u: Array, lower: Array, upper: Array) -> Array:
     """``F'(u)``: 0 where a truncated method sits at a bound."""
     if method == "linear":
         return ((u > lower - 1) & (u < upper - 1)).astype(u.dtype)
@@ -102,7 +109,7 @@ def g_weight_slope(method: str, u: Array, lower: Array, upper: Array) -> Array:
     return (upper - lower) * a * s * (1 - s)
 
 
-def g_weight_integral(method: str, u: Array, lower: Array, upper: Array) -> Array:
+def g_weight_integral(method: CalibrationMethod, u: Array, lower: Array, upper: Array) -> Array:
     """``Phi(u)``, a primitive of ``F`` (up to a constant): the dual function's per-household term.
 
     For the truncated methods, with ``c = clip(u, F^{-1}(L), F^{-1}(U))``, it is the primitive of the
@@ -164,7 +171,7 @@ def _converged(residual: Array, scale: Array, tol: Array) -> Array:
 
 
 def solve_impl(
-    method: str,
+    method: CalibrationMethod,
     gram: DenseGram | PaddedGram,
     targets: Array,
     design: Array,
@@ -266,7 +273,7 @@ solve = jax.jit(solve_impl, static_argnums=0)
 # --------------------------------------------------------------------------------------------
 
 
-def resolve_bounds(method: str, bounds: Any) -> tuple[float, float]:
+def resolve_bounds(method: CalibrationMethod, bounds: Any) -> tuple[float, float]:
     """Checks ``bounds`` on ``w/d`` and returns ``(L, U)`` with the method's defaults.
 
     Raises:
@@ -300,7 +307,7 @@ def resolve_bounds(method: str, bounds: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def check_design_weights(design_weights: Any, n: int) -> np.ndarray:
+def check_design_weights(design_weights: ArrayLike, n: int) -> np.ndarray:
     """``design_weights`` as float64 of shape (n,): finite, >= 0, not all zero."""
     d = checks.real_array("design_weights", design_weights)
     if d.ndim == 0:
@@ -358,7 +365,7 @@ def precision_of(gram: DenseGram | PaddedGram) -> Any:
     return jax.enable_x64(True) if dtype_of(gram) == np.float64 else contextlib.nullcontext()
 
 
-def default_tol(dtype: Any) -> float:
+def default_tol(dtype: DTypeLike) -> float:
     """1e-10 in float64, 1e-5 in float32 (where 1e-10 is below rounding)."""
     return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
 
@@ -395,7 +402,14 @@ class ClassicalCalibration:
     tol: float = dataclasses.field(repr=False, default=1e-10)
     max_iter: int = dataclasses.field(repr=False, default=50)
 
-    def total(self, y: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None) -> Any:
+    def total(
+        self,
+        y: ArrayLike,
+        *,
+        strata: ArrayLike | None = None,
+        clusters: ArrayLike | None = None,
+        fpc: ArrayLike | None = None,
+    ) -> SurveyEstimate:
         """The calibrated total ``sum_j w_j y_j`` with its linearised (GREG residual) standard error.
 
         See ``l0jax.calibrated_total``.
@@ -404,7 +418,14 @@ class ClassicalCalibration:
 
         return variance.calibrated_total(self, y, strata=strata, clusters=clusters, fpc=fpc)
 
-    def mean(self, y: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None) -> Any:
+    def mean(
+        self,
+        y: ArrayLike,
+        *,
+        strata: ArrayLike | None = None,
+        clusters: ArrayLike | None = None,
+        fpc: ArrayLike | None = None,
+    ) -> SurveyEstimate:
         """The calibrated mean ``sum_j w_j y_j / sum_j w_j`` with its linearised standard error.
 
         See ``l0jax.calibrated_mean``.
@@ -413,7 +434,7 @@ class ClassicalCalibration:
 
         return variance.calibrated_mean(self, y, strata=strata, clusters=clusters, fpc=fpc)
 
-    def replicate(self, replicate_weights: Any) -> Any:
+    def replicate(self, replicate_weights: ReplicateWeights) -> ReplicateCalibration:
         """Recalibrates each replicate of ``replicate_weights`` (``l0jax.replicate_weights``) in one run.
 
         See ``l0jax.recalibrate_replicates``.
@@ -439,16 +460,16 @@ class ClassicalCalibration:
 
 
 def calibrate_classical(
-    M: Any,
-    targets: Any,
-    design_weights: Any,
+    M: CalibrationMatrix,
+    targets: ArrayLike,
+    design_weights: ArrayLike,
     *,
-    method: str = "linear",
+    method: CalibrationMethod = "linear",
     bounds: tuple[float, float] | None = None,
     max_iter: int = 50,
     tol: float | None = None,
     target_names: Sequence[str] | None = None,
-    layout: str = "auto",
+    layout: GramLayout = "auto",
 ) -> ClassicalCalibration:
     """Calibrates design weights to known totals exactly: R's ``survey::calibrate``, by Newton's method.
 

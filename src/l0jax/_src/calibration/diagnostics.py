@@ -24,9 +24,11 @@ from typing import Any
 import jax
 import numpy as np
 import scipy.sparse as sp
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
-from l0jax._src.calibration.blocks import ColumnBlocks
+from l0jax._src.calibration.blocks import CalibrationMatrix, ColumnBlocks
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.operators import MatrixOperator, is_sparse
 
 
@@ -98,7 +100,7 @@ def _row_extremes(M: Any) -> tuple[np.ndarray, np.ndarray]:
     return row_hi, row_lo
 
 
-def achievable(M: Any, targets: Any) -> np.ndarray:
+def achievable(M: CalibrationMatrix, targets: ArrayLike) -> np.ndarray:
     """Whether each target can be met by non-negative weights on its own: its row has support.
 
     A target of 0 is always met (all weights 0); a positive one needs a positive entry in its row
@@ -197,12 +199,12 @@ class TargetDiagnostics:
 
 
 def target_diagnostics(
-    M: Any,
-    targets: Any,
-    weights: Any,
+    M: CalibrationMatrix,
+    targets: ArrayLike,
+    weights: ArrayLike,
     *,
     target_names: Sequence[str] | None = None,
-    initial_weights: Any = None,
+    initial_weights: ArrayLike | None = None,
 ) -> TargetDiagnostics:
     """The per-target table of a calibration.
 
@@ -244,12 +246,12 @@ def target_diagnostics(
 
 
 def check_targets(
-    M: Any,
-    targets: Any,
+    M: Any,  # a CalibrationMatrix: Any because the body dispatches on its form at runtime
+    targets: ArrayLike,
     *,
     target_names: Sequence[str] | None = None,
-    initial_weights: Any = None,
-    loss_type: str | None = None,
+    initial_weights: ArrayLike | None = None,
+    loss_type: LossType | None = None,
     far_factor: float | None = 10.0,
     warn: bool = True,
 ) -> list[str]:
@@ -327,7 +329,7 @@ def check_targets(
     return messages
 
 
-def weight_summary(weights: Any, initial_weights: Any = None) -> dict[str, float]:
+def weight_summary(weights: ArrayLike, initial_weights: ArrayLike | None = None) -> dict[str, float]:
     """The distribution of calibrated weights.
 
     Args:

@@ -17,17 +17,20 @@ closes pays its full distance ``d_j / 2`` (chi2) or ``d_j`` (raking).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 from l0jax._src.calibration.penalties import PenaltyTerm
 
 Array = jax.Array
-DISTANCES = ("chi2", "raking")
+Distance = Literal["chi2", "raking"]
+"""The distance of the weights from the design weights."""
+DISTANCES: tuple[Distance, ...] = get_args(Distance)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -47,7 +50,7 @@ class DistanceTerm(PenaltyTerm):
     def __init__(
         self,
         design: Array,
-        kind: str,
+        kind: Distance,
         strength: Array,
         *,
         _log_design: Array | None = None,
@@ -55,7 +58,7 @@ class DistanceTerm(PenaltyTerm):
         mask: Array | None = None,
     ):
         self.design = design
-        self.kind = kind
+        self.kind: Distance = kind
         self.strength = strength
         self.mask = mask
         self.log_design = jnp.log(design) if _log_design is None else _log_design
@@ -103,7 +106,7 @@ class DistanceTerm(PenaltyTerm):
 
 
 def distance_term(
-    kind: str, design_weights: Any, n: int, strength: float, dtype: Any = jnp.float32
+    kind: Distance, design_weights: ArrayLike | None, n: int, strength: float, dtype: DTypeLike = jnp.float32
 ) -> DistanceTerm:
     """Checks the arguments and builds the distance term.
 

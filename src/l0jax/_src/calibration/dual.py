@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.budget import annealed_log_target
 from l0jax._src.calibration.model import HyperParams, Params
 
@@ -149,7 +150,7 @@ def apply_budget(
     new: Params,
     temperature: Array,
     hparams: HyperParams,
-    rule: str,
+    rule: EvalRule,
     step: Array,
     mask: Array | None = None,
 ) -> tuple[Params, DualState]:
@@ -194,7 +195,7 @@ def apply_budget(
     return {**new, "log_alpha": la_new - shift}, DualState(integral=integral.astype(jnp.float32))
 
 
-def open_threshold(temperature: float, gamma: float, zeta: float, rule: str) -> float:
+def open_threshold(temperature: float, gamma: float, zeta: float, rule: EvalRule) -> float:
     """The logit above which a deterministic gate is open (> 0).
 
     ``clip(sigmoid(x) * (zeta - gamma) + gamma, 0, 1) > 0`` iff ``sigmoid(x) > -gamma / (zeta - gamma)``,

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from l0jax._src import checks
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import dual, losses, penalties
 from l0jax._src.calibration.model import (
     CalibrationState,
@@ -184,7 +185,7 @@ class StepConfig:
     """
 
     tx: optax.GradientTransformation
-    eval_rule: str = "median"
+    eval_rule: EvalRule = "median"
 
 
 def init_state(

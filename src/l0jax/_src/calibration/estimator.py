@@ -27,14 +27,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import engine, model, production, sharding
+from l0jax._src.calibration.blocks import CalibrationMatrix
+from l0jax._src.calibration.distance import Distance
 from l0jax._src.calibration.fit import FitSettings, host_predict, run_fit
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.result import CalibrationResult
-from l0jax._src.operators import BACKENDS, MatrixOperator, is_sparse
+from l0jax._src.calibration.sharding import DevicesLike
+from l0jax._src.operators import BACKENDS, Backend, MatrixOperator, is_sparse
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, temperature_argument
+from l0jax._src.schedules import Schedule
 
 # The object API's one-off evaluations, compiled once per shape rather than op by op.
 _deterministic_gates = jax.jit(model.deterministic_gates, static_argnums=3)
@@ -86,18 +93,18 @@ class SparseCalibrationWeights:
         beta: float = DEFAULT_TEMPERATURE,
         gamma: float = hc.GAMMA,
         zeta: float = hc.ZETA,
-        init_keep_prob: Any = 0.5,
-        init_weights: Any = None,
+        init_keep_prob: ArrayLike = 0.5,
+        init_weights: ArrayLike | None = None,
         log_weight_jitter_sd: float = 0.0,
         log_alpha_jitter_sd: float = 0.01,
-        device: Any = None,
+        device: object = None,
         use_gates: bool = True,
         seed: int | None = None,
         *,
-        key: Any = None,
-        eval_rule: str = "median",
-        backend: str = "auto",
-        devices: Any = None,
+        key: jax.Array | None = None,
+        eval_rule: EvalRule = "median",
+        backend: Backend = "auto",
+        devices: DevicesLike = None,
         temperature: float | None = None,
     ):
         self.n_features = checks.check_int_at_least("n_features", n_features, 1)
@@ -189,26 +196,26 @@ class SparseCalibrationWeights:
 
     def fit(
         self,
-        M: Any,
-        y: Any,
+        M: CalibrationMatrix,
+        y: ArrayLike,
         lambda_l0: float | None = None,
         lambda_l2: float = 0.0,
         lr: float = 0.01,
         epochs: int = 1000,
-        loss_type: str = "mse",
+        loss_type: LossType = "mse",
         verbose: bool = False,
         verbose_freq: int = 100,
-        target_groups: Any = None,
+        target_groups: ArrayLike | None = None,
         normalize_groups: bool = True,
         group_multipliers: Mapping[Any, float] | None = None,
         *,
         polish: bool = True,
         polish_epochs: int | None = None,
         optimizer: optax.GradientTransformation | None = None,
-        temperature: Any = None,
+        temperature: Schedule | float | None = None,
         target_active: int | float | None = None,
         target_active_rate: float = 0.05,
-        distance: str | None = None,
+        distance: Distance | None = None,
         distance_strength: float = 1e-3,
         aggregates: Sequence[tuple[Any, Any, float]] | None = None,
         tol: float | None = None,
@@ -350,7 +357,7 @@ class SparseCalibrationWeights:
                 gates = _sampled_gates(params, self.key, temp, hp, counter)
             return np.asarray(_gated_weights(params["log_weight"], gates, self._bounds))
 
-    def predict(self, M: Any) -> np.ndarray:
+    def predict(self, M: Any) -> np.ndarray:  # a MatrixLike or MatrixOperator, dispatched on at runtime
         """``M @ get_weights(deterministic=True)`` in float64, shape (m,). Any matrix of n_features columns.
 
         Args:

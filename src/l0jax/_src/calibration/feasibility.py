@@ -21,12 +21,15 @@ and Newton's method reports non-convergence instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from l0jax._src.operators import is_sparse
+
+if TYPE_CHECKING:  # classical imports this module
+    from l0jax._src.calibration.classical import CalibrationMethod
 
 # The LP of test 3 runs only below this many stored entries (HiGHS takes seconds there).
 _LP_MAX_NONZEROS = 2_000_000
@@ -160,7 +163,7 @@ def diagnose(
     lower: float,
     upper: float,
     *,
-    method: str,
+    method: CalibrationMethod,
     names: Sequence[str] | None,
     tol: float,
 ) -> str | None:

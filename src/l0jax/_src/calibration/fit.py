@@ -15,13 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import blocks, diagnostics, engine, losses, model, production, sharding
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.result import CalibrationResult
+from l0jax._src.calibration.sharding import DevicesLike
 from l0jax._src.host_operators import row_block
-from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
+from l0jax._src.operators import Backend, MatrixOperator, as_operator, is_sparse
 from l0jax._src.renamed import DEFAULT_TEMPERATURE
 from l0jax._src.schedules import Schedule
 
@@ -41,28 +45,28 @@ class FitSettings:
     lambda_l2: float = 0.0
     lr: float = 0.01
     epochs: int = 1000
-    loss_type: str = "mse"
-    init_weights: Any = None
-    init_keep_prob: Any = 0.5
+    loss_type: LossType = "mse"
+    init_weights: ArrayLike | None = None
+    init_keep_prob: ArrayLike = 0.5
     gamma: float = hc.GAMMA
     zeta: float = hc.ZETA
     log_weight_jitter_sd: float = 0.0
     log_alpha_jitter_sd: float = 0.01
     use_gates: bool = True
-    target_groups: Any = None
+    target_groups: ArrayLike | None = None
     normalize_groups: bool = True
     group_multipliers: Mapping[Any, float] | None = None
     optimizer: optax.GradientTransformation | None = None
     temperature: Schedule | float = DEFAULT_TEMPERATURE
-    eval_rule: str = "median"
+    eval_rule: EvalRule = "median"
     polish: bool = True
     polish_epochs: int | None = None
     log_every: int = 100
     verbose: bool = False
-    backend: str = "auto"
+    backend: Backend = "auto"
     warn_targets: bool = True
     weight_bounds: tuple[float, float] | None = None
-    devices: Any = None
+    devices: DevicesLike = None
     options: production.ProductionOptions | None = None
 
 
@@ -122,10 +126,10 @@ def check_state(state: model.CalibrationState, config: engine.StepConfig, n: int
 
 def run_fit(
     M: Any,
-    targets: Any,
+    targets: ArrayLike,
     s: FitSettings,
     *,
-    key: Any,
+    key: jax.Array | int,
     state: model.CalibrationState | None = None,
     n_features: int | None = None,
     init_log_alpha: Any = None,

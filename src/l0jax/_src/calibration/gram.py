@@ -22,18 +22,21 @@ unless told. Both layouts work under ``vmap`` over ``v`` (replicate weights).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.typing import DTypeLike
 
 from l0jax._src import checks
 from l0jax._src.operators import check_matrix, is_sparse
 
 Array = jax.Array
-LAYOUTS = ("auto", "dense", "padded")
+GramLayout = Literal["auto", "dense", "padded"]
+"""How the Gram operator is stored: chosen by size, dense, or padded rows."""
+LAYOUTS: tuple[GramLayout, ...] = get_args(GramLayout)
 
 # Cost rule of layout="auto" (see the module docstring): ns per element of m*m*n for the dense
 # product, ns per household pair (a <= b) for the padded one.
@@ -143,7 +146,7 @@ class PaddedGram:
         return cls(idx, val, m)
 
 
-def choose_layout(m: int, n: int, max_per_household: int, itemsize: int) -> str:
+def choose_layout(m: int, n: int, max_per_household: int, itemsize: int) -> GramLayout:
     """The layout ``layout="auto"`` picks: the cheaper Gram matrix by the measured cost rule.
 
     Args:
@@ -167,7 +170,7 @@ def compute_dtype() -> Any:
 
 
 def gram_matrix(
-    M: Any, *, layout: str = "auto", dtype: Any = None, name: str = "M"
+    M: Any, *, layout: GramLayout = "auto", dtype: DTypeLike | None = None, name: str = "M"
 ) -> DenseGram | PaddedGram:
     """Validates M (targets x households) and stores it for Newton's method.
 

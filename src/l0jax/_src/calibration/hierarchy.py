@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.typing import DTypeLike
 
 from l0jax._src import checks
 from l0jax._src.calibration.diagnostics import relative_error
@@ -97,7 +98,7 @@ def aggregation_matrix(labels: Sequence[Any]) -> tuple[sp.csr_matrix, list[Any]]
     return A, keys
 
 
-def aggregate_terms(aggregates: Any, m: int, dtype: Any = jnp.float32) -> tuple[AggregateTerm, ...]:
+def aggregate_terms(aggregates: Any, m: int, dtype: DTypeLike = jnp.float32) -> tuple[AggregateTerm, ...]:
     """Checks ``aggregates`` (a list of ``(A, aggregate_targets, lambda)``) and builds their terms.
 
     Args:

@@ -22,7 +22,7 @@ once, and ``group_multipliers`` ({group id: factor}) multiply the weights of the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +31,12 @@ import numpy as np
 from l0jax._src import checks
 
 Array = jax.Array
-LOSS_TYPES = ("mse", "relative", "relative_abs")
+LossType = Literal["mse", "relative", "relative_abs"]
+"""The calibration loss: squared error, squared relative error, or absolute relative error."""
+LOSS_TYPES: tuple[LossType, ...] = get_args(LossType)
 
 
-def target_scale(targets: np.ndarray, loss_type: str) -> np.ndarray:
+def target_scale(targets: np.ndarray, loss_type: LossType) -> np.ndarray:
     """The per-target factor that turns a residual into the loss's scaled residual.
 
     Args:

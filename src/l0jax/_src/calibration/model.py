@@ -32,9 +32,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import losses, penalties
 from l0jax._src.operators import MatrixOperator
 
@@ -149,7 +151,7 @@ def _per_household(name: str, value: Any, n: int, default: float) -> np.ndarray:
     return arr
 
 
-def initial_log_weight(init_weights: Any, n: int) -> np.ndarray:
+def initial_log_weight(init_weights: ArrayLike | None, n: int) -> np.ndarray:
     """``log(init_weights + 1e-8)`` as in l0-python; None means all ones.
 
     Args:
@@ -166,7 +168,7 @@ def initial_log_weight(init_weights: Any, n: int) -> np.ndarray:
     return np.log(w + LOG_EPS)
 
 
-def initial_log_alpha(init_keep_prob: Any, n: int) -> np.ndarray:
+def initial_log_alpha(init_keep_prob: ArrayLike, n: int) -> np.ndarray:
     """``logit(clip(init_keep_prob, 1e-6, 1 - 1e-6))``: the gates' starting keep probability.
 
     Args:
@@ -200,12 +202,12 @@ def init_params(
     key: Array,
     n: int,
     *,
-    init_weights: Any = None,
-    init_keep_prob: Any = 0.5,
+    init_weights: ArrayLike | None = None,
+    init_keep_prob: ArrayLike = 0.5,
     log_weight_jitter_sd: float = 0.0,
     log_alpha_jitter_sd: float = 0.01,
     use_gates: bool = True,
-    log_alpha: Any = None,
+    log_alpha: ArrayLike | None = None,
     weight_bounds: tuple[float, float] | None = None,
 ) -> Params:
     """Starting parameters: log weights and gate logits, each with optional Gaussian jitter.
@@ -304,7 +306,7 @@ def deterministic_gates(
     params: Params,
     temperature: Array,
     hparams: HyperParams,
-    rule: str,
+    rule: EvalRule,
     bounds: WeightBounds | None = None,
     mask: Array | None = None,
 ) -> Array | None:
@@ -354,7 +356,7 @@ def check_weight_bounds(weight_bounds: Any) -> tuple[float, float]:
 
 
 def make_weight_bounds(
-    weight_bounds: Any, init_weights: Any, n: int, dtype: Any = jnp.float32
+    weight_bounds: Any, init_weights: ArrayLike | None, n: int, dtype: DTypeLike = jnp.float32
 ) -> WeightBounds:
     """Checks ``weight_bounds=(L, U)`` on ``w/d`` (d = ``init_weights``, None = 1) and builds the bounds."""
     lo, hi = check_weight_bounds(weight_bounds)
@@ -374,7 +376,7 @@ def initial_bounded_logit(weight_bounds: tuple[float, float], n: int) -> np.ndar
 
 
 def round_into_bounds(
-    weights: np.ndarray, init_weights: Any, weight_bounds: tuple[float, float]
+    weights: np.ndarray, init_weights: ArrayLike | None, weight_bounds: tuple[float, float]
 ) -> np.ndarray:
     """The returned weights with every non-zero ``w / d`` inside ``[L, U]`` when computed in float64.
 

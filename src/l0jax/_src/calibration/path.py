@@ -22,14 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 from l0jax._src.calibration import dual, engine, losses, model
 from l0jax._src.calibration.diagnostics import CalibrationWarning
-from l0jax._src.calibration.distance import DISTANCES, distance_term
+from l0jax._src.calibration.distance import DISTANCES, Distance, distance_term
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.production import TARGET_ACTIVE_ANNEAL
-from l0jax._src.operators import MatrixOperator, as_operator, is_sparse
+from l0jax._src.operators import Backend, MatrixOperator, as_operator, is_sparse
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
 from l0jax._src.schedules import Schedule
 
@@ -138,7 +141,7 @@ def _rows(M: Any, rows: np.ndarray) -> Any:
     return np.asarray(M)[rows]
 
 
-def _grid(lambdas: Any, counts: Any, n: int) -> tuple[np.ndarray, str]:
+def _grid(lambdas: ArrayLike | None, counts: ArrayLike | None, n: int) -> tuple[np.ndarray, str]:
     if (lambdas is None) == (counts is None):
         raise ValueError("give exactly one grid: lambdas= (L0 strengths) or counts= (households to keep).")
     if lambdas is not None:
@@ -192,7 +195,7 @@ def _path_finish_impl(config, states, problem, opt_states, num_steps):
 path_finish = jax.jit(_path_finish_impl, static_argnums=0)
 
 
-def _snap(states: model.CalibrationState, counts: np.ndarray, rule: str) -> model.CalibrationState:
+def _snap(states: model.CalibrationState, counts: np.ndarray, rule: EvalRule) -> model.CalibrationState:
     """Keep-K: every point's multiplier takes the value opening exactly its K gates (``dual.snap_to_budget``)."""
     la = np.array(states.params["log_alpha"])
     temps = np.asarray(engine.current_temperature(states.opt_state))
@@ -218,17 +221,17 @@ def _relative_errors(M: Any, weights: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def calibrate_path(
-    M: Any,
-    targets: Any,
+    M: Any,  # a CalibrationMatrix: Any because the body dispatches on its form at runtime
+    targets: ArrayLike,
     *,
-    key: Any,
-    holdout: Any,
-    lambdas: Any = None,
-    counts: Any = None,
+    key: jax.Array | int,
+    holdout: ArrayLike,
+    lambdas: ArrayLike | None = None,
+    counts: ArrayLike | None = None,
     epochs: int = 1000,
     lr: float = 0.1,
-    loss_type: str = "relative",
-    init_weights: Any = None,
+    loss_type: LossType = "relative",
+    init_weights: ArrayLike | None = None,
     init_keep_prob: float = 0.5,
     temperature: Schedule | float = DEFAULT_TEMPERATURE,
     gamma: float = hc.GAMMA,
@@ -236,15 +239,15 @@ def calibrate_path(
     lambda_l2: float = 0.0,
     log_weight_jitter_sd: float = 0.0,
     log_alpha_jitter_sd: float = 0.01,
-    distance: str | None = None,
+    distance: Distance | None = None,
     distance_strength: float = 1e-3,
     weight_bounds: tuple[float, float] | None = None,
     target_active_rate: float = 0.05,
-    eval_rule: str = "median",
+    eval_rule: EvalRule = "median",
     polish: bool = True,
     polish_epochs: int | None = None,
     log_every: int = 100,
-    backend: str = "auto",
+    backend: Backend = "auto",
     tolerance: float = 0.0,
     beta: float | None = None,
 ) -> CalibrationPath:

@@ -25,12 +25,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
 from l0jax._src.calibration import checkpoint as ckpt
 from l0jax._src.calibration import dual, engine, hierarchy, model
-from l0jax._src.calibration.distance import DISTANCES, distance_term
+from l0jax._src.calibration.distance import DISTANCES, Distance, distance_term
 from l0jax._src.calibration.sharding import fetch
 
 Array = jax.Array
@@ -65,7 +66,7 @@ class ProductionOptions:
 
     target_active: int | float | None = None
     target_active_rate: float = 0.05
-    distance: str | None = None
+    distance: Distance | None = None
     distance_strength: float = 1e-3
     aggregates: Any = None
     tol: float | None = None
@@ -212,9 +213,9 @@ class Run:
         M: Any,
         targets: np.ndarray,
         n: int,
-        init_weights: Any,
+        init_weights: ArrayLike | None,
         settings: dict[str, Any],
-        dtype: Any = jnp.float32,
+        dtype: DTypeLike = jnp.float32,
         layout: Any = None,
         fingerprint: str | None = None,
     ):

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from l0jax._src.calibration.losses import LossType
 from l0jax._src.calibration.model import CalibrationState
 
 
@@ -41,7 +42,7 @@ class CalibrationResult:
     targets: np.ndarray
     history: dict[str, np.ndarray]
     state: CalibrationState
-    loss_type: str
+    loss_type: LossType
     polish: dict[str, float] | None = None
 
     @property

@@ -49,11 +49,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src.calibration import blocks as colblocks
 from l0jax._src.calibration import checkpoint as ckpt
 from l0jax._src.host_operators import scipy_chunk_products
 from l0jax._src.operators import (
+    Backend,
     DenseOperator,
     EllOperator,
     MatrixOperator,
@@ -68,6 +70,8 @@ from l0jax._src.operators import (
 )
 
 Array = jax.Array
+DevicesLike = int | Sequence[jax.Device] | Mesh | None
+"""The devices to split households over: none (one device), the first N, a list, or a 1-D mesh."""
 AXIS = "households"
 # The households are cut into lcm(CHUNKS, devices) chunks of equal size; the target sums of each
 # chunk are computed alone and added in chunk order, so 1, 2, 4 and 8 devices add the same numbers
@@ -232,7 +236,7 @@ class Layout:
 _DEVICES_FORMS = "devices must be None, a device count, a sequence of jax.Device or a 1-D mesh"
 
 
-def resolve_devices(devices: Any, n: int) -> Layout | None:
+def resolve_devices(devices: DevicesLike, n: int) -> Layout | None:
     """The layout of a sharded run, from the ``devices`` argument of ``calibrate``.
 
     Args:
@@ -456,8 +460,8 @@ class ShardedOperator(MatrixOperator):
         leaves: list[Array],
         spec: tuple,
         shape: tuple[int, int],
-        dtype: Any,
-        backend: str,
+        dtype: DTypeLike,
+        backend: Backend,
         keep: Any = None,
     ):
         self.leaves = list(leaves)
@@ -481,7 +485,7 @@ class ShardedOperator(MatrixOperator):
         """``M.T @ r``: ``r`` of shape (m,) -> shape (padded,), split over the mesh."""
         return _sharded_rmatvec(self.spec, self.leaves, self._vector("r", r, self.shape[0]))
 
-    def fingerprint(self, targets: Any) -> str | None:
+    def fingerprint(self, targets: ArrayLike) -> str | None:
         """The checkpoint fingerprint of M and ``targets`` (equal to ``checkpoint.fingerprint`` of the
         whole matrix), when the operator was built with ``fingerprint=True``; else None.
         """
@@ -518,8 +522,8 @@ def shard_operator(
     layout: Layout,
     *,
     m: int,
-    backend: str = "auto",
-    dtype: Any = np.float32,
+    backend: Backend = "auto",
+    dtype: DTypeLike = np.float32,
     name: str = "M",
     fingerprint: bool = False,
 ) -> ShardedOperator:

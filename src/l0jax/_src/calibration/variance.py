@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 from l0jax._src.calibration import classical
@@ -43,7 +44,9 @@ from l0jax._src.calibration.diagnostics import CalibrationWarning
 from l0jax._src.calibration.gram import DenseGram, PaddedGram
 
 Array = jax.Array
-REPLICATE_METHODS = ("JK1", "JKn", "bootstrap")
+ReplicateMethod = Literal["JK1", "JKn", "bootstrap"]
+"""The replicate-weight variance method."""
+REPLICATE_METHODS: tuple[ReplicateMethod, ...] = get_args(ReplicateMethod)
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,7 +65,9 @@ def _labels(name: str, values: Any, n: int) -> np.ndarray | None:
     return np.unique(arr, return_inverse=True)[1].reshape(-1)
 
 
-def _sampling_fractions(fpc: Any, stratum: np.ndarray, psu_per_stratum: np.ndarray, n: int) -> np.ndarray:
+def _sampling_fractions(
+    fpc: ArrayLike | None, stratum: np.ndarray, psu_per_stratum: np.ndarray, n: int
+) -> np.ndarray:
     """``f_h`` per stratum from ``fpc``: population counts of PSUs (> 1) or sampling fractions (<= 1)."""
     k = psu_per_stratum.size
     if fpc is None:
@@ -114,7 +119,13 @@ class SampleDesign:
     fraction: np.ndarray
 
 
-def sample_design(n: int, *, strata: Any = None, clusters: Any = None, fpc: Any = None) -> SampleDesign:
+def sample_design(
+    n: int,
+    *,
+    strata: ArrayLike | None = None,
+    clusters: ArrayLike | None = None,
+    fpc: ArrayLike | None = None,
+) -> SampleDesign:
     """Codes the sample design: strata, clusters (nested within strata) and the fpc.
 
     Args:
@@ -141,7 +152,13 @@ def sample_design(n: int, *, strata: Any = None, clusters: Any = None, fpc: Any 
     return SampleDesign(stratum, psu, psu_stratum, psu_count, fraction)
 
 
-def design_variance(scores: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None) -> np.ndarray:
+def design_variance(
+    scores: ArrayLike,
+    *,
+    strata: ArrayLike | None = None,
+    clusters: ArrayLike | None = None,
+    fpc: ArrayLike | None = None,
+) -> np.ndarray:
     """The design variance of ``sum_j scores_j``: the ultimate-cluster estimator (module docstring).
 
     Args:
@@ -226,18 +243,18 @@ class SurveyEstimate:
       method: ``"linearization"``, or the replicate method (``"JK1"``, ``"JKn"``, ``"bootstrap"``).
     """
 
-    estimate: Any
-    se: Any
+    estimate: float | np.ndarray
+    se: float | np.ndarray
     kind: str
     method: str
 
     @property
-    def variance(self) -> Any:
+    def variance(self) -> float | np.ndarray:
         """``se ** 2``."""
         return np.square(self.se)
 
     @property
-    def cv(self) -> Any:
+    def cv(self) -> float | np.ndarray:
         """Coefficient of variation ``se / |estimate|``."""
         return np.asarray(self.se) / np.abs(np.asarray(self.estimate))
 
@@ -247,7 +264,7 @@ class SurveyEstimate:
         return f"SurveyEstimate({self.kind}: {body}; {self.method})"
 
 
-def _values(y: Any, n: int) -> tuple[np.ndarray, bool]:
+def _values(y: ArrayLike, n: int) -> tuple[np.ndarray, bool]:
     arr = np.asarray(y, np.float64)
     if arr.ndim not in (1, 2) or arr.shape[0] != n:
         raise ValueError(f"y must have shape ({n},) or ({n}, k), one row per household, got {arr.shape}.")
@@ -260,7 +277,12 @@ def _shape(x: np.ndarray, single: bool) -> Any:
 
 
 def calibrated_total(
-    cal: classical.ClassicalCalibration, y: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None
+    cal: classical.ClassicalCalibration,
+    y: ArrayLike,
+    *,
+    strata: ArrayLike | None = None,
+    clusters: ArrayLike | None = None,
+    fpc: ArrayLike | None = None,
 ) -> SurveyEstimate:
     """The calibrated total ``sum_j w_j y_j`` and its linearised (GREG residual) standard error.
 
@@ -285,7 +307,12 @@ def calibrated_total(
 
 
 def calibrated_mean(
-    cal: classical.ClassicalCalibration, y: Any, *, strata: Any = None, clusters: Any = None, fpc: Any = None
+    cal: classical.ClassicalCalibration,
+    y: ArrayLike,
+    *,
+    strata: ArrayLike | None = None,
+    clusters: ArrayLike | None = None,
+    fpc: ArrayLike | None = None,
 ) -> SurveyEstimate:
     """The calibrated mean ``sum_j w_j y_j / sum_j w_j`` and its linearised standard error.
 
@@ -337,7 +364,7 @@ class ReplicateWeights:
     method: str
     mse: bool = False
 
-    def variance(self, replicate_estimates: Any, full_estimate: Any) -> np.ndarray:
+    def variance(self, replicate_estimates: ArrayLike, full_estimate: ArrayLike) -> np.ndarray:
         """The replicate variance from estimates of shape (R,) or (R, k) and the full-sample one."""
         theta = np.asarray(replicate_estimates, np.float64)
         center = np.asarray(full_estimate, np.float64) if self.mse else theta.mean(axis=0)
@@ -347,14 +374,14 @@ class ReplicateWeights:
 
 
 def replicate_weights(
-    design_weights: Any,
+    design_weights: ArrayLike,
     *,
-    method: str = "JK1",
-    strata: Any = None,
-    clusters: Any = None,
-    fpc: Any = None,
+    method: ReplicateMethod = "JK1",
+    strata: ArrayLike | None = None,
+    clusters: ArrayLike | None = None,
+    fpc: ArrayLike | None = None,
     replicates: int = 200,
-    key: Any = None,
+    key: jax.Array | int | None = None,
     mse: bool = False,
 ) -> ReplicateWeights:
     """Jackknife or bootstrap replicates of the design weights (R's ``as.svrepdesign``).
@@ -465,7 +492,7 @@ class ReplicateCalibration:
     replicates: ReplicateWeights
     full: classical.ClassicalCalibration
 
-    def total(self, y: Any) -> SurveyEstimate:
+    def total(self, y: ArrayLike) -> SurveyEstimate:
         """The full-sample calibrated total of y (shape (n,) or (n, k)) with its replicate standard error."""
         z, single = _values(y, self.weights.shape[1])
         est = np.asarray(self.full.weights, np.float64) @ z
@@ -474,7 +501,7 @@ class ReplicateCalibration:
             _shape(est, single), _shape(np.sqrt(var), single), "total", self.replicates.method
         )
 
-    def mean(self, y: Any) -> SurveyEstimate:
+    def mean(self, y: ArrayLike) -> SurveyEstimate:
         """The full-sample calibrated mean of y with its replicate standard error."""
         z, single = _values(y, self.weights.shape[1])
         w = np.asarray(self.full.weights, np.float64)

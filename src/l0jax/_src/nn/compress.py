@@ -34,13 +34,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.typing import Dtype, PaddingLike, PrecisionLike
 
+from l0jax._src.nn.gate import RngsLike
 from l0jax._src.nn.layers import L0Conv, L0DepthwiseConv, L0Layer, L0Linear
 from l0jax._src.nn.model import l0_layers, path_name, structured_modules
 from l0jax._src.nn.structured import L0Structured
 
 Array = jax.Array
 Shrinkable = L0Linear | L0Conv | L0DepthwiseConv
+
+# The layers of one chain (modules or dotted paths), a list of chains, or None for the default.
+ChainSpec = Sequence[nnx.Module | str] | Sequence[Sequence[nnx.Module | str]] | None
 
 
 def _load(
@@ -85,8 +90,8 @@ class CompressedLinear(nnx.Linear):
         bias: Array | None,
         *,
         input_index: Sequence[int] | np.ndarray | None = None,
-        dtype: Any = None,
-        precision: Any = None,
+        dtype: Dtype | None = None,
+        precision: PrecisionLike = None,
     ):
         kernel = jnp.asarray(kernel)
         super().__init__(
@@ -102,7 +107,7 @@ class CompressedLinear(nnx.Linear):
         )
         _load(self, kernel, bias, input_index)
 
-    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
+    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
         """x: (..., n_inputs) -> (..., out). ``deterministic``/``rngs`` are accepted and ignored, so
         model code written for the gated layer runs unchanged.
         """
@@ -134,12 +139,12 @@ class CompressedConv(nnx.Conv):
         bias: Array | None,
         *,
         strides: Sequence[int],
-        padding: Any,
+        padding: PaddingLike,
         kernel_dilation: Sequence[int],
         feature_group_count: int = 1,
         input_index: Sequence[int] | np.ndarray | None = None,
-        dtype: Any = None,
-        precision: Any = None,
+        dtype: Dtype | None = None,
+        precision: PrecisionLike = None,
     ):
         kernel = jnp.asarray(kernel)
         super().__init__(
@@ -160,7 +165,7 @@ class CompressedConv(nnx.Conv):
         )
         _load(self, kernel, bias, input_index)
 
-    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
+    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
         """``x``: ``(*batch, *spatial, n_inputs)`` -> ``(*batch, *spatial_out, out)``.
 
         ``deterministic`` and ``rngs`` are accepted and ignored.
@@ -385,7 +390,7 @@ def _compress_chain(
     return modules
 
 
-def compress(model: nnx.Module, *, chain: Any = None, remove_dead_outputs: bool = True) -> nnx.Module:
+def compress(model: nnx.Module, *, chain: ChainSpec = None, remove_dead_outputs: bool = True) -> nnx.Module:
     """Returns a smaller dense copy of ``model`` with closed neurons and channels removed.
 
     Each L0 layer is replaced by a ``CompressedLinear`` or ``CompressedConv`` (subclasses of

@@ -18,10 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from flax.nnx import rnglib
+from flax.typing import Dtype
 from jax.core import Tracer
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 
 Array = jax.Array
 Shape = tuple[int, ...]
@@ -150,12 +153,12 @@ class GateConfig:
       TypeError: ``deterministic`` not a bool or None, ``rng_collection`` not a string.
     """
 
-    init_keep_prob: Any = 0.5
+    init_keep_prob: ArrayLike = 0.5
     init_jitter: float = 0.0
-    temperature: Any = 2 / 3
+    temperature: ArrayLike = 2 / 3
     gamma: float = hc.GAMMA
     zeta: float = hc.ZETA
-    eval_rule: str = "median"
+    eval_rule: EvalRule = "median"
     deterministic: bool | None = False
     rng_collection: str = "gates"
 
@@ -216,7 +219,7 @@ class GateConfig:
         self,
         shape: int | Shape,
         *,
-        param_dtype: Any = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs | rnglib.RngStream | None = None,
     ) -> HardConcreteGate:
         """A ``HardConcreteGate`` of ``shape`` with these settings.
@@ -242,10 +245,10 @@ class GateKeywordsWithoutKeep(TypedDict, total=False):
     """
 
     init_jitter: float
-    temperature: Any
+    temperature: ArrayLike
     gamma: float
     zeta: float
-    eval_rule: str
+    eval_rule: EvalRule
     deterministic: bool | None
     rng_collection: str
 
@@ -253,7 +256,7 @@ class GateKeywordsWithoutKeep(TypedDict, total=False):
 class GateKeywords(GateKeywordsWithoutKeep, total=False):
     """The fields of ``GateConfig`` as keyword arguments of a module (each overrides ``gate_config``'s)."""
 
-    init_keep_prob: Any
+    init_keep_prob: ArrayLike
 
 
 def resolve_gate_config(
@@ -329,7 +332,7 @@ class HardConcreteGate(nnx.Module):
         shape: int | Shape,
         *,
         gate_config: GateConfig | None = None,
-        param_dtype: Any = jnp.float32,
+        param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs | rnglib.RngStream | None = None,
         **gate_keywords: Unpack[GateKeywords],
     ):
@@ -423,7 +426,7 @@ class HardConcreteGate(nnx.Module):
         checks.check_threshold(threshold)
         return self.prob_nonzero() > threshold
 
-    def set_view(self, deterministic: bool | None = None, eval_rule: str | None = None) -> None:
+    def set_view(self, deterministic: bool | None = None, eval_rule: EvalRule | None = None) -> None:
         """Used by ``nnx.view``.
 
         Args:

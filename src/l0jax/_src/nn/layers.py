@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Unpack
+from typing import Any, ClassVar, Literal, Unpack, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.typing import Dtype, Initializer, LaxPadding, PaddingLike, PrecisionLike
 from jax import lax
 
 from l0jax._src import checks
@@ -48,12 +49,13 @@ from l0jax._src.nn.gate import (
 )
 
 Array = jax.Array
-GRANULARITIES = ("weight", "input", "output")
+Granularity = Literal["weight", "input", "output"]
+GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
 default_kernel_init = nnx.initializers.lecun_normal()
 default_bias_init = nnx.initializers.zeros_init()
 
 
-def compute_dtype(x_dtype: Any, param_dtype: Any, dtype: Any = None) -> Any:
+def compute_dtype(x_dtype: Dtype, param_dtype: Dtype, dtype: Dtype | None = None) -> Dtype:
     """The dtype a layer computes in: ``dtype`` if given, else the wider of input and parameters.
 
     Written out explicitly because the test suite (and careful users) run with strict dtype
@@ -98,12 +100,14 @@ def check_init_arguments(owner: str, rngs: Any, **initializers: Any) -> None:
             )
 
 
-def new_param(init: Callable, rngs: nnx.Rngs, shape: tuple[int, ...], dtype: Any) -> nnx.Param:
+def new_param(init: Callable, rngs: nnx.Rngs, shape: tuple[int, ...], dtype: Dtype) -> nnx.Param:
     """A parameter of ``shape`` drawn by ``init`` from the ``params`` stream of ``rngs``."""
     return nnx.Param(init(rngs.params(), shape, dtype))
 
 
-def optional_param(use: bool, init: Callable, rngs: nnx.Rngs, shape: tuple[int, ...], dtype: Any) -> Any:
+def optional_param(
+    use: bool, init: Callable, rngs: nnx.Rngs, shape: tuple[int, ...], dtype: Dtype
+) -> nnx.Param | None:
     """``new_param(...)`` when ``use`` is true (a bias the module adds), else ``nnx.data(None)``."""
     return new_param(init, rngs, shape, dtype) if use else nnx.data(None)
 
@@ -150,9 +154,9 @@ class L0Layer(nnx.Module):
         gate_shape: tuple[int, ...],
         *,
         use_bias: bool,
-        kernel_init: Callable,
-        bias_init: Callable,
-        param_dtype: Any,
+        kernel_init: Initializer,
+        bias_init: Initializer,
+        param_dtype: Dtype,
         gate_config: GateConfig,
         rngs: nnx.Rngs,
     ) -> None:
@@ -274,14 +278,14 @@ class L0Linear(L0Layer):
         in_features: int,
         out_features: int,
         *,
-        gate: str = "weight",
+        gate: Granularity = "weight",
         use_bias: bool = True,
         gate_config: GateConfig | None = None,
-        kernel_init: Callable = default_kernel_init,
-        bias_init: Callable = default_bias_init,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
         rngs: nnx.Rngs,
         **gate_keywords: Unpack[GateKeywords],
     ):
@@ -383,10 +387,10 @@ def conv_channels_last(
     kernel: Array,
     *,
     strides: tuple[int, ...],
-    padding: Any,
+    padding: LaxPadding,
     kernel_dilation: tuple[int, ...],
     feature_group_count: int,
-    precision: Any,
+    precision: PrecisionLike,
 ) -> Array:
     """Convolution in Flax's layout: x (*batch, *spatial, C_in), kernel (*window, C_in/groups, C_out).
 
@@ -494,16 +498,16 @@ class L0Conv(_ConvBase):
         kernel_size: Sequence[int],
         *,
         strides: int | Sequence[int] = 1,
-        padding: Any = "SAME",
+        padding: PaddingLike = "SAME",
         kernel_dilation: int | Sequence[int] = 1,
         structured: bool = False,
         use_bias: bool = True,
         gate_config: GateConfig | None = None,
-        kernel_init: Callable = default_kernel_init,
-        bias_init: Callable = default_bias_init,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
         rngs: nnx.Rngs,
         **gate_keywords: Unpack[GateKeywords],
     ):
@@ -581,15 +585,15 @@ class L0DepthwiseConv(_ConvBase):
         *,
         channel_multiplier: int = 1,
         strides: int | Sequence[int] = 1,
-        padding: Any = "SAME",
+        padding: PaddingLike = "SAME",
         kernel_dilation: int | Sequence[int] = 1,
         use_bias: bool = True,
         gate_config: GateConfig | None = None,
-        kernel_init: Callable = default_kernel_init,
-        bias_init: Callable = default_bias_init,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
         rngs: nnx.Rngs,
         **gate_keywords: Unpack[GateKeywords],
     ):
@@ -683,14 +687,14 @@ class SparseMLP(nnx.Module):
         self,
         features: Sequence[int] = (784, 256, 256, 10),
         *,
-        gate: str | Sequence[str] = "weight",
+        gate: Granularity | Sequence[Granularity] = "weight",
         activation: Callable[[Array], Array] = nnx.relu,
         gate_config: GateConfig | None = None,
         use_bias: bool = True,
-        kernel_init: Callable = default_kernel_init,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
+        kernel_init: Initializer = default_kernel_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
         rngs: nnx.Rngs,
         **gate_keywords: Unpack[GateKeywords],
     ):

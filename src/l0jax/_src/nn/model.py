@@ -21,12 +21,13 @@ Differences from l0-python 0.6 (bugs fixed):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
 from l0jax._src.nn.gate import HardConcreteGate
@@ -34,7 +35,8 @@ from l0jax._src.nn.layers import L0Layer
 from l0jax._src.nn.structured import L0Structured
 
 Array = jax.Array
-PER_CHOICES = ("parameter", "gate")
+PenaltyUnit = Literal["parameter", "gate"]
+PER_CHOICES: tuple[PenaltyUnit, ...] = get_args(PenaltyUnit)
 
 
 def path_name(path: tuple) -> str:
@@ -78,7 +80,7 @@ def _require_gates(model: Any, what: str) -> tuple[list, list]:
     return layers, gates
 
 
-def l0_penalty(model: nnx.Module, *, per: str = "parameter") -> Array:
+def l0_penalty(model: nnx.Module, *, per: PenaltyUnit = "parameter") -> Array:
     """Expected L0 norm of a model: the sum of its layers' and free gates' penalties (eq. 12).
 
     Args:
@@ -133,7 +135,7 @@ def l2_penalty(model: nnx.Module, *, expected: bool = False) -> Array:
     return total
 
 
-def set_temperature(model: nnx.Module, temperature: Any) -> None:
+def set_temperature(model: nnx.Module, temperature: ArrayLike) -> None:
     """Sets the concrete temperature of every gate in ``model`` (in place).
 
     The temperature is an ``nnx.Variable``, so inside a jitted step a traced value (e.g.

@@ -10,11 +10,14 @@ expected FLOPs can later be computed inside a jitted step without running the mo
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import numpy as np
 from flax import nnx
+
+SizeUnit = Literal["parameter", "gate", "flops"]
+"""What a size counts: parameters, gates, or FLOPs per example."""
 
 _RECORDER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("l0jax_positions", default=None)
 

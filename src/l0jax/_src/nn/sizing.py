@@ -15,7 +15,7 @@ counted; data gates (``FeatureGate``, ``SampleGate``) count no FLOPs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +25,10 @@ from l0jax._src import budget as core
 from l0jax._src import checks
 from l0jax._src.nn import record
 from l0jax._src.nn.model import free_gates, l0_layers, path_name, structured_modules
+from l0jax._src.nn.record import SizeUnit
 
 Array = jax.Array
-PER = ("parameter", "gate", "flops")
+PER: tuple[SizeUnit, ...] = get_args(SizeUnit)
 
 
 def _check_per(per: Any) -> None:
@@ -57,7 +58,7 @@ def _pos(positions: dict | None, path: tuple, module: Any) -> Any:
     return positions[name]
 
 
-def expected_size(model: nnx.Module, per: str = "parameter", *, positions: dict | None = None) -> Array:
+def expected_size(model: nnx.Module, per: SizeUnit = "parameter", *, positions: dict | None = None) -> Array:
     """Expected size of a model under its gates: kernel entries, open gates or FLOPs per example.
 
     Jittable and differentiable in every gate logit (use it inside the training step).
@@ -91,7 +92,7 @@ def expected_size(model: nnx.Module, per: str = "parameter", *, positions: dict 
     return total
 
 
-def full_size(model: nnx.Module, per: str = "parameter", *, positions: dict | None = None) -> float:
+def full_size(model: nnx.Module, per: SizeUnit = "parameter", *, positions: dict | None = None) -> float:
     """The size of a model with every gate open, in the units of ``expected_size``.
 
     Args:
@@ -210,7 +211,7 @@ class SizeBudget(nnx.Module):
         self,
         model: nnx.Module,
         target: float,
-        per: str = "parameter",
+        per: SizeUnit = "parameter",
         *,
         example: Any = None,
         rate: float = 1.0,
@@ -221,7 +222,7 @@ class SizeBudget(nnx.Module):
             raise ValueError("per='flops' needs example= (an input batch of the model) to read its shapes.")
         checks.check_positive("rate", rate)
         checks.check_nonnegative("warmup", warmup)
-        self.per = per
+        self.per: SizeUnit = per
         positions = layer_positions(model, example) if per == "flops" else None
         # Kept as a tuple: static attributes of an NNX module must be hashable.
         self.positions = None if positions is None else tuple(sorted(positions.items()))

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.typing import Dtype, Initializer, PrecisionLike
 
 from l0jax._src.nn import record
 from l0jax._src.nn.gate import GateConfig, GateKeywords, HardConcreteGate, RngsLike, resolve_gate_config
@@ -44,6 +45,7 @@ from l0jax._src.nn.layers import (
     optional_param,
     positive_int,
 )
+from l0jax._src.nn.record import SizeUnit
 
 Array = jax.Array
 
@@ -67,11 +69,11 @@ class L0Structured(nnx.Module):
         """The module's gates."""
         raise NotImplementedError
 
-    def expected_size(self, per: str, positions: Any = None) -> Array:
+    def expected_size(self, per: SizeUnit, positions: Any = None) -> Array:
         """Expected size under the gates: ``"parameter"``, ``"gate"`` or ``"flops"`` (per example)."""
         raise NotImplementedError
 
-    def full_size(self, per: str, positions: Any = None) -> float:
+    def full_size(self, per: SizeUnit, positions: Any = None) -> float:
         """The size with every gate open, in the same unit."""
         raise NotImplementedError
 
@@ -146,11 +148,11 @@ class L0MultiHeadAttention(L0Structured):
         block_gate: bool = False,
         gate_config: GateConfig | None = None,
         use_bias: bool = True,
-        kernel_init: Callable = default_kernel_init,
-        bias_init: Callable = default_bias_init,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
         rngs: nnx.Rngs,
         **gate_keywords: Unpack[GateKeywords],
     ):
@@ -259,7 +261,7 @@ class L0MultiHeadAttention(L0Structured):
         p = jnp.broadcast_to(p, (self.num_heads, self.head_dim))
         return p if self.dim_gate is None else p * self.dim_gate.prob_nonzero()
 
-    def expected_size(self, per: str, positions: Any = None) -> Array:
+    def expected_size(self, per: SizeUnit, positions: Any = None) -> Array:
         """Expected kernel entries, open gates or FLOPs per example (needs ``positions = (L, S)``).
 
         Args:
@@ -282,7 +284,7 @@ class L0MultiHeadAttention(L0Structured):
         values = (2.0 * keys * i + length * (2.0 * keys - 1.0) + 2.0 * length * o) * jnp.sum(p_dim)
         return qk + scores + values
 
-    def full_size(self, per: str, positions: Any = None) -> float:
+    def full_size(self, per: SizeUnit, positions: Any = None) -> float:
         """The size with every gate open (same units as ``expected_size``)."""
         h, d, i, o = self.num_heads, self.head_dim, self.in_features, self.out_features
         if per == "gate":
@@ -404,7 +406,7 @@ class CompressedMultiHeadAttention(nnx.Module):
         *,
         mask: Array | None = None,
         deterministic: bool | None = None,
-        rngs: Any = None,
+        rngs: RngsLike = None,
     ) -> Array:
         """As ``L0MultiHeadAttention`` in eval mode (``deterministic`` and ``rngs`` are ignored)."""
         inputs_q = jnp.asarray(inputs_q)
@@ -477,11 +479,11 @@ class L0MLPBlock(L0Structured):
         block_gate: bool = False,
         gate_config: GateConfig | None = None,
         use_bias: bool = True,
-        kernel_init: Callable = default_kernel_init,
-        bias_init: Callable = default_bias_init,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
         rngs: nnx.Rngs,
         **gate_keywords: Unpack[GateKeywords],
     ):
@@ -533,7 +535,7 @@ class L0MLPBlock(L0Structured):
             y = y + _lead(self.bias2[...].astype(dtype), y.ndim)
         return y if zb is None else y * _lead(zb.astype(dtype), y.ndim)
 
-    def expected_size(self, per: str, positions: Any = None) -> Array:
+    def expected_size(self, per: SizeUnit, positions: Any = None) -> Array:
         """Expected kernel entries, open gates or FLOPs per example (``positions``: tokens per example).
 
         Args:
@@ -551,7 +553,7 @@ class L0MLPBlock(L0Structured):
             return entries
         return 2.0 * float(positions if positions is not None else 1) * entries
 
-    def full_size(self, per: str, positions: Any = None) -> float:
+    def full_size(self, per: SizeUnit, positions: Any = None) -> float:
         """The size with every gate open (same units as ``expected_size``)."""
         if per == "gate":
             return float(sum(int(np.prod(g.shape)) for g in self.gates()))
@@ -605,7 +607,7 @@ class CompressedMLPBlock(nnx.Module):
         self.activation = activation
         self.dtype, self.precision = dtype, precision
 
-    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: Any = None) -> Array:
+    def __call__(self, x: Array, *, deterministic: bool | None = None, rngs: RngsLike = None) -> Array:
         """As ``L0MLPBlock`` in eval mode (``deterministic`` and ``rngs`` are ignored)."""
         x = jnp.asarray(x)
         dtype = compute_dtype(x.dtype, self.kernel1.dtype, self.dtype)

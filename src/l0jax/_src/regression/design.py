@@ -13,21 +13,25 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks, operators
+from l0jax._src.operators import Backend
 
 Array = jax.Array
+DeviceLike = jax.Device | str | None
+"""Where to compute: JAX's default device (None), a ``jax.Device``, or a platform name such as "cpu"."""
 MatrixOperator = operators.MatrixOperator
 
 
-def compute_dtype(dtype: Any) -> Any:
+def compute_dtype(dtype: DTypeLike) -> Any:
     """float64 when JAX runs in 64-bit mode and the data is float64; float32 otherwise."""
     if jax.config.read("jax_enable_x64") and np.dtype(dtype) == np.float64:
         return jnp.float64
     return jnp.float32
 
 
-def _check_numeric(name: str, dtype: Any) -> None:
+def _check_numeric(name: str, dtype: DTypeLike) -> None:
     if np.dtype(dtype).kind not in "biuf":
         raise ValueError(f"{name} must hold real numbers, got dtype {np.dtype(dtype)}; convert it to float.")
 
@@ -37,8 +41,8 @@ def as_design(
     *,
     name: str = "X",
     n_features: int | None = None,
-    device: Any = None,
-    backend: str = "auto",
+    device: DeviceLike = None,
+    backend: Backend = "auto",
 ) -> MatrixOperator:
     """Validates X and wraps it for the compiled loop.
 
@@ -81,7 +85,7 @@ def as_design(
     return X
 
 
-def as_targets(y: Any, n_samples: int, *, name: str = "y", numeric: bool = True) -> np.ndarray:
+def as_targets(y: ArrayLike, n_samples: int, *, name: str = "y", numeric: bool = True) -> np.ndarray:
     """Validates a target vector: length n_samples, finite, real. A single column is flattened.
 
     Args:

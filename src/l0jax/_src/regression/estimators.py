@@ -20,13 +20,17 @@ from typing import Any, NamedTuple, Self, TypeVar, cast
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from l0jax._src import checks
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
+from l0jax._src.operators import Backend, MatrixLike
 from l0jax._src.regression import design as dm
 from l0jax._src.regression import objective as obj
 from l0jax._src.regression import refine as rf
 from l0jax._src.regression import train
+from l0jax._src.regression.design import DeviceLike
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, temperature_argument
 
 Array = jax.Array
@@ -54,7 +58,7 @@ def check_refine(refine: Any) -> bool:
 class _SparseL0Model:
     """Shared implementation of the linear and logistic models (see their docstrings)."""
 
-    _kind = "linear"
+    _kind: obj.ModelKind = "linear"
     _loss_name = "mse"
 
     def __init__(
@@ -65,12 +69,12 @@ class _SparseL0Model:
         gamma: float = -0.1,
         zeta: float = 1.1,
         init_keep_prob: float = 0.5,
-        device: Any = None,
+        device: DeviceLike = None,
         seed: int | None = 0,
         *,
         key: Array | None = None,
-        eval_rule: str = "median",
-        backend: str = "auto",
+        eval_rule: EvalRule = "median",
+        backend: Backend = "auto",
         temperature: float | None = None,
     ) -> None:
         self.n_features = checks.check_int_at_least("n_features", n_features, 1)
@@ -82,11 +86,11 @@ class _SparseL0Model:
         checks.check_open_unit("init_keep_prob", init_keep_prob)
         checks.check_choice("eval_rule", eval_rule, hc.EVAL_RULES)
         checks.check_choice("backend", backend, dm.operators.BACKENDS)
-        self.backend = backend
+        self.backend: Backend = backend
         self.fit_intercept = bool(fit_intercept)
         self.temperature, self.gamma, self.zeta = float(temperature), float(gamma), float(zeta)
         self.init_keep_prob = float(init_keep_prob)
-        self.eval_rule = eval_rule
+        self.eval_rule: EvalRule = eval_rule
         self.device = dm.resolve_device(device)
         self.seed = seed
         self._key = _root_key(seed, key)
@@ -145,7 +149,7 @@ class _SparseL0Model:
         # and learning rate matter to fit, which builds its own with _hyper_for.
         return self._hyper_for(self.params["weight"].dtype, 0.0, 0.01)
 
-    def _hyper_for(self, dtype: Any, lambda_l0: Any, lr: Any) -> obj.GateHyper:
+    def _hyper_for(self, dtype: DTypeLike, lambda_l0: ArrayLike, lr: ArrayLike) -> obj.GateHyper:
         f = lambda v: jnp.asarray(v, dtype)  # noqa: E731
         return obj.GateHyper(f(lambda_l0), f(lr), f(self.temperature), f(self.gamma), f(self.zeta))
 
@@ -155,15 +159,15 @@ class _SparseL0Model:
 
     # -- targets (overridden by the logistic model) ------------------------------------------
 
-    def _encode_targets(self, y: Any, n_samples: int, *, name: str = "y", learn: bool) -> np.ndarray:
+    def _encode_targets(self, y: ArrayLike, n_samples: int, *, name: str = "y", learn: bool) -> np.ndarray:
         return dm.as_targets(y, n_samples, name=name)
 
     # -- fitting -----------------------------------------------------------------------------
 
     def fit(
         self,
-        X_sparse: Any,
-        y: Any,
+        X_sparse: MatrixLike,
+        y: ArrayLike,
         lambda_reg: float | None = None,
         lr: float = 0.01,
         epochs: int = 1000,
@@ -308,7 +312,7 @@ class _SparseL0Model:
 
     # -- prediction --------------------------------------------------------------------------
 
-    def forward(self, X: Any, deterministic: bool = False, *, key: Array | None = None) -> Array:
+    def forward(self, X: MatrixLike, deterministic: bool = False, *, key: Array | None = None) -> Array:
         """The linear predictor ``X @ (weight * z) + bias`` (predictions, or logits for logistic).
 
         Args:
@@ -334,7 +338,7 @@ class _SparseL0Model:
         dtype = design.dtype
         return jax.tree.map(lambda p: p if p.dtype == dtype else p.astype(dtype), self.params)
 
-    def _decision(self, X: Any) -> Array:
+    def _decision(self, X: MatrixLike) -> Array:
         self._require_fitted("predicting")
         return self.forward(X, deterministic=True)
 
@@ -432,10 +436,10 @@ class SparseL0Linear(_SparseL0Model):
     docstring: reproducible fits, scipy sparse arrays accepted, no stale cache, input checks.
     """
 
-    _kind = "linear"
+    _kind: obj.ModelKind = "linear"
     _loss_name = "mse"
 
-    def predict(self, X_sparse: Any) -> Array:
+    def predict(self, X_sparse: MatrixLike) -> Array:
         """Predictions with the deterministic gates.
 
         Args:
@@ -471,11 +475,11 @@ class SparseL0Logistic(_SparseL0Model):
       temperature: the gate temperature under the library's name; give it or ``beta``.
     """
 
-    _kind = "logistic"
+    _kind: obj.ModelKind = "logistic"
     _loss_name = "bce"
     classes_: np.ndarray | None = None
 
-    def _encode_targets(self, y: Any, n_samples: int, *, name: str = "y", learn: bool) -> np.ndarray:
+    def _encode_targets(self, y: ArrayLike, n_samples: int, *, name: str = "y", learn: bool) -> np.ndarray:
         labels = dm.as_targets(y, n_samples, name=name, numeric=False)
         if learn:
             classes = np.unique(labels)
@@ -494,7 +498,7 @@ class SparseL0Logistic(_SparseL0Model):
             )
         return (labels == self.classes_[1]).astype(np.float64)
 
-    def decision_function(self, X: Any) -> Array:
+    def decision_function(self, X: MatrixLike) -> Array:
         """Logits ``X @ (w * gate) + b`` of the positive class ``classes_[1]`` (deterministic gates).
 
         Args:
@@ -505,7 +509,7 @@ class SparseL0Logistic(_SparseL0Model):
         """
         return self._decision(X)
 
-    def predict_proba(self, X: Any) -> Array:
+    def predict_proba(self, X: MatrixLike) -> Array:
         """Class probabilities with the deterministic gates.
 
         Args:
@@ -517,7 +521,7 @@ class SparseL0Logistic(_SparseL0Model):
         p = jax.nn.sigmoid(self._decision(X))
         return jnp.stack([1 - p, p], axis=1)
 
-    def predict(self, X_sparse: Any) -> np.ndarray:
+    def predict(self, X_sparse: MatrixLike) -> np.ndarray:
         """Predicted labels (from ``classes_``): the positive class where its probability > 0.5.
 
         Args:
@@ -546,10 +550,10 @@ class FitInputs(NamedTuple):
 
 def fit_inputs(
     model: _SparseL0Model,
-    X: Any,
-    y: Any,
-    lambda_l0: Any,
-    lr: Any,
+    X: Any,  # a MatrixLike, or the design operator a path already built
+    y: ArrayLike,
+    lambda_l0: ArrayLike,
+    lr: ArrayLike,
     epochs: Any,
     *,
     n_lambdas: int | None = None,

@@ -12,16 +12,21 @@ with the squared error (``kind="linear"``) or the binary cross-entropy on logits
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from l0jax._src import hard_concrete as hc
+from l0jax._src.aliases import EvalRule
 
 Array = jax.Array
 Params = dict[str, Array]
+
+ModelKind = Literal["linear", "logistic"]
+"""The regression model: least squares or logistic."""
 
 
 class GateHyper(NamedTuple):
@@ -35,7 +40,7 @@ class GateHyper(NamedTuple):
 
 
 def init_params(
-    rng: np.random.Generator, n_features: int, bias: float | None, init_keep_prob: float, dtype: Any
+    rng: np.random.Generator, n_features: int, bias: float | None, init_keep_prob: float, dtype: DTypeLike
 ) -> dict[str, np.ndarray]:
     """l0-python's initialisation: weight ~ N(0, 0.1^2), log_alpha = logit(keep) + N(0, 0.01^2).
 
@@ -61,7 +66,7 @@ def init_params(
     return params
 
 
-def initial_bias(y: np.ndarray, kind: str) -> float:
+def initial_bias(y: np.ndarray, kind: ModelKind) -> float:
     """The intercept to start from: mean(y) (linear) or the log-odds of the positive rate (logistic)."""
     mean = float(np.mean(y))
     if kind == "linear":
@@ -74,7 +79,7 @@ def sample_gates(key: Array, params: Params, hyper: GateHyper) -> Array:
     return hc.hard_concrete(key, params["log_alpha"], hyper.temperature, gamma=hyper.gamma, zeta=hyper.zeta)
 
 
-def eval_gates(params: Params, hyper: GateHyper, rule: str) -> Array:
+def eval_gates(params: Params, hyper: GateHyper, rule: EvalRule) -> Array:
     """Test-time gates (``rule="median"`` or eq. 13's ``"paper"``)."""
     return hc.hard_concrete_eval(
         params["log_alpha"], hyper.temperature, gamma=hyper.gamma, zeta=hyper.zeta, rule=rule
@@ -89,7 +94,7 @@ def linear_predictor(params: Params, design: Any, gates: Array) -> Array:
     return out
 
 
-def data_loss(y: Array, eta: Array, kind: str) -> Array:
+def data_loss(y: Array, eta: Array, kind: ModelKind) -> Array:
     """Mean squared error (``"linear"``) or mean binary cross-entropy on logits ``eta`` (``"logistic"``).
 
     Args:
@@ -112,7 +117,7 @@ def expected_l0(params: Params, hyper: GateHyper) -> Array:
 
 
 def objective(
-    params: Params, design: Any, y: Array, hyper: GateHyper, key: Array, kind: str
+    params: Params, design: Any, y: Array, hyper: GateHyper, key: Array, kind: ModelKind
 ) -> tuple[Array, tuple[Array, Array]]:
     """One Monte-Carlo draw of the L0 objective; returns (total, (data_loss, expected_l0)).
 

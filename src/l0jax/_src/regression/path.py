@@ -13,13 +13,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from l0jax._src import checks
+from l0jax._src.aliases import EvalRule
+from l0jax._src.operators import Backend, MatrixLike
 from l0jax._src.regression import design as dm
 from l0jax._src.regression import estimators as est
 from l0jax._src.regression import refine as rf
 from l0jax._src.regression import train
+from l0jax._src.regression.design import DeviceLike
 from l0jax._src.regression.estimators import SparseL0Linear, SparseL0Logistic
+from l0jax._src.regression.objective import ModelKind
 from l0jax._src.renamed import DEFAULT_TEMPERATURE, aliased
 
 _MODELS = {"linear": SparseL0Linear, "logistic": SparseL0Logistic}
@@ -78,13 +83,13 @@ class L0Path:
 
 
 def l0_path(
-    X: Any,
-    y: Any,
-    lambdas: Any,
+    X: MatrixLike,
+    y: ArrayLike,
+    lambdas: ArrayLike,
     *,
-    kind: str = "linear",
-    X_val: Any = None,
-    y_val: Any = None,
+    kind: ModelKind = "linear",
+    X_val: MatrixLike | None = None,
+    y_val: ArrayLike | None = None,
     fit_intercept: bool = True,
     temperature: float = DEFAULT_TEMPERATURE,
     gamma: float = -0.1,
@@ -94,9 +99,9 @@ def l0_path(
     epochs: int = 1000,
     seed: int | None = 0,
     key: jax.Array | None = None,
-    eval_rule: str = "median",
-    device: Any = None,
-    backend: str = "auto",
+    eval_rule: EvalRule = "median",
+    device: DeviceLike = None,
+    backend: Backend = "auto",
     refine: bool = True,
     beta: float | None = None,
 ) -> L0Path:

@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from l0jax._src.regression.objective import ModelKind
+
 Array = jax.Array
 
 # The largest support the search may reach; the candidate table is p x K.
@@ -506,7 +508,7 @@ def refine(
     gates: Array,
     lambda_l0: Array,
     *,
-    kind: str,
+    kind: ModelKind,
     fit_intercept: bool,
     threshold: float,
     path: bool = False,

@@ -21,8 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import DTypeLike
 
+from l0jax._src.aliases import EvalRule
 from l0jax._src.regression import objective as obj
+from l0jax._src.regression.objective import ModelKind
 
 Array = jax.Array
 CHUNK = 100
@@ -49,7 +52,9 @@ def init_opt_state(params: obj.Params) -> Any:
         return _adam(jnp.float32(1.0)).init(params)
 
 
-def _epoch(params, opt_state, design, y, hyper: obj.GateHyper, key, step, kind: str, eval_rule: str):
+def _epoch(
+    params, opt_state, design, y, hyper: obj.GateHyper, key, step, kind: ModelKind, eval_rule: EvalRule
+):
     step_key = jax.random.fold_in(key, step)
     grad_fn = jax.value_and_grad(obj.objective, has_aux=True)
     (total, (loss, penalty)), grads = grad_fn(params, design, y, hyper, step_key, kind)
@@ -108,9 +113,9 @@ def initial_carry(
     init_keep_prob: float,
     *,
     n_features: int,
-    kind: str,
+    kind: ModelKind,
     fit_intercept: bool,
-    dtype: Any,
+    dtype: DTypeLike,
     n_lambdas: int | None = None,
 ) -> tuple[dict[str, np.ndarray], Any]:
     """``(params, opt_state)`` to start training from, built on the host (no compilation).
@@ -153,7 +158,7 @@ def unfitted_params(
     init_keep_prob: float,
     *,
     n_features: int,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     zero_weights: bool = True,
     bias: float | None = None,
 ) -> dict[str, np.ndarray]:
@@ -174,8 +179,8 @@ def _run(
     key: Array,
     epochs: int,
     *,
-    kind: str,
-    eval_rule: str,
+    kind: ModelKind,
+    eval_rule: EvalRule,
     on_chunk: Callable[[int, History], None] | None,
     chunk: int,
 ) -> tuple[obj.Params, History]:
@@ -213,8 +218,8 @@ def run_fit(
     key: Array,
     epochs: int,
     *,
-    kind: str,
-    eval_rule: str = "median",
+    kind: ModelKind,
+    eval_rule: EvalRule = "median",
     on_chunk: Callable[[int, History], None] | None = None,
     chunk: int = CHUNK,
 ) -> tuple[obj.Params, History]:
@@ -258,8 +263,8 @@ def run_path(
     key: Array,
     epochs: int,
     *,
-    kind: str,
-    eval_rule: str = "median",
+    kind: ModelKind,
+    eval_rule: EvalRule = "median",
     chunk: int = CHUNK,
 ) -> tuple[obj.Params, History]:
     """Trains one model per lambda in ``hyper.lambda_l0`` (shape (k,)) in one vmapped program.
