@@ -55,6 +55,30 @@ def _lead(v: Array, ndim: int) -> Array:
     return v.reshape((1,) * (ndim - v.ndim) + v.shape)
 
 
+def _attention_heads(
+    m: Any, inputs_q: Array, inputs_k: Array, inputs_v: Array, mask: Array | None, dtype: Any
+) -> Array:
+    """Scaled dot-product attention of every head, before the output projection: (..., length, heads, dim).
+
+    ``m`` is a gated or a compressed attention module: both hold ``query``, ``key``, ``value`` (and
+    their biases, or None), ``head_dim`` and ``precision``.
+    """
+    p = m.precision
+
+    def proj(x, w, b):
+        y = jnp.einsum("...li,ihd->...lhd", x.astype(dtype), w[...].astype(dtype), precision=p)
+        return y if b is None else y + _lead(b[...].astype(dtype), y.ndim)
+
+    q = proj(inputs_q, m.query, m.query_bias)
+    k = proj(inputs_k, m.key, m.key_bias)
+    v = proj(inputs_v, m.value, m.value_bias)
+    scores = jnp.einsum("...lhd,...shd->...hls", q, k, precision=p) / jnp.sqrt(jnp.asarray(m.head_dim, dtype))
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(dtype).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    return jnp.einsum("...hls,...shd->...lhd", weights, v, precision=p)
+
+
 class L0Structured(nnx.Module):
     """Base of the modules whose gates switch whole structures (heads, hidden units, blocks).
 
@@ -231,21 +255,7 @@ class L0MultiHeadAttention(L0Structured):
         zb = self._block(deterministic, rngs)
         dtype = compute_dtype(inputs_q.dtype, self.query.dtype, self.dtype)
         p = self.precision
-
-        def proj(x, w, b):
-            y = jnp.einsum("...li,ihd->...lhd", x.astype(dtype), w[...].astype(dtype), precision=p)
-            return y if b is None else y + _lead(b[...].astype(dtype), y.ndim)
-
-        q = proj(inputs_q, self.query, self.query_bias)
-        k = proj(inputs_k, self.key, self.key_bias)
-        v = proj(inputs_v, self.value, self.value_bias)
-        scores = jnp.einsum("...lhd,...shd->...hls", q, k, precision=p) / jnp.sqrt(
-            jnp.asarray(self.head_dim, dtype)
-        )
-        if mask is not None:
-            scores = jnp.where(mask, scores, jnp.finfo(dtype).min)
-        weights = jax.nn.softmax(scores, axis=-1)
-        heads = jnp.einsum("...hls,...shd->...lhd", weights, v, precision=p)
+        heads = _attention_heads(self, inputs_q, inputs_k, inputs_v, mask, dtype)
         gate = zh.astype(dtype)[:, None]
         if zd is not None:
             gate = gate * zd.astype(dtype)
@@ -414,21 +424,7 @@ class CompressedMultiHeadAttention(nnx.Module):
         inputs_v = inputs_k if inputs_v is None else jnp.asarray(inputs_v)
         dtype = compute_dtype(inputs_q.dtype, self.query.dtype, self.dtype)
         p = self.precision
-
-        def proj(x, w, b):
-            y = jnp.einsum("...li,ihd->...lhd", x.astype(dtype), w[...].astype(dtype), precision=p)
-            return y if b is None else y + _lead(b[...].astype(dtype), y.ndim)
-
-        q = proj(inputs_q, self.query, self.query_bias)
-        k = proj(inputs_k, self.key, self.key_bias)
-        v = proj(inputs_v, self.value, self.value_bias)
-        scores = jnp.einsum("...lhd,...shd->...hls", q, k, precision=p) / jnp.sqrt(
-            jnp.asarray(self.head_dim, dtype)
-        )
-        if mask is not None:
-            scores = jnp.where(mask, scores, jnp.finfo(dtype).min)
-        weights = jax.nn.softmax(scores, axis=-1)
-        heads = jnp.einsum("...hls,...shd->...lhd", weights, v, precision=p)
+        heads = _attention_heads(self, inputs_q, inputs_k, inputs_v, mask, dtype)
         y = jnp.einsum("...lhd,hdo->...lo", heads, self.out[...].astype(dtype), precision=p)
         return y if self.out_bias is None else y + _lead(self.out_bias[...].astype(dtype), y.ndim)
 
