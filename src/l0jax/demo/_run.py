@@ -93,6 +93,24 @@ def _district_error(problem: SurveyProblem, weights: np.ndarray) -> tuple[float,
     return float(err.mean()), float(err.max())
 
 
+def _figures(
+    problem: SurveyProblem, res: l0jax.CalibrationResult, rel: np.ndarray, tolerance: float, seconds: float
+) -> dict[str, Any]:
+    """What the demo reports of one fit: households kept, targets met, errors, time."""
+    district_mean, district_max = _district_error(problem, res.weights)
+    return dict(
+        kept=res.active_count,
+        households=res.weights.size,
+        max_error=float(np.abs(rel).max()),
+        met=int(np.sum(np.abs(rel) <= tolerance)),
+        tolerance=tolerance,
+        seconds=seconds,
+        min_weight=float(res.weights.min()),
+        district_mean=district_mean,
+        district_max=district_max,
+    )
+
+
 def _plot_errors(
     path: Path, names: list[str], series: dict[str, np.ndarray], tolerances: dict[str, float]
 ) -> None:
@@ -182,37 +200,15 @@ def run_demo(
     t0 = time.perf_counter()
     res_a = calibrate_sample(sample, epochs=epochs, seed=seed)
     a_rel = relative_error(res_a.predictions, sample.targets)
+    figures["sample"] = _figures(sample, res_a, a_rel, SAMPLE_TOLERANCE, time.perf_counter() - t0)
     ratio = res_a.weights / sample.initial_weights
     ratio_range = (float(ratio.min()), float(ratio.max()))
-    figures["sample"] = dict(
-        kept=res_a.active_count,
-        households=res_a.weights.size,
-        max_error=float(np.abs(a_rel).max()),
-        met=int(np.sum(np.abs(a_rel) <= SAMPLE_TOLERANCE)),
-        tolerance=SAMPLE_TOLERANCE,
-        seconds=time.perf_counter() - t0,
-        min_weight=float(res_a.weights.min()),
-        ratio=ratio_range,
-    )
-    figures["sample"]["district_mean"], figures["sample"]["district_max"] = _district_error(
-        sample, res_a.weights
-    )
+    figures["sample"]["ratio"] = ratio_range
 
     t0 = time.perf_counter()
     res_b = select_census(census, keep=keep, epochs=epochs, seed=seed)
     b_rel = relative_error(res_b.predictions, census.targets)
-    figures["census"] = dict(
-        kept=res_b.active_count,
-        households=res_b.weights.size,
-        max_error=float(np.abs(b_rel).max()),
-        met=int(np.sum(np.abs(b_rel) <= CENSUS_TOLERANCE)),
-        tolerance=CENSUS_TOLERANCE,
-        seconds=time.perf_counter() - t0,
-        min_weight=float(res_b.weights.min()),
-    )
-    figures["census"]["district_mean"], figures["census"]["district_max"] = _district_error(
-        census, res_b.weights
-    )
+    figures["census"] = _figures(census, res_b, b_rel, CENSUS_TOLERANCE, time.perf_counter() - t0)
 
     head = (
         f"{'task':<34} {'households kept':>16} {'targets met':>19} {'max |error|':>11} "
